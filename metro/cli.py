@@ -1,0 +1,100 @@
+"""The `metro` command: database control, schema install, psql, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from metro import database, schema
+from metro.embedded import bin_dir
+from metro.errors import MetroError
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    if not database.uses_embedded():
+        print(f"metro uses an external PostgreSQL ({_describe_external()}); "
+              "db start/stop/status apply only to the embedded server")
+        return 0 if args.action in ("status", "url") else 2
+    server = database.embedded_server()
+    if args.action == "start":
+        server.start()
+        print(f"embedded PostgreSQL running: {server.url()}")
+    elif args.action == "stop":
+        stopped = server.stop()
+        print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+    elif args.action == "status":
+        if server.running():
+            print(f"running: {server.url()} (data {server.pgdata})")
+        else:
+            print(f"stopped (data {server.pgdata})")
+            return 3
+    elif args.action == "url":
+        print(server.url())
+    return 0
+
+
+def _describe_external() -> str:
+    return "METRO_DATABASE_URL" if os.environ.get("METRO_DATABASE_URL") else "PG* variables"
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    dsn = database.conninfo()
+    revision = schema.install(dsn)
+    print(f"metro schema installed at revision {revision}; search_path set to {schema.SEARCH_PATH}")
+    return 0
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    dsn = database.conninfo()
+    psql = str(bin_dir() / "psql")
+    sys.stdout.flush()
+    os.execv(psql, [psql, "-d", dsn, *args.psql_args])
+    return 0  # not reached
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from metro import walkthrough
+
+    return walkthrough.run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="control the embedded PostgreSQL")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.set_defaults(func=cmd_db)
+
+    install = sub.add_parser("install", help="create or upgrade the metro schema (idempotent)")
+    install.set_defaults(func=cmd_install)
+
+    psql = sub.add_parser("psql", help="run psql against the selected database")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql")
+    psql.set_defaults(func=cmd_psql)
+
+    demo = sub.add_parser("demo", help="start, install, load sample data and print a few decisions")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # psql takes its own options (-c, -f, -q ...), which argparse would reject.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "psql":
+        args.psql_args = [*extra, *args.psql_args]
+    try:
+        return int(args.func(args))
+    except MetroError as error:
+        print(f"metro: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Which PostgreSQL metro talks to, and connections to it.
+
+METRO_DATABASE_URL (or the PG* variables) selects any PostgreSQL 13+;
+otherwise the embedded server under METRO_HOME is started on demand.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from metro import settings
+from metro.embedded import EmbeddedServer
+from metro.errors import DatabaseUnavailable
+
+
+def embedded_server() -> EmbeddedServer:
+    return EmbeddedServer(settings.metro_home())
+
+
+def uses_embedded() -> bool:
+    return settings.external_database_url() is None
+
+
+def conninfo(start: bool = True) -> str:
+    """Connection string of the selected database, starting the embedded server if needed."""
+    external = settings.external_database_url()
+    if external is not None:
+        return external
+    server = embedded_server()
+    if start:
+        server.start()
+    return server.conninfo()
+
+
+def connect(dsn: str | None = None, **kwargs: object) -> psycopg.Connection:
+    """A connection to the selected database, with a one-line error when it cannot be reached."""
+    target = conninfo() if dsn is None else dsn
+    try:
+        return psycopg.connect(target, **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {str(error).strip()}") from None
+
+
+def pool(min_size: int = 1, max_size: int = 8, dsn: str | None = None) -> ConnectionPool:
+    """A connection pool on the selected database; the caller opens and closes it."""
+    return ConnectionPool(conninfo() if dsn is None else dsn, min_size=min_size,
+                          max_size=max_size, open=False)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server and credentials, another database (for tests and templates)."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]

@@ -1,0 +1,68 @@
+"""Installing the metro schema: alembic for the upgrade path, the SQL tree as the truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from psycopg import sql
+
+from metro import settings
+
+SCHEMA = "metro"
+SEARCH_PATH = "metro, public"
+
+
+def sql_tree() -> list[Path]:
+    """sql/ then procedures/, each in name order: the canonical schema."""
+    return sorted(settings.SQL_DIR.glob("*.sql")) + sorted(settings.PROCEDURES_DIR.glob("*.sql"))
+
+
+def apply_files(conn: psycopg.Connection, files: Iterable[Path]) -> None:
+    """Run SQL files on conn, in order, inside the caller's transaction."""
+    for path in files:
+        # No parameters: psycopg sends the file as one simple query, so
+        # several statements and $$-quoted bodies work as in psql.
+        conn.execute(path.read_text())
+        conn.execute("RESET search_path")
+
+
+def alembic_config(dsn: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(settings.MIGRATIONS_DIR))
+    config.attributes["dsn"] = dsn
+    return config
+
+
+def upgrade(dsn: str, revision: str = "head") -> None:
+    """Bring the schema of dsn to revision (creating it on an empty database)."""
+    command.upgrade(alembic_config(dsn), revision)
+
+
+def set_search_path(conn: psycopg.Connection) -> None:
+    """Let new sessions call the functions unqualified: SELECT * FROM validate_entry(42, 3)."""
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    conn.execute(sql.SQL("ALTER DATABASE {} SET search_path = metro, public").format(
+        sql.Identifier(dbname)))
+
+
+def current_revision(conn: psycopg.Connection) -> str | None:
+    row = conn.execute(
+        "SELECT to_regclass('metro.alembic_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    version = conn.execute("SELECT version_num FROM metro.alembic_version").fetchone()
+    return version[0] if version else None
+
+
+def install(dsn: str) -> str:
+    """Create or upgrade the schema and set the search_path; idempotent. Returns the revision."""
+    upgrade(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        set_search_path(conn)
+        revision = current_revision(conn)
+    assert revision is not None
+    return revision

@@ -1,0 +1,53 @@
+-- Recharges at ticket machines.
+SET search_path = metro, pg_catalog;
+
+-- functions
+
+-- Credits amount cents to an enabled card exactly once, records the purchase
+-- and writes a card_alert_export row. Unknown and disabled cards are refused
+-- (and recorded); a non-positive amount is an error and writes nothing.
+CREATE OR REPLACE FUNCTION recharge_card(card_id bigint, amount integer, station_id integer, ts timestamptz DEFAULT now())
+RETURNS decision LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    p_card ALIAS FOR $1;
+    p_amount ALIAS FOR $2;
+    p_station ALIAS FOR $3;
+    p_ts ALIAS FOR $4;
+    v_station_name text;
+    c cards%ROWTYPE;
+    v_balance integer;
+    v_accept smallint := 0;
+    v_message text;
+BEGIN
+    IF p_card IS NULL THEN PERFORM raise_null_argument('recharge_card', 'card_id'); END IF;
+    IF p_amount IS NULL THEN PERFORM raise_null_argument('recharge_card', 'amount'); END IF;
+    IF p_station IS NULL THEN PERFORM raise_null_argument('recharge_card', 'station_id'); END IF;
+    IF p_ts IS NULL THEN PERFORM raise_null_argument('recharge_card', 'ts'); END IF;
+    IF p_amount <= 0 THEN
+        RAISE EXCEPTION 'Recharge amount must be a positive number of cents: %', p_amount
+            USING ERRCODE = 'MT003', HINT = 'Amounts are integer cents: 2000 is 20.00.';
+    END IF;
+    SELECT s.name INTO v_station_name FROM stations s WHERE s.station_id = p_station;
+    IF NOT FOUND THEN PERFORM raise_unknown_station(p_station); END IF;
+
+    SELECT * INTO c FROM cards WHERE cards.card_id = p_card FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        v_message := 'Card Invalid';
+    ELSIF NOT c.enabled THEN
+        v_message := 'Card Disabled';
+    ELSE
+        UPDATE cards SET balance = c.balance + p_amount WHERE cards.card_id = p_card
+        RETURNING balance INTO v_balance;
+        v_accept := 1;
+        v_message := 'Recharged: ' || cents_text(p_amount) || ', Balance: ' || cents_text(v_balance);
+        INSERT INTO card_alert_export (card_id, ts, station_name, name, phone, email, notify, alert_message)
+        VALUES (p_card, p_ts, v_station_name, c.name, c.phone, c.email, c.notify, v_message);
+    END IF;
+
+    INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)
+    VALUES (p_card, p_ts, p_station, 2, CASE WHEN v_accept = 1 THEN p_amount ELSE 0 END, v_accept);
+    RETURN ROW(v_accept = 1, v_message)::decision;
+END
+$$;
+REVOKE ALL ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) TO metro_app;

@@ -1,0 +1,58 @@
+-- Train movements and the wait-time statistics they produce.
+SET search_path = metro, pg_catalog;
+
+-- functions
+
+-- Records an arrival (0) or departure (1). A departure turns the accepted
+-- entries at that station since the previous departure (at most
+-- settings.max_wait back) into a station_departures row.
+CREATE OR REPLACE FUNCTION record_train_event(train_id integer, station_id integer, activity_type integer, ts timestamptz DEFAULT now())
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    p_train ALIAS FOR $1;
+    p_station ALIAS FOR $2;
+    p_activity ALIAS FOR $3;
+    p_ts ALIAS FOR $4;
+    v_since timestamptz;
+    v_riders integer;
+    v_wait numeric;
+BEGIN
+    IF p_train IS NULL THEN PERFORM raise_null_argument('record_train_event', 'train_id'); END IF;
+    IF p_station IS NULL THEN PERFORM raise_null_argument('record_train_event', 'station_id'); END IF;
+    IF p_activity IS NULL THEN PERFORM raise_null_argument('record_train_event', 'activity_type'); END IF;
+    IF p_ts IS NULL THEN PERFORM raise_null_argument('record_train_event', 'ts'); END IF;
+    IF p_activity NOT IN (0, 1) THEN
+        RAISE EXCEPTION 'record_train_event: activity_type must be 0 (arrival) or 1 (departure), got %', p_activity
+            USING ERRCODE = 'MT005';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM trains t WHERE t.train_id = p_train) THEN
+        RAISE EXCEPTION 'Unknown train: %', p_train
+            USING ERRCODE = 'MT002', DETAIL = format('No row in metro.trains has train_id %s.', p_train),
+                  HINT = 'Load the trains first: loader data/trains.csv';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = p_station) THEN
+        PERFORM raise_unknown_station(p_station);
+    END IF;
+
+    IF p_activity = 1 THEN
+        SELECT greatest(max(te.ts), p_ts - (SELECT max_wait FROM settings)) INTO v_since
+        FROM train_events te
+        WHERE te.station_id = p_station AND te.activity_type = 1 AND te.ts < p_ts;
+        -- One-second buckets: a bucket belongs to the first departure at or
+        -- after its start, so consecutive departures never count it twice.
+        SELECT coalesce(sum(sl.accepted), 0),
+               coalesce(sum(sl.accepted * extract(epoch FROM p_ts - sl.second_start)), 0)
+        INTO v_riders, v_wait
+        FROM station_second_slots sl
+        WHERE sl.station_id = p_station
+          AND sl.second_start > date_trunc('second', v_since)
+          AND sl.second_start <= p_ts;
+        INSERT INTO station_departures (station_id, train_id, ts, riders, wait_seconds)
+        VALUES (p_station, p_train, p_ts, v_riders, v_wait);
+    END IF;
+    INSERT INTO train_events (train_id, station_id, activity_type, ts)
+    VALUES (p_train, p_station, p_activity, p_ts);
+END
+$$;
+REVOKE ALL ON FUNCTION record_train_event(integer, integer, integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz) TO metro_app;

@@ -1,0 +1,86 @@
+"""Real PostgreSQL for every test: the schema is installed once per session into a
+template database (through alembic, as `metro install` does), and each test gets
+its own copy made with CREATE DATABASE ... TEMPLATE.
+
+METRO_DATABASE_URL selects the server (its role needs CREATEDB); without it the
+embedded server runs under .metro-test/ in the repository.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from metro import schema, settings
+from metro.database import with_dbname
+from metro.embedded import EmbeddedServer
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> str:
+    """A DSN on the test server's maintenance database."""
+    external = settings.external_database_url()
+    if external is not None:
+        return with_dbname(external, "postgres")
+    server = EmbeddedServer(Path(__file__).resolve().parent.parent / ".metro-test")
+    server.start()
+    return server.conninfo("postgres")
+
+
+def _drop(admin: psycopg.Connection, name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    """Name of a database holding the installed schema, copied by every test."""
+    name = f"metro_template_{os.getpid()}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        _drop(admin, name)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    schema.upgrade(with_dbname(server_dsn, name))
+    yield name
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        _drop(admin, name)
+
+
+@pytest.fixture
+def db(server_dsn: str, template_db: str) -> Iterator[str]:
+    """DSN of a fresh database with the metro schema, dropped after the test."""
+    name = f"metro_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        _drop(admin, name)
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_db)))
+    dsn = with_dbname(server_dsn, name)
+    # Database settings are not copied from a template.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        schema.set_search_path(conn)
+    yield dsn
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        _drop(admin, name)
+
+
+@pytest.fixture
+def conn(db: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test's database: every call is its own transaction."""
+    with psycopg.connect(db, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def stations(conn: psycopg.Connection) -> None:
+    """The project's stations and trains, loaded with COPY."""
+    for table, path in (("stations", "stations.csv"), ("trains", "trains.csv")):
+        with conn.cursor().copy(
+            sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(sql.Identifier(table))
+        ) as copy:
+            copy.write((settings.DATA_DIR / path).read_bytes())
