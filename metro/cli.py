@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+import psycopg
+
 from metro import database, schema
 from metro.embedded import bin_dir
 from metro.errors import MetroError
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except MetroError as error:
         print(f"metro: {error}", file=sys.stderr)
+        return 2
+    except psycopg.Error as error:
+        print(f"metro: {error.diag.message_primary or str(error).strip()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

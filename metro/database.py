@@ -39,7 +39,9 @@ def connect(dsn: str | None = None, **kwargs: object) -> psycopg.Connection:
     try:
         return psycopg.connect(target, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as error:
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {str(error).strip()}") from None
+        # libpq's message spans lines; users get one.
+        message = " ".join(str(error).split())
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {message}") from None
 
 
 def pool(min_size: int = 1, max_size: int = 8, dsn: str | None = None) -> ConnectionPool:

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from psycopg import sql
 
-from metro import settings
+from metro import database, settings
 
 SCHEMA = "metro"
 SEARCH_PATH = "metro, public"
@@ -60,8 +60,11 @@ def current_revision(conn: psycopg.Connection) -> str | None:
 
 def install(dsn: str) -> str:
     """Create or upgrade the schema and set the search_path; idempotent. Returns the revision."""
+    # Connect first: an unreachable server is reported in one line, not by alembic.
+    with database.connect(dsn, autocommit=True):
+        pass
     upgrade(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with database.connect(dsn, autocommit=True) as conn:
         set_search_path(conn)
         revision = current_revision(conn)
     assert revision is not None

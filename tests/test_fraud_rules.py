@@ -1,0 +1,107 @@
+"""The fraud rules at their edges, through is_fraud (read-only) and validate_entry."""
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from factories import add_card, at, call, counts
+
+MICROSECOND = timedelta(microseconds=1)
+
+
+def is_fraud(conn, card, station, ts):
+    row = conn.execute("SELECT is_fraud(%s, %s, %s)", (card, station, ts)).fetchone()
+    return row[0]
+
+
+def enter(conn, card, station, ts):
+    return call(conn, "validate_entry", card, station, ts)
+
+
+def test_four_distinct_stations_pass_five_are_fraud(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    for minute, station in enumerate((1, 2, 3, 4)):
+        assert enter(conn, 42, station, at(minutes=minute))[0] is True
+    assert is_fraud(conn, 42, 5, at(minutes=10)) is False
+    assert enter(conn, 42, 5, at(minutes=10)) == (True, "Remaining Balance: 487.00")
+    assert is_fraud(conn, 42, 6, at(minutes=11)) is True
+    assert enter(conn, 42, 6, at(minutes=11)) == (False, "Fraudulent transaction")
+
+
+def test_nine_entries_pass_ten_are_fraud(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    for minute in range(9):
+        assert enter(conn, 42, 1, at(minutes=minute))[0] is True
+    assert is_fraud(conn, 42, 1, at(minutes=20)) is False
+    assert enter(conn, 42, 1, at(minutes=20))[0] is True
+    assert is_fraud(conn, 42, 1, at(minutes=21)) is True
+    assert enter(conn, 42, 1, at(minutes=21)) == (False, "Fraudulent transaction")
+
+
+def test_refused_entries_count_too(conn, stations):
+    add_card(conn, 42, balance=0)
+    for minute in range(10):
+        assert enter(conn, 42, 1, at(minutes=minute))[1] == "Card has insufficient balance: 0.00"
+    assert is_fraud(conn, 42, 1, at(minutes=30)) is True
+
+
+def test_entry_exactly_one_hour_old_still_counts(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    for minute, station in enumerate((1, 2, 3, 4, 5)):
+        enter(conn, 42, station, at(minutes=minute))
+    # The oldest entry, at minute 0, is exactly one hour old: five stations.
+    assert is_fraud(conn, 42, 9, at(minutes=60)) is True
+    # One microsecond later it has left the window: four stations.
+    assert is_fraud(conn, 42, 9, at(minutes=60) + MICROSECOND) is False
+
+
+def test_entries_at_or_after_ts_do_not_count(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    for minute, station in enumerate((1, 2, 3, 4, 5)):
+        enter(conn, 42, station, at(minutes=10 + minute))
+    assert is_fraud(conn, 42, 9, at(minutes=5)) is False
+
+
+def test_same_second_is_fraud_adjacent_seconds_are_not(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    enter(conn, 42, 1, at(0.999))
+    assert is_fraud(conn, 42, 1, at(0.5)) is True
+    assert is_fraud(conn, 42, 1, at(0.0)) is True
+    assert is_fraud(conn, 42, 1, at(1.0)) is False
+    assert is_fraud(conn, 42, 1, at(0) - MICROSECOND) is False
+    assert enter(conn, 42, 1, at(1.0)) == (True, "Remaining Balance: 495.00")
+
+
+def test_any_card_event_in_the_same_second_counts(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    call(conn, "recharge_card", 42, 500, 1, at(3.1))
+    assert enter(conn, 42, 1, at(3.6)) == (False, "Fraudulent transaction")
+
+
+def test_thresholds_from_settings_apply_on_the_next_call(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    for minute, station in enumerate((1, 2, 3)):
+        enter(conn, 42, station, at(minutes=minute))
+    assert is_fraud(conn, 42, 4, at(minutes=10)) is False
+    conn.execute("UPDATE settings SET fraud_station_limit = 3")
+    assert is_fraud(conn, 42, 4, at(minutes=10)) is True
+    conn.execute("UPDATE settings SET fraud_station_limit = 5, fraud_entry_limit = 3")
+    assert is_fraud(conn, 42, 4, at(minutes=10)) is True
+    conn.execute("UPDATE settings SET fraud_entry_limit = 10, fraud_window = '5 minutes'")
+    assert is_fraud(conn, 42, 4, at(minutes=10)) is False
+    assert enter(conn, 42, 4, at(minutes=10))[0] is True
+
+
+def test_is_fraud_writes_nothing(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    enter(conn, 42, 1, at())
+    before = counts(conn)
+    assert is_fraud(conn, 42, 1, at(0.5)) is True
+    assert counts(conn) == before
+
+
+def test_settings_reject_nonsense_thresholds(conn, stations):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE settings SET fraud_entry_limit = 0")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO settings DEFAULT VALUES")

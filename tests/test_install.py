@@ -1,0 +1,141 @@
+"""Installing: the SQL tree and the alembic revisions give the same schema, install is
+idempotent, and the psql walkthrough works against an installed database."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from metro import schema
+from metro.database import with_dbname
+from metro.embedded import bin_dir
+
+METRO = [sys.executable, "-m", "metro.cli"]
+
+
+@pytest.fixture
+def empty_db(server_dsn):
+    """Factory of empty databases on the test server, dropped afterwards."""
+    created = []
+
+    def make(suffix):
+        name = f"metro_empty_{os.getpid()}_{suffix}"
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return with_dbname(server_dsn, name)
+
+    yield make
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        for name in created:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def schema_dump(dsn):
+    """pg_dump --schema-only of metro, without the version table and dump noise."""
+    result = subprocess.run(
+        [str(bin_dir() / "pg_dump"), "--schema-only", "--no-owner", "--schema=metro",
+         "--exclude-table=metro.alembic_version", "-d", dsn],
+        capture_output=True, text=True, check=True)
+    lines = []
+    for line in result.stdout.splitlines():
+        if line.startswith("--") or not line.strip():
+            continue
+        if re.match(r"\\(un)?restrict ", line):  # per-dump random key (pg_dump 17.6+)
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def run_metro(*args, dsn=None, home=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.pop("METRO_DATABASE_URL", None)
+    if dsn is not None:
+        env["METRO_DATABASE_URL"] = dsn
+    if home is not None:
+        env["METRO_HOME"] = str(home)
+    return subprocess.run([*METRO, *args], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_tree_and_migrations_build_identical_schemas(empty_db):
+    from_tree, from_alembic = empty_db("tree"), empty_db("alembic")
+    with psycopg.connect(from_tree) as conn:
+        schema.apply_files(conn, schema.sql_tree())
+    schema.upgrade(from_alembic)
+    tree_dump = schema_dump(from_tree)
+    assert "CREATE FUNCTION metro.validate_entry" in tree_dump
+    assert schema_dump(from_alembic) == tree_dump
+
+
+def test_install_twice_changes_nothing(empty_db):
+    dsn = empty_db("twice")
+    first = run_metro("install", dsn=dsn)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == (
+        "metro schema installed at revision 0001; search_path set to metro, public\n")
+    dump = schema_dump(dsn)
+    second = run_metro("install", dsn=dsn)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert schema_dump(dsn) == dump
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM metro.settings").fetchone() == (1,)
+        assert conn.execute("SHOW search_path").fetchone() == ("metro, public",)
+
+
+def test_psql_walkthrough_runs_unqualified(empty_db):
+    dsn = empty_db("psql")
+    assert run_metro("install", dsn=dsn).returncode == 0
+    result = run_metro(
+        "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+        "-c", "INSERT INTO stations VALUES (3, 'Old Mill', 250, 3)",
+        "-c", "INSERT INTO cards (card_id, balance) VALUES (42, 1250)",
+        "-c", "SELECT * FROM validate_entry(42, 3)",
+        "-c", "SELECT * FROM validate_entry(43, 3)",
+        "-c", "SELECT card_id, station_id, activity_code, amount, accept FROM card_events",
+        dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "INSERT 0 1", "INSERT 0 1",
+        "t|Remaining Balance: 10.00",
+        "f|Card Invalid",
+        "42|3|1|250|1", "43|3|1|0|0"]
+
+
+def test_install_reports_an_unreachable_database_in_one_line(tmp_path):
+    result = run_metro("install", dsn=f"host={tmp_path} port=1 dbname=nowhere connect_timeout=2")
+    assert result.returncode == 2
+    assert result.stderr.startswith("metro: ")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_embedded_server_lifecycle(tmp_path):
+    home = tmp_path / "home"
+    status = run_metro("db", "status", home=home)
+    assert (status.returncode, status.stdout) == (3, f"stopped (data {home / 'pgdata'})\n")
+    started = run_metro("db", "start", home=home)
+    assert started.returncode == 0, started.stderr
+    url = run_metro("db", "url", home=home).stdout.strip()
+    assert url == f"postgresql://postgres@/metro?host={home / 'run'}&port=5432"
+    try:
+        assert run_metro("db", "status", home=home).stdout.startswith(f"running: {url}")
+        installed = run_metro("install", home=home)
+        assert installed.returncode == 0, installed.stderr
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+            assert conn.execute("SELECT count(*) FROM metro.settings").fetchone() == (1,)
+    finally:
+        stopped = run_metro("db", "stop", home=home)
+    assert stopped.stdout == "embedded PostgreSQL stopped\n"
+    assert run_metro("db", "status", home=home).returncode == 3

@@ -1,0 +1,55 @@
+"""record_train_event: arrivals and departures, and the wait-time statistics of departures."""
+
+from decimal import Decimal
+
+from factories import add_card, at, call
+
+
+def departures(conn):
+    return conn.execute(
+        "SELECT station_id, train_id, ts, riders, wait_seconds FROM station_departures"
+        " ORDER BY ts, station_id").fetchall()
+
+
+def test_events_are_recorded(conn, stations):
+    conn.execute("SELECT record_train_event(1, 4, 0, %s)", (at(),))
+    conn.execute("SELECT record_train_event(1, 4, 1, %s)", (at(30),))
+    assert conn.execute("SELECT train_id, station_id, activity_type, ts FROM train_events"
+                        " ORDER BY ts").fetchall() == [(1, 4, 0, at()), (1, 4, 1, at(30))]
+
+
+def test_departure_turns_waiting_entries_into_wait_times(conn, stations):
+    for card in (1, 2, 3):
+        add_card(conn, card, balance=5000)
+    conn.execute("SELECT record_train_event(2, 4, 1, %s)", (at(0),))
+    call(conn, "validate_entry", 1, 4, at(10))
+    call(conn, "validate_entry", 2, 4, at(40))
+    call(conn, "validate_entry", 3, 5, at(41))  # another station
+    conn.execute("SELECT record_train_event(1, 4, 1, %s)", (at(100),))
+    call(conn, "validate_entry", 3, 4, at(130))
+    conn.execute("SELECT record_train_event(3, 4, 1, %s)", (at(160),))
+    assert departures(conn) == [
+        (4, 2, at(0), 0, Decimal(0)),
+        (4, 1, at(100), 2, Decimal(90 + 60)),
+        (4, 3, at(160), 1, Decimal(30)),
+    ]
+    assert conn.execute(
+        "SELECT station_id, name, departures, riders, average_wait_seconds FROM station_wait_times"
+    ).fetchall() == [(4, "Lantern Square", 3, 3, Decimal("60.0"))]
+
+
+def test_refused_entries_are_not_waiting(conn, stations):
+    add_card(conn, 1, balance=0)
+    call(conn, "validate_entry", 1, 4, at(10))
+    conn.execute("SELECT record_train_event(1, 4, 1, %s)", (at(20),))
+    assert departures(conn) == [(4, 1, at(20), 0, Decimal(0))]
+
+
+def test_first_departure_looks_back_at_most_max_wait(conn, stations):
+    add_card(conn, 1, balance=5000)
+    add_card(conn, 2, balance=5000)
+    call(conn, "validate_entry", 1, 4, at(minutes=0))
+    call(conn, "validate_entry", 2, 4, at(minutes=25))
+    conn.execute("UPDATE settings SET max_wait = '10 minutes'")
+    conn.execute("SELECT record_train_event(1, 4, 1, %s)", (at(minutes=30),))
+    assert departures(conn) == [(4, 1, at(minutes=30), 1, Decimal(300))]
