@@ -1,0 +1,74 @@
+"""--procedure: one function call per row, each call its own transaction (as at a gate).
+
+A row is invalid when it cannot be split into the function's arguments or
+when the function raises an error for it (MT001 Unknown station...); the
+function's message is the reason. A function that answers with a decision
+(`accepted` false) has treated the row: the row counts as loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import psycopg
+from psycopg import sql
+
+from loader.catalog import Function
+from loader.errors import describe, fatal, is_row_error
+from loader.report import Report
+from loader.source import Batch
+
+
+class CallLoader:
+    def __init__(self, conn: psycopg.Connection, function: Function, report: Report, *,
+                 delimiter: str, quote: str, null: str | None) -> None:
+        self.conn = conn
+        self.function = function
+        self.report = report
+        self.delimiter = delimiter
+        self.quote = quote
+        self.null = "" if null is None else null
+        self.calls = {count: self._call(count)
+                      for count in range(function.required, len(function.arg_types) + 1)}
+
+    def _call(self, count: int) -> sql.Composed:
+        arguments = [sql.SQL("%s::" + arg_type) for arg_type in self.function.arg_types[:count]]
+        return sql.SQL("SELECT * FROM {}({})").format(
+            sql.Identifier(self.function.schema, self.function.name),
+            sql.SQL(", ").join(arguments))
+
+    def load(self, batch: Batch) -> None:
+        for line, raw in zip(batch.lines, batch.records, strict=True):
+            fields = self._fields(raw)
+            if isinstance(fields, str):
+                self.report.invalid(line, raw, fields)
+                continue
+            try:
+                result = self.conn.execute(self.calls[len(fields)], fields).fetchone()
+            except psycopg.Error as error:
+                if not is_row_error(error):
+                    raise fatal(error, self.function.qualified) from None
+                self.report.invalid(line, raw, describe(error))
+                continue
+            self.report.loaded(1)
+            if result and isinstance(result[0], bool):
+                self.report.decided(result[0])
+
+    def _fields(self, raw: bytes) -> list[str | None] | str:
+        """The row's arguments, or why the row cannot be a call."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return f'invalid byte sequence for encoding "UTF8": 0x{raw[error.start]:02x}'
+        try:
+            rows = list(csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter,
+                                   quotechar=self.quote, strict=True))
+        except csv.Error:
+            return "unterminated CSV quoted field"
+        fields = rows[0] if rows else []
+        if len(fields) not in self.calls:
+            low, high = min(self.calls), max(self.calls)
+            wanted = str(high) if low == high else f"{low} to {high}"
+            return (f"{self.function.qualified} takes {wanted} arguments, "
+                    f"the row has {len(fields)} fields")
+        return [None if field == self.null else field for field in fields]

@@ -1,0 +1,81 @@
+"""Report files of one loaded file, in the report directory.
+
+- `<stem>.invalid.csv`: the skipped header lines, then every invalid row
+  exactly as read (bytes for bytes), so the file can be fixed and reloaded
+  with the same options;
+- `<stem>.log`: one entry per invalid row: line number and reason, then the
+  raw row indented on the next line;
+- `<stem>.summary`: the summary line, as printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    loaded: int = 0
+    invalid: int = 0
+    # Procedure loads: how many calls the function answered accepted / refused.
+    decisions: dict[bool, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = f"read {self.read}, loaded {self.loaded}, invalid {self.invalid}"
+        if self.decisions:
+            text += (f" (accepted {self.decisions.get(True, 0)},"
+                     f" refused {self.decisions.get(False, 0)})")
+        return text
+
+
+class MaxErrorsReached(Exception):
+    """The load met --max-errors invalid rows and stops."""
+
+
+class Report:
+    def __init__(self, directory: Path, source: Path, header: list[bytes],
+                 max_errors: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = source.stem
+        self.source_name = source.name
+        self.invalid_path = directory / f"{stem}.invalid.csv"
+        self.log_path = directory / f"{stem}.log"
+        self.summary_path = directory / f"{stem}.summary"
+        self.counts = Counts()
+        self.max_errors = max_errors
+        self.first_invalid: tuple[int, str] | None = None
+        self.last_line = 0  # line of the latest invalid row
+        self._invalid = open(self.invalid_path, "wb")  # noqa: SIM115 - closed by close()
+        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115
+        self._invalid.writelines(header)
+
+    def loaded(self, rows: int) -> None:
+        self.counts.read += rows
+        self.counts.loaded += rows
+
+    def decided(self, accepted: bool) -> None:
+        self.counts.decisions[accepted] = self.counts.decisions.get(accepted, 0) + 1
+
+    def invalid(self, line: int, raw: bytes, reason: str) -> None:
+        """Records an invalid row; raises MaxErrorsReached when it is the last one allowed."""
+        self.counts.read += 1
+        self.counts.invalid += 1
+        self.last_line = line
+        if self.first_invalid is None:
+            self.first_invalid = (line, reason)
+        self._invalid.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        shown = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+        shown = shown.replace("\r", "\\r").replace("\n", "\\n")
+        self._log.write(f"{self.source_name} line {line}: {reason}\n    {shown}\n")
+        if 0 <= self.max_errors <= self.counts.invalid:
+            raise MaxErrorsReached
+
+    def close(self, lines: list[str]) -> None:
+        """Ends the log with the closing lines and writes them as the summary."""
+        self._invalid.close()
+        for line in lines:
+            self._log.write(line + "\n")
+        self._log.close()
+        self.summary_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
