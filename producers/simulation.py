@@ -1,0 +1,41 @@
+"""What the run loop needs from a simulator: a timeline of events and a place for feedback."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from producers.events import Event, Outcome
+from producers.timeline import Timeline
+
+
+class Simulation:
+    """Base of the simulators: events are scheduled on `timeline` in wall-clock seconds
+    after the start; the simulated clock runs `speedup` times faster from `start_ts`."""
+
+    name = "simulation"
+    target_rate: float | None = None  # offered rate of the main stream, events per second
+    target_label = "calls"            # what target_rate counts
+
+    def __init__(self, start_ts: datetime, horizon: float, speedup: float = 1.0) -> None:
+        if speedup <= 0:
+            raise ValueError("speedup must be positive")
+        self.start_ts = start_ts
+        self.speedup = speedup
+        self.timeline = Timeline(horizon)
+
+    def sim_ts(self, due: float) -> datetime:
+        return self.start_ts + timedelta(seconds=due * self.speedup)
+
+    def counts_toward_target(self, event: Event) -> bool:
+        """Whether the event belongs to the stream that target_rate describes."""
+        return True
+
+    def completed(self, event: Event, outcome: Outcome) -> None:
+        """Called once per sent event with its outcome; may schedule follow-up events."""
+
+    def describe(self) -> str:
+        """One line saying what the simulation will send."""
+        raise NotImplementedError
+
+    def summary_lines(self) -> list[str]:
+        return []
