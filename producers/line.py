@@ -50,21 +50,37 @@ def load_line(path: Path = LINE_CSV) -> Line:
     dwell: list[int] = []
     body = rows[1:]
     for number, row in enumerate(body, start=2):
-        last = number == len(body) + 1
-        try:
-            station, run, stand = (cell.strip() for cell in row)
-            stations.append(int(station))
-            dwell.append(int(stand))
-            if not last:
-                travel.append(int(run))
-            elif run:
-                raise ValueError("the last station has no next station")
-        except ValueError as error:
-            raise MetroError(f"{path}, line {number}: {error}") from None
+        where = f"{path}, line {number}"
+        if len(row) != len(HEADER):
+            raise MetroError(f"{where}: expected {len(HEADER)} columns, got {len(row)}")
+        station, run, stand = (cell.strip() for cell in row)
+        stations.append(_number(station, "station_id", where))
+        dwell.append(_seconds(stand, "dwell_seconds", where))
+        if number < len(body) + 1:
+            travel.append(_seconds(run, "travel_seconds", where))
+        elif run:
+            raise MetroError(f"{where}: the last station has no next station: "
+                             "leave travel_seconds empty")
         if stations[-1] in stations[:-1]:
-            raise MetroError(f"{path}, line {number}: station {stations[-1]} appears twice")
-        if dwell[-1] <= 0 or (travel and travel[-1] <= 0):
-            raise MetroError(f"{path}, line {number}: seconds must be positive")
+            raise MetroError(f"{where}: station {stations[-1]} appears twice")
     if len(stations) < 2:
         raise MetroError(f"{path}: a line needs at least two stations")
     return Line(tuple(stations), tuple(travel), tuple(dwell))
+
+
+def _number(text: str, column: str, where: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise MetroError(f"{where}: {column} must be a whole number, got {text!r}") from None
+
+
+def _seconds(text: str, column: str, where: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise MetroError(
+            f"{where}: {column} must be a whole number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise MetroError(f"{where}: {column} must be positive, got {value}")
+    return value

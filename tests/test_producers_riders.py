@@ -1,0 +1,157 @@
+"""Riders and recharges against the real functions: the achieved rate, printed outcomes
+equal to the rows written, injected fraud detected, Ctrl-C and a lost connection."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from producers import cards
+from producers.cli import main
+
+CARDS = 2000
+
+
+@pytest.fixture
+def loaded(conn, stations):
+    """Stations, trains and CARDS generated cards, loaded with COPY."""
+    output = io.StringIO()
+    today = datetime.now(UTC).date()
+    cards.write_csv(cards.generate(CARDS, today, seed=21), output, today)
+    with conn.cursor().copy("COPY metro.cards FROM STDIN (FORMAT csv, HEADER true)") as copy:
+        copy.write(output.getvalue())
+
+
+def printed_totals(out: str) -> list[int]:
+    match = re.search(r"^total +(\d+) +(\d+) +(\d+) +(\d+)$", out, re.MULTILINE)
+    assert match, out
+    return [int(group) for group in match.groups()]
+
+
+def outcome_rows(conn) -> list[int]:
+    """accepted, rejected, fraud rows in card_events."""
+    row = conn.execute("SELECT count(*) FILTER (WHERE accept = 1), count(*) FILTER (WHERE"
+                       " accept = 0), count(*) FILTER (WHERE accept = -1) FROM metro.card_events"
+                       ).fetchone()
+    return list(row)
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "async"])
+def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("METRO_DATABASE_URL", db)
+    stats_file = tmp_path / "riders.json"
+    assert main(["riders", "--rate", "200", "--duration", "3", "--speedup", "600",
+                 "--fraud-ratio", "0.05", "--seed", "4", "--mode", mode, "--display-interval",
+                 "1", "--stats-file", str(stats_file)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(stats_file.read_text())
+
+    # 570 honest entries (190/s) and 5 bursts of 6 cloned entries (10/s), all on time.
+    assert summary["achieved_rate"] == pytest.approx(200, rel=0.03)
+    assert summary["rate_kept"] is True
+    assert "entries: " in out and "target 200/s: kept" in out
+    entries = conn.execute("SELECT count(*) FROM metro.card_events WHERE activity_code = 1")
+    assert entries.fetchone() == (600,)
+
+    # What was printed is what was written.
+    accepted, rejected, fraud, errors = printed_totals(out)
+    assert errors == 0
+    assert [accepted, rejected, fraud] == outcome_rows(conn)
+    assert summary["outcomes"] == {"accepted": accepted, "rejected": rejected, "fraud": fraud,
+                                   "errors": 0}
+
+    # Cloned cards were caught, and only they: an honest card is used once in this run.
+    assert fraud > 0
+    assert conn.execute("SELECT count(*) FROM metro.fraud").fetchone() == (fraud,)
+    caught = conn.execute(
+        "SELECT f.card_id, count(DISTINCT e.station_id) FROM metro.fraud f"
+        " JOIN metro.card_events e USING (card_id) WHERE e.activity_code = 1"
+        " GROUP BY f.card_id").fetchall()
+    assert caught and all(stations >= 2 for _, stations in caught)
+
+    # Accepted riders left at other stations after their ride (speedup 600).
+    trips = conn.execute("SELECT count(*), count(*) FILTER (WHERE entry_station = exit_station)"
+                         " FROM metro.trips").fetchone()
+    assert trips[0] > 0 and trips[1] == 0
+    assert summary["messages"]["Exit recorded"] == trips[0]
+    assert summary["by_call"]["exit"]["accepted"] == conn.execute(
+        "SELECT count(*) FROM metro.card_events WHERE activity_code = -1").fetchone()[0]
+
+
+def test_recharges_credit_exactly_what_they_report(conn, loaded, db, monkeypatch, capsys):
+    monkeypatch.setenv("METRO_DATABASE_URL", db)
+    before = conn.execute("SELECT sum(balance) FROM metro.cards").fetchone()[0]
+    assert main(["recharges", "--rate", "50", "--duration", "1", "--seed", "2",
+                 "--display-interval", "5"]) == 0
+    accepted, rejected, fraud, errors = printed_totals(capsys.readouterr().out)
+    assert (accepted + rejected, fraud, errors) == (50, 0, 0)
+    credited, count = conn.execute(
+        "SELECT coalesce(sum(amount), 0), count(*) FILTER (WHERE accept = 1)"
+        " FROM metro.card_events WHERE activity_code = 2").fetchone()
+    assert count == accepted
+    assert conn.execute("SELECT sum(balance) FROM metro.cards").fetchone()[0] == before + credited
+
+
+def start_producer(db: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "METRO_DATABASE_URL": db}
+    return subprocess.Popen([sys.executable, "-m", "producers.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 20) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if text in line:
+            return
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"no line with {text!r}: {process.communicate()}")
+
+
+def test_ctrl_c_stops_cleanly_with_the_summary(conn, loaded, db):
+    process = start_producer(db, "riders", "--rate", "100", "--duration", "0",
+                             "--display-interval", "0.5", "--seed", "1")
+    wait_for_line(process, "calls/s")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "stopped by Ctrl-C" in out
+    assert "latency from scheduled send" in out
+    accepted, rejected, fraud, errors = printed_totals(out)
+    assert errors == 0
+    assert [accepted, rejected, fraud] == outcome_rows(conn)
+
+
+def test_lost_connection_is_reported_and_retried(conn, loaded, db, tmp_path):
+    stats_file = tmp_path / "stats.json"
+    process = start_producer(db, "riders", "--rate", "200", "--duration", "4",
+                             "--display-interval", "0.5", "--seed", "1", "--connections", "2",
+                             "--stats-file", str(stats_file))
+    wait_for_line(process, "calls/s")
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                 " WHERE application_name = 'metro-producers' AND datname = current_database()")
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert re.search(r"producers: connection [12] lost: .*, reconnecting", err), err
+    assert re.search(r"producers: connection [12] restored after 1 attempt\(s\)", err), err
+    summary = json.loads(stats_file.read_text())
+    recorded = sum(outcome_rows(conn))
+    answered = sum(summary["outcomes"][name] for name in ("accepted", "rejected", "fraud"))
+    # A call cut off with its connection may or may not have committed.
+    assert answered <= recorded <= answered + summary["outcomes"]["errors"]
+    assert summary["outcomes"]["errors"] > 0
+    assert summary["messages"]["Remaining Balance"] > 0  # it kept going after the loss
