@@ -1,4 +1,4 @@
-"""The `metro` command: database control, schema install, psql, demo."""
+"""The `metro` command: database control, schema install, psql, demo, Kafka broker, bridge."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 
 import psycopg
 
-from metro import database, schema
+from bridge import command as bridge_command
+from metro import database, kafka, schema
 from metro.embedded import bin_dir
 from metro.errors import MetroError
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start, install, load sample data and print a few decisions")
     demo.set_defaults(func=cmd_demo)
+
+    kafka.add_parser(sub)
+    bridge_command.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,145 @@
+"""Inbound message values: VoltDB's CSV lines or JSON objects, parsed into function arguments.
+
+TRAINTOPIC: `train_id,station_id,activity_type,timestamp`
+            or {"train_id": 1, "station_id": 4, "activity_type": 1, "ts": "..."}
+RECHARGE:   `card_id,amount,station_id[,timestamp]`
+            or {"card_id": 42, "amount": 2000, "station_id": 4, "ts": "..."} (ts optional)
+
+A timestamp is ISO 8601 (`2026-11-21T08:15:00.250+00:00`, `Z`, a space instead
+of `T`; without an offset it is UTC) or an integer count of microseconds since
+the Unix epoch (VoltDB's TIMESTAMP unit). Every problem is an InvalidMessage
+whose text says what is wrong, for the dead-letter table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bridge.topics import RECHARGE_TOPIC, TRAIN_TOPIC
+
+# Microsecond counts below this (1973-03-03) are almost surely milliseconds or seconds.
+_MIN_EPOCH_MICROS = 10**14
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT_BOUNDS = {32: 2**31, 64: 2**63}
+
+
+class InvalidMessage(ValueError):
+    """A message value that cannot become a function call."""
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    train_id: int
+    station_id: int
+    activity_type: int
+    ts: datetime
+
+
+@dataclass(frozen=True)
+class Recharge:
+    card_id: int
+    amount: int
+    station_id: int
+    ts: datetime | None
+
+
+def parse_timestamp(text: str) -> datetime:
+    text = text.strip()
+    if text.isdigit():
+        micros = int(text)
+        if micros < _MIN_EPOCH_MICROS:
+            raise InvalidMessage(f"timestamp {text} is not in epoch microseconds "
+                                 "(it would be before 1973; milliseconds or seconds?)")
+        try:
+            return _EPOCH + timedelta(microseconds=micros)
+        except OverflowError:
+            raise InvalidMessage(f"timestamp {text} is out of range") from None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidMessage(f"timestamp {text!r} is neither ISO 8601 nor epoch "
+                             "microseconds") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _integer(value: Any, name: str, bits: int = 32) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidMessage(f"{name} must be an integer, got {value!r}")
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidMessage(f"{name} must be an integer, got {text!r}") from None
+    bound = _INT_BOUNDS[bits]
+    if not -bound <= number < bound:
+        raise InvalidMessage(f"{name} {number} does not fit in {bits} bits")
+    return number
+
+
+def _fields(value: bytes, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The named fields of a CSV line or a JSON object; optional ones may be absent."""
+    try:
+        text = value.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InvalidMessage("value is not UTF-8 text") from None
+    if not text:
+        raise InvalidMessage("value is empty")
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InvalidMessage(f"value is not valid JSON: {error.msg} at "
+                                 f"character {error.pos}") from None
+        if "timestamp" in obj and "ts" not in obj:
+            obj["ts"] = obj.pop("timestamp")
+        missing = [name for name in names if obj.get(name) is None]
+        if missing:
+            raise InvalidMessage(f"JSON object lacks {', '.join(missing)}")
+        return {name: obj.get(name) for name in names + optional}
+    row = next(csv.reader([text]))
+    expected = f"{len(names)}" + (f" or {len(names) + len(optional)}" if optional else "")
+    if not len(names) <= len(row) <= len(names) + len(optional):
+        raise InvalidMessage(f"expected {expected} comma-separated fields "
+                             f"({','.join(names + optional)}), got {len(row)}")
+    fields: dict[str, Any] = dict(zip(names + optional, row, strict=False))
+    return {name: fields.get(name) or None for name in names + optional}
+
+
+def parse_train_event(value: bytes) -> TrainEvent:
+    fields = _fields(value, ("train_id", "station_id", "activity_type", "ts"))
+    return TrainEvent(_integer(fields["train_id"], "train_id"),
+                      _integer(fields["station_id"], "station_id"),
+                      _integer(fields["activity_type"], "activity_type"),
+                      parse_timestamp(str(fields["ts"])))
+
+
+def parse_recharge(value: bytes) -> Recharge:
+    fields = _fields(value, ("card_id", "amount", "station_id"), ("ts",))
+    ts = fields["ts"]
+    return Recharge(_integer(fields["card_id"], "card_id", 64),
+                    _integer(fields["amount"], "amount"),
+                    _integer(fields["station_id"], "station_id"),
+                    None if ts is None else parse_timestamp(str(ts)))
+
+
+# The function call each inbound topic feeds; ts NULL means now().
+CALLS = {
+    TRAIN_TOPIC: (parse_train_event,
+                  "SELECT metro.record_train_event(%s, %s, %s, %s)"),
+    RECHARGE_TOPIC: (parse_recharge,
+                     "SELECT * FROM metro.recharge_card(%s, %s, %s,"
+                     " coalesce(%s::timestamptz, now()))"),
+}
+
+
+def call_for(topic: str, value: bytes | None) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and arguments that apply one message of topic."""
+    if value is None:
+        raise InvalidMessage("value is empty (tombstone)")
+    parse, query = CALLS[topic]
+    message = parse(value)
+    return query, tuple(vars(message).values())

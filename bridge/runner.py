@@ -1,0 +1,216 @@
+"""The bridge process: take the lease, forward streams, consume inbound topics, survive outages.
+
+One PostgreSQL session holds the lease (a session advisory lock, released by
+PostgreSQL when the session ends, so a killed bridge frees it at once), LISTENs
+for the streams' wake-up and reads and acknowledges the streams. The inbound
+topics are consumed on a second session in a thread. Whenever PostgreSQL or
+Kafka fails, everything is torn down, the error is reported, and the bridge
+starts again from the durable cursors after a short back-off.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import psycopg
+from kafka.errors import KafkaError, NoBrokersAvailable
+
+from bridge.inbound import InboundConsumer
+from bridge.outbound import DeliveryFailed, Forwarder, Stopped, new_producer
+from bridge.topics import INBOUND_TOPICS, STREAMS
+from metro.errors import MetroError
+
+CHANNEL = "metro_bridge"
+# pg_try_advisory_lock(int, int): 'mtrb', 1. Advisory locks are per database.
+LEASE_KEY = (0x6D747262, 1)
+HEARTBEAT_SECONDS = 5.0
+PRUNE_BATCH = 50_000
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0
+# After a wake-up that found nothing readable (rows held back by the commit
+# horizon), look again soon, backing off up to this.
+HELD_BACK_RETRY_MAX = 0.1
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    dsn: str
+    kafka: str
+    batch_size: int = 5000
+    poll_interval: float = 1.0
+    retention: timedelta = timedelta(days=1)
+    prune_interval: float = 60.0
+    lease_retry: float = 1.0
+    inbound: bool = True
+    holder: str = field(default_factory=default_holder)
+
+
+def describe(error: BaseException, kafka: str) -> str:
+    """One line saying what went wrong, for the terminal and bridge_state.last_error."""
+    if isinstance(error, NoBrokersAvailable):
+        return f"Kafka unavailable at {kafka}: no broker answered"
+    if isinstance(error, KafkaError | DeliveryFailed):
+        return f"Kafka at {kafka}: {str(error).strip() or type(error).__name__}"
+    if isinstance(error, psycopg.OperationalError):
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        return f"PostgreSQL unavailable: {lines[-1].strip()}"
+    return f"{type(error).__name__}: {str(error).strip()}"
+
+
+RETRIED = (psycopg.OperationalError, KafkaError, DeliveryFailed, OSError)
+
+
+class Bridge:
+    def __init__(self, options: BridgeOptions, stop: threading.Event | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.say = say or _print
+
+    def run(self) -> None:
+        """Run until stop is set; outages are reported and retried, never fatal."""
+        backoff = RETRY_FIRST
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self._session()
+            except Stopped:
+                break
+            except RETRIED as error:
+                self.report(error)
+                if time.monotonic() - started > 2 * RETRY_MAX:
+                    backoff = RETRY_FIRST
+                self.say(f"retrying in {backoff:.1f} s")
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+        self.say("stopped")
+
+    def report(self, error: BaseException, part: str = "") -> None:
+        """Print the error and record it as the bridge's last error when PostgreSQL answers."""
+        message = (f"{part}: " if part else "") + describe(error, self.options.kafka)
+        self.say(message)
+        try:
+            with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=2) as conn:
+                conn.execute("UPDATE metro.bridge_state SET last_error = %s, last_error_at = now()",
+                             (message,))
+        except psycopg.Error:
+            pass
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
+                               application_name="metro bridge")
+        installed = conn.execute("SELECT to_regprocedure('metro.bridge_lag()') IS NOT NULL"
+                                 ).fetchone()
+        if not installed or not installed[0]:
+            conn.close()
+            raise MetroError("the database has no bridge tables (schema revision 0002); "
+                             "run `metro install` first")
+        return conn
+
+    def _session(self) -> None:
+        with self._connect() as conn:
+            self._take_lease(conn)
+            conn.execute(f"LISTEN {CHANNEL}")
+            producer = new_producer(self.options.kafka)
+            session_over = threading.Event()
+            inbound = threading.Thread(target=self._consume_inbound, args=(session_over,),
+                                       name="metro-bridge-inbound", daemon=True)
+            if self.options.inbound:
+                inbound.start()
+            self.say(f"holding the lease as {self.options.holder}; forwarding "
+                     f"{', '.join(s.table for s in STREAMS)} to {self.options.kafka}"
+                     + (f"; consuming {', '.join(INBOUND_TOPICS)}" if self.options.inbound
+                        else ""))
+            try:
+                self._forward(conn, Forwarder(conn, producer, self.options.batch_size, self.stop))
+            finally:
+                session_over.set()
+                producer.close(timeout=1)
+                if inbound.is_alive():
+                    inbound.join()
+
+    def _take_lease(self, conn: psycopg.Connection) -> None:
+        """Wait until this session holds the lease; raise Stopped if asked to stop first."""
+        waiting = False
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEASE_KEY).fetchone()
+            if row and row[0]:
+                break
+            if not waiting:
+                row = conn.execute("SELECT holder FROM metro.bridge_state").fetchone()
+                self.say(f"waiting for the lease held by {row[0] if row else 'another bridge'}")
+                waiting = True
+            if self.stop.wait(self.options.lease_retry):
+                raise Stopped
+        conn.execute("UPDATE metro.bridge_state SET holder = %s, since = now(),"
+                     " heartbeat_at = now()", (self.options.holder,))
+
+    def _forward(self, conn: psycopg.Connection, forwarder: Forwarder) -> None:
+        """Forward until stopped: after every wake-up, after a short delay when rows are held
+        back by the commit horizon, and every poll_interval in any case."""
+        heartbeat = prune = time.monotonic()
+        held_back_delay = 0.0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if now - heartbeat >= HEARTBEAT_SECONDS:
+                conn.execute("UPDATE metro.bridge_state SET heartbeat_at = now()")
+                heartbeat = now
+            if now - prune >= self.options.prune_interval:
+                self._prune(conn)
+                prune = now
+            woken = sum(1 for _ in conn.notifies(timeout=0)) > 0
+            if forwarder.cycle():
+                held_back_delay = 0.0
+                continue
+            if woken:
+                held_back_delay = min(max(held_back_delay * 2, 0.005), HELD_BACK_RETRY_MAX)
+                self.stop.wait(held_back_delay)
+                continue
+            self._wait_for_wakeup(conn)
+
+    def _wait_for_wakeup(self, conn: psycopg.Connection) -> None:
+        deadline = time.monotonic() + self.options.poll_interval
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            for _ in conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
+                return
+
+    def _prune(self, conn: psycopg.Connection) -> None:
+        for stream, pruned in conn.execute(
+                "SELECT stream, pruned FROM metro.bridge_prune(%s, %s)",
+                (self.options.retention, PRUNE_BATCH)).fetchall():
+            if pruned:
+                self.say(f"pruned {pruned} delivered rows of {stream}")
+
+    def _consume_inbound(self, session_over: threading.Event) -> None:
+        """Inbound topics into the functions, until the session ends; errors are retried."""
+        backoff = RETRY_FIRST
+        while not session_over.is_set():
+            try:
+                with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
+                                     application_name="metro bridge inbound") as conn:
+                    consumer = InboundConsumer(conn, self.options.kafka)
+                    try:
+                        consumer.run(session_over)
+                    finally:
+                        consumer.close()
+            except Exception as error:  # reported and retried: the thread must not die
+                self.report(error, "inbound")
+                session_over.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
+
+
+def _print(message: str) -> None:
+    print(f"metro bridge: {message}", file=sys.stderr, flush=True)

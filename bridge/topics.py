@@ -1,0 +1,25 @@
+"""Which stream goes to which topic and which topic feeds which function (DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stream:
+    table: str
+    topic: str
+
+
+STREAMS = (
+    Stream("fraud", "FRAUD"),
+    Stream("card_alert_export", "CARD_ALERT_EXPORT"),
+    Stream("trips", "TRIPS"),
+)
+
+# Kafka header carrying the row's stream position (decimal ASCII), for de-duplication.
+POSITION_HEADER = "position"
+
+TRAIN_TOPIC = "TRAINTOPIC"
+RECHARGE_TOPIC = "RECHARGE"
+INBOUND_TOPICS = (TRAIN_TOPIC, RECHARGE_TOPIC)
