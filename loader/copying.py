@@ -1,31 +1,33 @@
-"""Loading batches into a table with COPY, narrowing a failed batch down to its bad rows.
+"""Loading batches into a table with COPY, narrowing a failed COPY down to its bad rows.
 
-Each attempt runs under a savepoint. When one fails:
-- if PostgreSQL names the line (type errors, wrong column count, CHECK,
-  NOT NULL, duplicate key, invalid UTF-8...), the rows before it are loaded
-  again in one COPY, that row is reported, and loading resumes after it;
-- otherwise (foreign keys are checked at the end of the statement) the
-  attempt is split in halves until the bad row stands alone.
-After an error the next attempt is about twice as long as the stretch of
-good rows just seen, and doubles after every success: a file with scattered
-bad rows does not send the rest of a large batch again for every one of them.
+A batch is loaded in windows of consecutive rows, each attempt under a
+savepoint. When an attempt fails and PostgreSQL names the line (type errors,
+wrong column count, CHECK, NOT NULL, duplicate key, invalid UTF-8...), that
+row is set aside with PostgreSQL's reason and the window is tried again
+without it. When it names no line (foreign keys are checked at the end of
+the statement), the window is split in halves until the bad row stands
+alone. The window doubles after a clean attempt and shrinks so that it holds
+about one bad row: every failed attempt costs the rows before its bad row,
+so a file with scattered bad rows must not resend a large batch for each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from loader.catalog import Table
 from loader.errors import LoadError, copy_line, describe, fatal, is_row_error
 from loader.report import Report
 from loader.source import Batch
 
-# Attempts never shrink below this many rows unless bisecting.
-MIN_ATTEMPT = 64
+# Windows never shrink below this many rows (bisection goes further).
+MIN_WINDOW = 64
 _TEMP = sql.Identifier("loader_upsert")
+INTRANS = TransactionStatus.INTRANS
 
 
 def copy_statement(target: sql.Composable, columns: tuple[str, ...], delimiter: str,
@@ -49,68 +51,115 @@ class CopyLoader:
         self.table = table
         self.report = report
         self.batch_size = batch_size
-        self.attempt_size = batch_size
+        self.window = batch_size
+        # Savepoint state: None (none open), "clean" (open, nothing since) or
+        # "used" (an attempt succeeded after it; released lazily, in one round
+        # trip with the next SAVEPOINT).
+        self.savepoint: str | None = None
         self.attempt: Callable[[bytes], None]
         if upsert:
             self._prepare_upsert()
-            self.copy_sql = copy_statement(_TEMP, table.columns, delimiter, quote, null)
+            statement = copy_statement(_TEMP, table.columns, delimiter, quote, null)
             self.attempt = self._upsert
         else:
-            self.copy_sql = copy_statement(table.identifier, table.columns, delimiter, quote, null)
+            statement = copy_statement(table.identifier, table.columns, delimiter, quote, null)
             self.attempt = self._copy
+        self.copy_sql = statement.as_bytes(conn)
 
     def load(self, batch: Batch) -> None:
         """Loads one batch inside the caller's transaction."""
-        self._settle(batch, 0, len(batch))
+        try:
+            lo = 0
+            while lo < len(batch):
+                rows = range(lo, min(len(batch), lo + self.window))
+                found, lo = self._settle(batch, rows, {}, shrink=True)
+                if found:
+                    self.window = max(MIN_WINDOW, len(rows) // found)
+                else:
+                    self.window = min(self.batch_size, 2 * self.window)
+        finally:
+            if self.savepoint is not None and self.conn.info.transaction_status == INTRANS:
+                self.conn.execute("RELEASE SAVEPOINT loader_attempt")
+            self.savepoint = None
 
-    def _settle(self, batch: Batch, lo: int, hi: int) -> None:
-        """Loads records[lo:hi] in file order: good rows loaded, bad rows reported."""
-        while lo < hi:
-            end = min(hi, lo + self.attempt_size)
-            error = self._try(batch, lo, end)
+    def _settle(self, batch: Batch, rows: Sequence[int], bad: dict[int, str],
+                shrink: bool = False) -> tuple[int, int]:
+        """Loads rows (indexes into batch, in file order) but the bad ones, and reports
+        them in file order. With shrink, a window whose first bad row comes early is cut
+        to twice that distance (the rest is left to the next window). Returns how many
+        rows were bad and the index after the last row settled."""
+        while True:
+            todo = [i for i in rows if i not in bad] if bad else rows
+            error = self._try(batch, todo) if todo else None
             if error is None:
-                self.report.loaded(end - lo)
-                lo = end
-                self.attempt_size = min(2 * self.attempt_size, self.batch_size)
-                continue
-            bad = self._named_row(batch, lo, end, error)
-            if bad is not None:
-                self.attempt_size = max(MIN_ATTEMPT, 2 * (bad - lo))
-                self._settle(batch, lo, bad)
-                self.report.invalid(batch.lines[bad], batch.records[bad], describe(error))
-                lo = bad + 1
-            elif end - lo == 1:
-                self.report.invalid(batch.lines[lo], batch.records[lo], describe(error))
-                lo = end
+                return self._finish(batch, todo, bad), rows[-1] + 1
+            named = self._named_row(batch, todo, error)
+            if named is not None:
+                if shrink and not bad and isinstance(rows, range):
+                    rows = rows[:max(MIN_WINDOW, 2 * (named - rows.start + 1))]
+                bad[named] = describe(error)
+            elif len(todo) == 1:
+                bad[todo[0]] = describe(error)
             else:
-                mid = (lo + end) // 2
-                self.attempt_size = mid - lo
-                self._settle(batch, lo, mid)
-                self._settle(batch, mid, end)
-                lo = end
+                half = len(rows) // 2
+                found = 0
+                for part in (rows[:half], rows[half:]):
+                    found += self._settle(batch, part, {i: r for i, r in bad.items()
+                                                        if i in part})[0]
+                return found, rows[-1] + 1
+
+    def _finish(self, batch: Batch, loaded: Sequence[int], bad: dict[int, str]) -> int:
+        """Reports a settled window: `loaded` went in under the current savepoint."""
+        order = sorted(bad)
+        allowed = self.report.allowance()
+        if allowed is not None and allowed <= len(order) and loaded:
+            # The window ends the load: keep only the rows before the last bad row allowed.
+            stop = order[allowed - 1]
+            before = [i for i in loaded if i < stop]
+            if len(before) < len(loaded):
+                self.conn.execute("ROLLBACK TO SAVEPOINT loader_attempt")
+                self.savepoint = "clean"
+                if before and self._try(batch, before) is not None:
+                    raise LoadError(f"rows of {self.table.qualified} before line "
+                                    f"{batch.lines[stop]} failed to load a second time")
+                loaded = before
+        self.report.loaded(len(loaded))
+        for i in order:
+            self.report.invalid(batch.lines[i], batch.records[i], bad[i])
+        return len(order)
 
     @staticmethod
-    def _named_row(batch: Batch, lo: int, end: int, error: psycopg.Error) -> int | None:
-        """Index of the row PostgreSQL's error names, when it can be trusted."""
+    def _named_row(batch: Batch, todo: Sequence[int], error: psycopg.Error) -> int | None:
+        """The row PostgreSQL's error names, when it can be trusted."""
         if not batch.one_line_records:
             return None
         line = copy_line(error)
-        if line is None or not 1 <= line <= end - lo:
+        if line is None or not 1 <= line <= len(todo):
             return None
-        return lo + line - 1
+        return todo[line - 1]
 
-    def _try(self, batch: Batch, lo: int, end: int) -> psycopg.Error | None:
+    def _try(self, batch: Batch, todo: Sequence[int]) -> psycopg.Error | None:
         """Runs one attempt under a savepoint; the row error that undid it, if any."""
-        data = batch.data if (lo, end) == (0, len(batch)) else b"".join(batch.records[lo:end])
-        self.conn.execute("SAVEPOINT loader_attempt")
+        if len(todo) == len(batch):
+            data = batch.data
+        elif isinstance(todo, range):
+            data = b"".join(batch.records[todo.start:todo.stop])
+        else:
+            records = batch.records
+            data = b"".join([records[i] for i in todo])
+        if self.savepoint is None:
+            self.conn.execute("SAVEPOINT loader_attempt")
+        elif self.savepoint == "used":
+            self.conn.execute("RELEASE SAVEPOINT loader_attempt; SAVEPOINT loader_attempt")
         try:
             self.attempt(data)
         except psycopg.Error as error:
             if not is_row_error(error):
                 raise fatal(error, self.table.qualified) from None
             self.conn.execute("ROLLBACK TO SAVEPOINT loader_attempt")
+            self.savepoint = "clean"
             return error
-        self.conn.execute("RELEASE SAVEPOINT loader_attempt")
+        self.savepoint = "used"
         return None
 
     def _copy(self, data: bytes) -> None:

@@ -58,6 +58,12 @@ class Report:
     def decided(self, accepted: bool) -> None:
         self.counts.decisions[accepted] = self.counts.decisions.get(accepted, 0) + 1
 
+    def allowance(self) -> int | None:
+        """How many more invalid rows end the load (None: no limit)."""
+        if self.max_errors < 0:
+            return None
+        return max(self.max_errors, 1) - self.counts.invalid
+
     def invalid(self, line: int, raw: bytes, reason: str) -> None:
         """Records an invalid row; raises MaxErrorsReached when it is the last one allowed."""
         self.counts.read += 1
@@ -69,7 +75,7 @@ class Report:
         shown = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         shown = shown.replace("\r", "\\r").replace("\n", "\\n")
         self._log.write(f"{self.source_name} line {line}: {reason}\n    {shown}\n")
-        if 0 <= self.max_errors <= self.counts.invalid:
+        if self.allowance() == 0:
             raise MaxErrorsReached
 
     def close(self, lines: list[str]) -> None:
