@@ -22,6 +22,7 @@ class Table:
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]  # primary key columns, empty when there is none
+    referenced: bool  # other tables have foreign keys to it
 
     @property
     def identifier(self) -> sql.Identifier:
@@ -30,6 +31,13 @@ class Table:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    def emptying(self) -> sql.Composed:
+        """The statement that empties the table for --truncate. TRUNCATE is refused on a
+        table that other tables reference, even when they are empty: DELETE then checks
+        the references row by row, so rows still in use stop the load."""
+        verb = sql.SQL("DELETE FROM" if self.referenced else "TRUNCATE")
+        return sql.SQL("{} {}").format(verb, self.identifier)
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,12 @@ def find_table(conn: psycopg.Connection, name: str) -> Table:
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
            WHERE i.indrelid = %s AND i.indisprimary
            ORDER BY k.position""", (oid,)).fetchall()
-    return Table(schema, bare, tuple(c for (c,) in columns), tuple(k for (k,) in key))
+    referenced = conn.execute(
+        """SELECT EXISTS (SELECT FROM pg_constraint
+                          WHERE contype = 'f' AND confrelid = %s AND conrelid <> confrelid)""",
+        (oid,)).fetchone()
+    return Table(schema, bare, tuple(c for (c,) in columns), tuple(k for (k,) in key),
+                 bool(referenced and referenced[0]))
 
 
 def find_function(conn: psycopg.Connection, name: str) -> Function:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from loader.calling import CallLoader
 from loader.catalog import find_function, find_table
@@ -140,18 +139,20 @@ def _load_table(conn: psycopg.Connection, source: CsvSource, report: Report, pro
         # One transaction: TRUNCATE and every batch commit together or not at all.
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("TRUNCATE {}").format(table.identifier))
+                conn.execute(table.emptying())
                 for batch in source.batches():
                     copier.load(batch)
                     progress.update(source.bytes_read, report.counts.read)
         except MaxErrorsReached:
-            raise LoadError(
-                f"stopped at line {report.last_line} after {report.counts.invalid} invalid rows "
-                f"(--max-errors {args.max_errors}); rolled back: {table.qualified} keeps its "
-                "previous contents") from None
+            reason = (f"stopped at line {report.last_line} after {report.counts.invalid} "
+                      f"invalid rows (--max-errors {args.max_errors})")
         except psycopg.Error as error:
-            raise fatal(error, table.qualified) from None
-        return
+            reason = str(fatal(error, table.qualified))
+        except LoadError as error:
+            reason = str(error)
+        else:
+            return
+        raise LoadError(f"{reason}; rolled back: {table.qualified} keeps its previous contents")
     for batch in source.batches():
         stopped = False
         try:

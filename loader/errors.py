@@ -45,5 +45,5 @@ def describe(error: psycopg.Error) -> str:
 
 def fatal(error: psycopg.Error, table: str) -> LoadError:
     hint = error.diag.message_hint
-    text = f"loading {table} failed: {describe(error)}"
-    return LoadError(f"{text}. {hint}" if hint else text)
+    text = f"loading {table} failed: {describe(error)}".rstrip(".")
+    return LoadError(f"{text}. {hint.rstrip('.')}" if hint else text)

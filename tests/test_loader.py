@@ -1,0 +1,290 @@
+"""The loader command against a real PostgreSQL: clean files, every kind of bad row, options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from loader import cli
+from metro import settings
+
+
+@pytest.fixture
+def run(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Runs `loader ARGS` on the test database; returns (exit status, stdout, stderr)."""
+    monkeypatch.setenv("METRO_DATABASE_URL", db)
+    monkeypatch.chdir(tmp_path)
+
+    def loader(*args: str) -> tuple[int, str, str]:
+        status = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+    return loader
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return str(path)
+
+
+def rows(conn: psycopg.Connection, query: str) -> list[tuple]:
+    return conn.execute(query).fetchall()
+
+
+def log_entries(tmp_path: Path, stem: str) -> list[str]:
+    """The `line N: reason` lines of a report log."""
+    text = (tmp_path / "log" / f"{stem}.log").read_text()
+    return [line for line in text.splitlines() if " line " in line and not line.startswith(" ")]
+
+
+# clean files, one per table of DESIGN.md
+
+
+def test_loads_the_project_data(run, conn):
+    status, out, err = run("--header", str(settings.DATA_DIR / "stations.csv"),
+                           str(settings.DATA_DIR / "trains.csv"))
+    assert (status, err) == (0, "")
+    assert out.splitlines() == ["stations.csv: read 15, loaded 15, invalid 0",
+                                "trains.csv: read 8, loaded 8, invalid 0"]
+    assert rows(conn, "SELECT * FROM stations WHERE station_id = 15") == [(15, "Airfield", 350, 6)]
+    assert rows(conn, "SELECT count(*) FROM trains") == [(8,)]
+
+
+def test_loads_cards_in_the_card_csv_format(run, conn, tmp_path):
+    path = write(tmp_path, "cards.csv",
+                 "1,1,0,2500,,Ann Lee,555-0101,ann@example.com,1\n"
+                 "2,0,1,0,2030-01-31 12:00:00+00,\"Smith, Bob\",,,2\n"
+                 "3,1,0,0,,,,,0\n")
+    assert run(path)[:2] == (0, "cards.csv: read 3, loaded 3, invalid 0\n")
+    assert rows(conn, "SELECT card_id, enabled, card_type, balance, expires::text, name, phone, "
+                      "email, notify FROM cards ORDER BY card_id") == [
+        (1, True, 0, 2500, None, "Ann Lee", "555-0101", "ann@example.com", 1),
+        (2, False, 1, 0, "2030-01-31 12:00:00+00", "Smith, Bob", None, None, 2),
+        (3, True, 0, 0, None, None, None, None, 0)]
+
+
+def test_loads_events_skipping_the_generated_event_id(run, conn, stations, tmp_path):
+    events = write(tmp_path, "card_events.csv",
+                   "7,2025-03-01 08:00:00+00,3,1,250,1\n7,2025-03-01 08:30:00+00,5,-1,0,1\n")
+    trains = write(tmp_path, "train_events.csv", "1,3,0,2025-03-01 08:00:00+00\n"
+                                                  "1,3,1,2025-03-01 08:01:00+00\n")
+    status, out, _ = run(events, trains)
+    assert status == 0
+    assert out.splitlines() == ["card_events.csv: read 2, loaded 2, invalid 0",
+                                "train_events.csv: read 2, loaded 2, invalid 0"]
+    assert rows(conn, "SELECT event_id, card_id, station_id, activity_code, amount, accept "
+                      "FROM card_events ORDER BY event_id") == [(1, 7, 3, 1, 250, 1),
+                                                                (2, 7, 5, -1, 0, 1)]
+    # COPY fires the history triggers like any insert.
+    assert rows(conn, "SELECT count(*), sum(swipes) FROM card_history_second") == [(2, 2)]
+    assert rows(conn, "SELECT train_id, station_id, activity_type FROM train_events "
+                      "ORDER BY ts") == [(1, 3, 0), (1, 3, 1)]
+
+
+# bad rows
+
+
+BAD_CARDS = (
+    b"card_id,enabled,card_type,balance,expires,name,phone,email,notify\n"  # 1 header
+    b"1,1,0,100,,Ann,,,0\n"                                  # 2 good
+    b"2,1,0,100,,Bob\n"                                      # 3 wrong column count
+    b"3,1,0,lots,,Cid,,,0\n"                                 # 4 text in a number column
+    b"\n"                                                    # 5 blank
+    b"4,1,1,0,2025-02-30 10:00,Dee,,,0\n"                    # 6 bad timestamp
+    b"1,1,0,100,,Ann again,,,0\n"                            # 7 duplicate key
+    b"5,1,0,-5,,Eve,,,0\n"                                   # 8 CHECK violation
+    b"6,1,0,100,,\"Fay, \"\"the\"\" first\",,,0\n"           # 9 good, quoted delimiter
+    b"7,1,0,100,,Gus\xff,,,0\n"                              # 10 invalid UTF-8
+    b"8,1,0,100,,\"Hal\nHalvorsen\",,,0\n"                   # 11-12 good, multi-line field
+    b"\r\n"                                                  # 13 blank
+    b"9,1,0,100,,\"Ida,,,0\n"                                # 14 unterminated quote
+    b"10,1,0,100,,Jo,,,0\n"                                  # 15 good
+)
+
+
+def test_every_kind_of_bad_row_is_reported_and_the_good_rows_load(run, conn, tmp_path):
+    path = write(tmp_path, "cards.csv", BAD_CARDS)
+    status, out, err = run("--header", path)
+    assert (status, err) == (1, "")
+    assert out.splitlines() == [
+        "cards.csv: read 11, loaded 4, invalid 7",
+        "cards.csv: 2 blank lines skipped",
+        "cards.csv: invalid rows in log/cards.invalid.csv, reasons in log/cards.log"]
+    assert rows(conn, "SELECT card_id, name FROM cards ORDER BY card_id") == [
+        (1, "Ann"), (6, 'Fay, "the" first'), (8, "Hal\nHalvorsen"), (10, "Jo")]
+    assert log_entries(tmp_path, "cards") == [
+        'cards.csv line 3: missing data for column "phone"',
+        'cards.csv line 4: invalid input syntax for type integer: "lots" (column balance)',
+        'cards.csv line 6: date/time field value out of range: "2025-02-30 10:00" (column expires)',
+        'cards.csv line 7: duplicate key value violates unique constraint "cards_pkey": '
+        "Key (card_id)=(1) already exists.",
+        'cards.csv line 8: new row for relation "cards" violates check constraint '
+        '"cards_balance_check": Failing row contains (5, t, 0, -5, null, Eve, null, null, 0).',
+        'cards.csv line 10: invalid byte sequence for encoding "UTF8": 0xff',
+        "cards.csv line 14: unterminated CSV quoted field"]
+    # The invalid rows exactly as read, after the header: fix them and reload.
+    lines = BAD_CARDS.splitlines(keepends=True)
+    assert (tmp_path / "log" / "cards.invalid.csv").read_bytes() == b"".join(
+        lines[i - 1] for i in (1, 3, 4, 6, 7, 8, 10, 14))
+    log = (tmp_path / "log" / "cards.log").read_text()
+    assert "    7,1,0,100,,Gus\\xff,,,0\n" in log
+    assert (tmp_path / "log" / "cards.summary").read_text().splitlines() == out.splitlines()
+
+
+def test_a_foreign_key_violation_is_found_without_a_line_number(run, conn, stations, tmp_path):
+    lines = [f"{1 + n % 8},{1 + n % 15},{n % 2},2025-03-01 08:{n:02d}:00+00\n" for n in range(40)]
+    lines[25] = "99,3,1,2025-03-01 08:25:00+00\n"
+    path = write(tmp_path, "train_events.csv", "".join(lines))
+    status, out, _ = run(path)
+    assert status == 1
+    assert out.splitlines()[0] == "train_events.csv: read 40, loaded 39, invalid 1"
+    assert log_entries(tmp_path, "train_events") == [
+        'train_events.csv line 26: insert or update on table "train_events" violates foreign '
+        'key constraint "train_events_train_id_fkey": Key (train_id)=(99) is not present in '
+        'table "trains".']
+    assert rows(conn, "SELECT count(*) FROM train_events") == [(39,)]
+
+
+def test_scattered_bad_rows_across_batches_are_all_found_in_file_order(run, conn, tmp_path):
+    bad = set(range(7, 3000, 97)) | {1500, 1501, 1502}
+    lines = [f"{card},1,0,{'x' if card in bad else 100},,,,,0\n" for card in range(3000)]
+    path = write(tmp_path, "cards.csv", "".join(lines))
+    status, out, _ = run("--batch", "700", "--max-errors", "-1", path)
+    assert status == 1
+    assert out.splitlines()[0] == f"cards.csv: read 3000, loaded {3000 - len(bad)}, " \
+                                  f"invalid {len(bad)}"
+    assert [int(entry.split()[2].rstrip(":")) for entry in log_entries(tmp_path, "cards")] == \
+        [card + 1 for card in sorted(bad)]
+    assert rows(conn, "SELECT count(*) FROM cards WHERE balance = 100") == [(3000 - len(bad),)]
+
+
+def test_a_first_line_header_gets_a_hint(run, tmp_path):
+    status, out, _ = run(str(settings.DATA_DIR / "trains.csv"))
+    assert status == 1
+    assert out.splitlines()[-1] == "trains.csv: line 1 looks like a header: skip it with --header"
+
+
+# options
+
+
+def test_max_errors_stops_at_the_limit_and_keeps_what_was_loaded(run, conn, tmp_path):
+    lines = [f"{card},1,0,{'x' if card % 10 == 5 else 100},,,,,0\n" for card in range(100)]
+    path = write(tmp_path, "cards.csv", "".join(lines))
+    status, out, _ = run("--max-errors", "3", path)
+    assert status == 1
+    assert out.splitlines()[:2] == [
+        "cards.csv: read 26, loaded 23, invalid 3",
+        "cards.csv: stopped at line 26 after 3 invalid rows (--max-errors 3); "
+        "later lines were not read"]
+    assert rows(conn, "SELECT max(card_id), count(*) FROM cards") == [(24, 23)]
+
+
+def test_truncate_replaces_the_contents_in_one_transaction(run, conn, tmp_path):
+    conn.execute("INSERT INTO trains VALUES (1, 'Old 1'), (2, 'Old 2')")
+    path = write(tmp_path, "trains.csv", "2,New 2\n3,New 3\n")
+    assert run("--truncate", path)[:2] == (0, "trains.csv: read 2, loaded 2, invalid 0\n")
+    assert rows(conn, "SELECT * FROM trains ORDER BY 1") == [(2, "New 2"), (3, "New 3")]
+
+
+def test_a_failed_truncate_load_leaves_the_old_contents(run, conn, tmp_path):
+    conn.execute("INSERT INTO trains VALUES (1, 'Old 1')")
+    path = write(tmp_path, "trains.csv", "2,New 2\nx,Bad\ny,Bad\n5,New 5\n")
+    status, out, err = run("--truncate", "--max-errors", "2", path)
+    assert (status, out) == (2, "")
+    assert err == ("loader: stopped at line 3 after 2 invalid rows (--max-errors 2); "
+                   "rolled back: metro.trains keeps its previous contents\n")
+    assert rows(conn, "SELECT * FROM trains") == [(1, "Old 1")]
+    assert log_entries(tmp_path, "trains")[1] == \
+        'trains.csv line 3: invalid input syntax for type integer: "y" (column train_id)'
+
+
+def test_truncate_keeps_rows_that_other_tables_reference(run, conn, stations, tmp_path):
+    conn.execute("INSERT INTO train_events VALUES (1, 3, 0, now())")
+    status, out, err = run("--truncate", "--header", str(settings.DATA_DIR / "stations.csv"))
+    assert (status, out) == (2, "")
+    assert err == ('loader: loading metro.stations failed: update or delete on table "stations" '
+                   'violates foreign key constraint "train_events_station_id_fkey" on table '
+                   '"train_events": Key (station_id)=(3) is still referenced from table '
+                   '"train_events"; rolled back: metro.stations keeps its previous contents\n')
+    assert rows(conn, "SELECT count(*) FROM stations") == [(15,)]
+
+
+def test_upsert_replaces_rows_with_the_same_key(run, conn, tmp_path):
+    conn.execute("INSERT INTO trains VALUES (1, 'Old 1'), (2, 'Old 2')")
+    path = write(tmp_path, "trains.csv", "2,New 2\n3,New 3\n3,Newer 3\n-4,Bad\n")
+    status, out, _ = run("--upsert", path)
+    assert (status, out.splitlines()[0]) == (1, "trains.csv: read 4, loaded 3, invalid 1")
+    assert rows(conn, "SELECT * FROM trains ORDER BY 1") == [
+        (1, "Old 1"), (2, "New 2"), (3, "Newer 3")]
+    assert log_entries(tmp_path, "trains") == [
+        'trains.csv line 4: new row for relation "trains" violates check constraint '
+        '"trains_train_id_check": Failing row contains (-4, Bad).']
+
+
+def test_upsert_into_card_events_is_refused_clearly(run, conn, stations, tmp_path):
+    path = write(tmp_path, "card_events.csv", "7,2025-03-01 08:00:00+00,3,1,250,1\n")
+    status, out, err = run("--upsert", path)
+    assert (status, out) == (2, "")
+    assert err == ("loader: cannot --upsert into metro.card_events: its primary key (event_id) "
+                   "is generated by the database, not read from the file\n")
+    assert rows(conn, "SELECT count(*) FROM card_events") == [(0,)]
+
+
+def test_delimiter_quote_null_and_skip(run, conn, tmp_path):
+    path = write(tmp_path, "people.csv",
+                 "exported 2025-03-01\ncard_id;enabled;card_type;balance;expires;name;phone;"
+                 "email;notify\n1;1;0;100;NULL;'Lee; Ann';;NULL;0\n")
+    status, out, _ = run("--table", "cards", "--skip", "1", "--header", "--delimiter", ";",
+                         "--quotechar", "'", "--null", "NULL", path)
+    assert (status, out) == (0, "people.csv: read 1, loaded 1, invalid 0\n")
+    assert rows(conn, "SELECT name, phone, email FROM cards") == [("Lee; Ann", "", None)]
+
+
+# --procedure
+
+
+def test_procedure_reports_the_rows_the_function_rejects(run, conn, stations, tmp_path):
+    conn.execute("INSERT INTO cards (card_id, balance) VALUES (42, 1000)")
+    path = write(tmp_path, "swipes.csv",
+                 "42,3,2025-03-01 08:00:00+00\n"      # accepted
+                 "43,3,2025-03-01 08:00:01+00\n"      # Card Invalid: a decision, not an error
+                 "42,99,2025-03-01 08:10:00+00\n"     # MT001
+                 "42,3\n"                             # ts defaults to now()
+                 "42\n"                               # too few fields
+                 "42,,2025-03-01 08:20:00+00\n")      # NULL station: MT004
+    status, out, _ = run("--procedure", "validate_entry", path)
+    assert status == 1
+    assert out.splitlines()[0] == "swipes.csv: read 6, loaded 3, invalid 3 (accepted 2, refused 1)"
+    assert log_entries(tmp_path, "swipes") == [
+        "swipes.csv line 3: Unknown station: 99: No row in metro.stations has station_id 99.",
+        "swipes.csv line 5: metro.validate_entry takes 2 to 3 arguments, the row has 1 fields",
+        "swipes.csv line 6: validate_entry: station_id must not be NULL"]
+    assert rows(conn, "SELECT card_id, accept FROM card_events ORDER BY event_id") == [
+        (42, 1), (43, 0), (42, 1)]
+
+
+# fatal errors: exit status 2, one line, nothing written
+
+
+def test_missing_file(run, tmp_path):
+    missing = tmp_path / "nope.csv"
+    assert run(str(missing)) == (2, "", f"loader: no such file: {missing}\n")
+
+
+def test_unknown_table(run, tmp_path):
+    path = write(tmp_path, "buses.csv", "1,a\n")
+    assert run(path) == (
+        2, "", "loader: unknown table metro.buses (name the target with --table)\n")
+
+
+def test_unreachable_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METRO_DATABASE_URL", f"host={tmp_path} port=1 user=nobody dbname=x")
+    path = write(tmp_path, "trains.csv", "1,a\n")
+    assert cli.main([path]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("loader: cannot connect to PostgreSQL: ")
+    assert len(err.splitlines()) == 1
