@@ -21,6 +21,7 @@ class Table:
     schema: str
     name: str
     columns: tuple[str, ...]
+    types: tuple[str, ...]  # SQL type of each column
     key: tuple[str, ...]  # primary key columns, empty when there is none
     referenced: bool  # other tables have foreign keys to it
 
@@ -69,7 +70,7 @@ def find_table(conn: psycopg.Connection, name: str) -> Table:
     if relkind not in ("r", "p"):
         raise LoadError(f"{schema}.{bare} is not a table")
     columns = conn.execute(
-        """SELECT attname FROM pg_attribute
+        """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
            WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
              AND attidentity <> 'a' AND attgenerated = ''
            ORDER BY attnum""", (oid,)).fetchall()
@@ -83,7 +84,8 @@ def find_table(conn: psycopg.Connection, name: str) -> Table:
         """SELECT EXISTS (SELECT FROM pg_constraint
                           WHERE contype = 'f' AND confrelid = %s AND conrelid <> confrelid)""",
         (oid,)).fetchone()
-    return Table(schema, bare, tuple(c for (c,) in columns), tuple(k for (k,) in key),
+    return Table(schema, bare, tuple(c for c, _ in columns), tuple(t for _, t in columns),
+                 tuple(k for (k,) in key),
                  bool(referenced and referenced[0]))
 
 

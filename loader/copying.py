@@ -9,10 +9,18 @@ the statement), the window is split in halves until the bad row stands
 alone. The window doubles after a clean attempt and shrinks so that it holds
 about one bad row: every failed attempt costs the rows before its bad row,
 so a file with scattered bad rows must not resend a large batch for each.
+
+On PostgreSQL 17 and later, COPY's ON_ERROR ignore sets aside rows with a
+value of the wrong type without failing the attempt, and LOG_VERBOSITY
+verbose names each one (line and column) in a notice; the reason is then
+PostgreSQL's own, from pg_input_error_info on the field. Older servers take
+the path above for those rows too.
 """
 
 from __future__ import annotations
 
+import csv
+import re
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -28,6 +36,10 @@ from loader.source import Batch
 MIN_WINDOW = 64
 _TEMP = sql.Identifier("loader_upsert")
 INTRANS = TransactionStatus.INTRANS
+# COPY ... (ON_ERROR ignore, LOG_VERBOSITY verbose) exists from this version on.
+ON_ERROR_FROM = 170000
+_SKIPPED = re.compile(r'^skipping row due to data type incompatibility at line (\d+) '
+                      r'for column "(.+?)": ')
 
 
 def copy_statement(target: sql.Composable, columns: tuple[str, ...], delimiter: str,
@@ -56,7 +68,9 @@ class CopyLoader:
         # "used" (an attempt succeeded after it; released lazily, in one round
         # trip with the next SAVEPOINT).
         self.savepoint: str | None = None
-        self.attempt: Callable[[bytes], None]
+        self.delimiter, self.quote = delimiter, quote
+        self.attempt: Callable[[bytes, bool], None]
+        self.skip_sql: bytes | None = None  # the COPY that sets type errors aside
         if upsert:
             self._prepare_upsert()
             statement = copy_statement(_TEMP, table.columns, delimiter, quote, null)
@@ -64,7 +78,12 @@ class CopyLoader:
         else:
             statement = copy_statement(table.identifier, table.columns, delimiter, quote, null)
             self.attempt = self._copy
+            if conn.info.server_version >= ON_ERROR_FROM:
+                self.skip_sql = statement.as_bytes(conn).replace(
+                    b"(FORMAT csv", b"(ON_ERROR ignore, LOG_VERBOSITY verbose, FORMAT csv", 1)
+                conn.add_notice_handler(self._notice)
         self.copy_sql = statement.as_bytes(conn)
+        self.notices: list[tuple[int, str]] = []  # (line, column) set aside by the last COPY
 
     def load(self, batch: Batch) -> None:
         """Loads one batch inside the caller's transaction."""
@@ -92,6 +111,9 @@ class CopyLoader:
             todo = [i for i in rows if i not in bad] if bad else rows
             error = self._try(batch, todo) if todo else None
             if error is None:
+                if self.notices:
+                    bad.update(self._set_aside(batch, todo))
+                    todo = [i for i in todo if i not in bad]
                 return self._finish(batch, todo, bad), rows[-1] + 1
             named = self._named_row(batch, todo, error)
             if named is not None:
@@ -147,12 +169,13 @@ class CopyLoader:
         else:
             records = batch.records
             data = b"".join([records[i] for i in todo])
+        self.notices.clear()
         if self.savepoint is None:
             self.conn.execute("SAVEPOINT loader_attempt")
         elif self.savepoint == "used":
             self.conn.execute("RELEASE SAVEPOINT loader_attempt; SAVEPOINT loader_attempt")
         try:
-            self.attempt(data)
+            self.attempt(data, batch.one_line_records)
         except psycopg.Error as error:
             if not is_row_error(error):
                 raise fatal(error, self.table.qualified) from None
@@ -162,9 +185,35 @@ class CopyLoader:
         self.savepoint = "used"
         return None
 
-    def _copy(self, data: bytes) -> None:
-        with self.conn.cursor().copy(self.copy_sql) as copy:
+    def _copy(self, data: bytes, one_line_records: bool = False) -> None:
+        # Notice line numbers name rows only when every record is one line.
+        statement = self.skip_sql if one_line_records and self.skip_sql else self.copy_sql
+        with self.conn.cursor().copy(statement) as copy:
             copy.write(data)
+
+    def _notice(self, diagnostic: psycopg.errors.Diagnostic) -> None:
+        match = _SKIPPED.match(diagnostic.message_primary or "")
+        if match:
+            self.notices.append((int(match.group(1)), match.group(2)))
+
+    def _set_aside(self, batch: Batch, todo: Sequence[int]) -> dict[int, str]:
+        """The rows the last COPY set aside, with the reason their field was refused."""
+        rows, values, types = [], [], []
+        for line, column in self.notices:
+            row = todo[line - 1]
+            fields = next(csv.reader([batch.records[row].decode("utf-8", "replace").rstrip("\r\n")],
+                                     delimiter=self.delimiter, quotechar=self.quote))
+            position = self.table.columns.index(column)
+            rows.append((row, column))
+            values.append(fields[position])
+            types.append(self.table.types[position])
+        reasons = self.conn.execute(
+            """SELECT e.message, e.detail
+               FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS f(value, type, n)
+               CROSS JOIN LATERAL pg_input_error_info(f.value, f.type) AS e
+               ORDER BY f.n""", (values, types)).fetchall()
+        return {row: f"{message} (column {column})" + (f": {detail}" if detail else "")
+                for (row, column), (message, detail) in zip(rows, reasons, strict=True)}
 
     # --upsert: COPY into a temporary table, then one INSERT ... ON CONFLICT
     # per attempt; within an attempt the last row of a key wins.
@@ -197,7 +246,7 @@ class CopyLoader:
             "ON CONFLICT ({key}) {action}").format(
                 target=table.identifier, columns=columns, key=key, temp=_TEMP, action=action)
 
-    def _upsert(self, data: bytes) -> None:
+    def _upsert(self, data: bytes, one_line_records: bool = False) -> None:
         self.conn.execute(sql.SQL("TRUNCATE {}").format(_TEMP))
         self._copy(data)
         self.conn.execute(self.merge_sql)
