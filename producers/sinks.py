@@ -92,14 +92,18 @@ class DirectSink:
         if connections < 1 or max_in_flight < 1:
             raise ValueError("connections and max_in_flight must be at least 1")
         self.calls = CALLS if calls is None else calls
-        statements = [statement for statement, _ in self.calls.values()]
+        statements = list(dict.fromkeys(statement for statement, _ in self.calls.values()))
         channel = PipelineChannel if mode == "pipeline" else SerialChannel
         self.channels: Sequence[Channel] = [channel(number, dsn, statements, report)
                                             for number in range(1, connections + 1)]
         self.max_in_flight = max_in_flight
 
     async def start(self) -> None:
-        await asyncio.gather(*(channel.start() for channel in self.channels))
+        try:
+            await asyncio.gather(*(channel.start() for channel in self.channels))
+        except BaseException:
+            await self.close()
+            raise
 
     def has_room(self) -> bool:
         return self.in_flight() < self.max_in_flight

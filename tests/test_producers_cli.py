@@ -52,3 +52,12 @@ def test_bad_options_are_refused(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_unreachable_database_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("METRO_DATABASE_URL", f"host={tmp_path} port=1 dbname=metro")
+    assert main(["riders", "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("producers: cannot connect to PostgreSQL: ")
+    assert "No such file or directory" in err
+    assert err.count("\n") == 1
