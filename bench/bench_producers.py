@@ -29,7 +29,7 @@ from producers import cards, line, reference
 from producers.engine import Run
 from producers.events import Entry, Exit
 from producers.riders import Riders
-from producers.sinks import CALLS, DirectSink, Statement
+from producers.sinks import Calls, DirectSink, Statement, swipe_arguments
 
 CARDS = 200_000
 NOOP_RATES = (10_000, 15_000, 20_000)
@@ -41,7 +41,7 @@ RETURNS metro.decision LANGUAGE sql AS $$ SELECT ROW(true, 'ok')::metro.decision
 """
 NOOP = Statement("bench_noop", "SELECT accepted, message FROM metro.bench_noop("
                  "%s::bigint, %s::integer, %s::timestamptz)")
-NOOP_CALLS = {Entry: (NOOP, CALLS[Entry][1]), Exit: (NOOP, CALLS[Exit][1])}
+NOOP_CALLS: Calls = {Entry: (NOOP, swipe_arguments), Exit: (NOOP, swipe_arguments)}
 
 
 def prepare(dsn: str) -> None:

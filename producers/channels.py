@@ -101,6 +101,12 @@ class Channel:
         return self.conn is not None
 
     def submit(self, item: Pending) -> None:
+        if self.conn is None:
+            item.finish(Outcome.error("connection down"))
+        else:
+            self._send(item)
+
+    def _send(self, item: Pending) -> None:
         raise NotImplementedError
 
     def flush(self) -> None:
@@ -173,10 +179,8 @@ class PipelineChannel(Channel):
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def submit(self, item: Pending) -> None:
-        if self.conn is None:
-            item.finish(Outcome.error("connection down"))
-            return
+    def _send(self, item: Pending) -> None:
+        assert self.conn is not None
         pgconn = self.conn.pgconn
         try:
             pgconn.send_query_prepared(item.statement.name.encode(),
@@ -283,10 +287,7 @@ class SerialChannel(Channel):
     def in_flight(self) -> int:
         return len(self._queue)
 
-    def submit(self, item: Pending) -> None:
-        if self.conn is None:
-            item.finish(Outcome.error("connection down"))
-            return
+    def _send(self, item: Pending) -> None:
         self._queue.append(item)
         self._wake.set()
 

@@ -26,37 +26,34 @@ class Event:
 
 
 @dataclass(slots=True)
-class Entry(Event):
+class CardEvent(Event):
+    card_id: int
+
+    @property
+    def key(self) -> int:
+        return self.card_id
+
+
+@dataclass(slots=True)
+class Swipe(CardEvent):
+    station_id: int
+
+
+@dataclass(slots=True)
+class Entry(Swipe):
     label: ClassVar[str] = "entry"
-    card_id: int
-    station_id: int
-
-    @property
-    def key(self) -> int:
-        return self.card_id
 
 
 @dataclass(slots=True)
-class Exit(Event):
+class Exit(Swipe):
     label: ClassVar[str] = "exit"
-    card_id: int
-    station_id: int
-
-    @property
-    def key(self) -> int:
-        return self.card_id
 
 
 @dataclass(slots=True)
-class Recharge(Event):
+class Recharge(CardEvent):
     label: ClassVar[str] = "recharge"
-    card_id: int
     amount: int     # cents
     station_id: int
-
-    @property
-    def key(self) -> int:
-        return self.card_id
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from producers.channels import Channel, Pending, PipelineChannel, SerialChannel
-from producers.events import Entry, Event, Exit, Outcome, Recharge, TrainMove
+from producers.events import Entry, Event, Exit, Outcome, Recharge, Swipe, TrainMove
 
 Done = Callable[[Event, Outcome, float], None]  # event, outcome, monotonic finish time
 
@@ -55,13 +55,18 @@ class Statement:
                        for n, part in enumerate(parts, start=1))
 
 
-CALLS: dict[type[Event], tuple[Statement, Callable[..., tuple[object, ...]]]] = {
+def swipe_arguments(swipe: Swipe) -> tuple[object, ...]:
+    return (swipe.card_id, swipe.station_id, swipe.ts)
+
+
+# How each kind of event becomes a call: the statement and its arguments.
+Calls = dict[type[Event], tuple[Statement, Callable[..., tuple[object, ...]]]]
+
+CALLS: Calls = {
     Entry: (Statement("validate_entry", "SELECT accepted, message FROM metro.validate_entry("
-                      "%s::bigint, %s::integer, %s::timestamptz)"),
-            lambda e: (e.card_id, e.station_id, e.ts)),
+                      "%s::bigint, %s::integer, %s::timestamptz)"), swipe_arguments),
     Exit: (Statement("process_exit", "SELECT accepted, message FROM metro.process_exit("
-                     "%s::bigint, %s::integer, %s::timestamptz)"),
-           lambda e: (e.card_id, e.station_id, e.ts)),
+                     "%s::bigint, %s::integer, %s::timestamptz)"), swipe_arguments),
     Recharge: (Statement("recharge_card", "SELECT accepted, message FROM metro.recharge_card("
                          "%s::bigint, %s::integer, %s::integer, %s::timestamptz)"),
                lambda e: (e.card_id, e.amount, e.station_id, e.ts)),
@@ -85,8 +90,7 @@ class DirectSink:
 
     def __init__(self, dsn: str, *, mode: str = "pipeline", connections: int = 4,
                  max_in_flight: int = 10_000, report: Callable[[str], None] = print,
-                 calls: dict[type[Event], tuple[Statement, Callable[..., tuple[object, ...]]]]
-                 | None = None) -> None:
+                 calls: Calls | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if connections < 1 or max_in_flight < 1:
