@@ -105,8 +105,12 @@ def _fields(value: bytes, names: tuple[str, ...], optional: tuple[str, ...] = ()
     if not len(names) <= len(row) <= len(names) + len(optional):
         raise InvalidMessage(f"expected {expected} comma-separated fields "
                              f"({','.join(names + optional)}), got {len(row)}")
-    fields: dict[str, Any] = dict(zip(names + optional, row, strict=False))
-    return {name: fields.get(name) or None for name in names + optional}
+    fields: dict[str, Any] = {name: text.strip() or None
+                              for name, text in zip(names + optional, row, strict=False)}
+    empty = [name for name in names if fields[name] is None]
+    if empty:
+        raise InvalidMessage(f"empty field: {', '.join(empty)}")
+    return {name: fields.get(name) for name in names + optional}
 
 
 def parse_train_event(value: bytes) -> TrainEvent:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import psycopg
-from kafka.errors import KafkaError, NoBrokersAvailable
+from kafka.errors import KafkaError
 
 from bridge.inbound import InboundConsumer
 from bridge.outbound import DeliveryFailed, Forwarder, Stopped, new_producer
@@ -57,8 +57,6 @@ class BridgeOptions:
 
 def describe(error: BaseException, kafka: str) -> str:
     """One line saying what went wrong, for the terminal and bridge_state.last_error."""
-    if isinstance(error, NoBrokersAvailable):
-        return f"Kafka unavailable at {kafka}: no broker answered"
     if isinstance(error, KafkaError | DeliveryFailed):
         return f"Kafka at {kafka}: {str(error).strip() or type(error).__name__}"
     if isinstance(error, psycopg.OperationalError):

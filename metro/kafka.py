@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from metro import settings
@@ -170,6 +170,9 @@ class KafkaBroker:
     home: Path
     port: int = DEFAULT_PORT
     heap: str = DEFAULT_HEAP
+    # The broker outlives `metro kafka start`; a caller that keeps this object (the
+    # tests) also keeps the child process handle, to collect its exit status.
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def state_dir(self) -> Path:
@@ -235,6 +238,7 @@ class KafkaBroker:
                  "-cp", classpath, "kafka.Kafka", str(self.config_file)],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True)
+        self._process = process
         self.pid_file.write_text(f"{process.pid}\n")
         try:
             self.wait_ready(timeout, process)
@@ -262,6 +266,12 @@ class KafkaBroker:
             if process is not None and process.poll() is not None:
                 raise KafkaUnavailable(f"the Kafka broker exited with code {process.returncode} "
                                        f"during start; see {self.output_file}")
+            if not _accepts_connections(self.port):
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"the Kafka broker did not listen on {self.bootstrap} "
+                                           f"within {timeout:.0f} s; see {self.output_file}")
+                time.sleep(0.3)
+                continue
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
                                          request_timeout_ms=5000)
@@ -294,7 +304,19 @@ class KafkaBroker:
                 _reap(pid)
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
         return True
+
+
+def _accepts_connections(port: int) -> bool:
+    # A plain TCP probe first: kafka-python leaks a socket per refused connection.
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _reap(pid: int) -> None:

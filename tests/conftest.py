@@ -84,3 +84,4 @@ def stations(conn: psycopg.Connection) -> None:
             sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(sql.Identifier(table))
         ) as copy:
             copy.write((settings.DATA_DIR / path).read_bytes())
+pytest_plugins = ["kafka_fixtures"]
