@@ -81,12 +81,13 @@ class CopyLoader:
             if conn.info.server_version >= ON_ERROR_FROM:
                 self.skip_sql = statement.as_bytes(conn).replace(
                     b"(FORMAT csv", b"(ON_ERROR ignore, LOG_VERBOSITY verbose, FORMAT csv", 1)
-                conn.add_notice_handler(self._notice)
         self.copy_sql = statement.as_bytes(conn)
         self.notices: list[tuple[int, str]] = []  # (line, column) set aside by the last COPY
 
     def load(self, batch: Batch) -> None:
         """Loads one batch inside the caller's transaction."""
+        if self.skip_sql:
+            self.conn.add_notice_handler(self._notice)
         try:
             lo = 0
             while lo < len(batch):
@@ -100,6 +101,8 @@ class CopyLoader:
             if self.savepoint is not None and self.conn.info.transaction_status == INTRANS:
                 self.conn.execute("RELEASE SAVEPOINT loader_attempt")
             self.savepoint = None
+            if self.skip_sql:
+                self.conn.remove_notice_handler(self._notice)
 
     def _settle(self, batch: Batch, rows: Sequence[int], bad: dict[int, str],
                 shrink: bool = False) -> tuple[int, int]:
@@ -201,8 +204,8 @@ class CopyLoader:
         rows, values, types = [], [], []
         for line, column in self.notices:
             row = todo[line - 1]
-            fields = next(csv.reader([batch.records[row].decode("utf-8", "replace").rstrip("\r\n")],
-                                     delimiter=self.delimiter, quotechar=self.quote))
+            text = batch.records[row].decode("utf-8", "replace").rstrip("\r\n")
+            fields = next(csv.reader([text], delimiter=self.delimiter, quotechar=self.quote))
             position = self.table.columns.index(column)
             rows.append((row, column))
             values.append(fields[position])
