@@ -119,7 +119,7 @@ def test_notify_wakes_once_per_transaction_and_can_be_switched_off(db, conn):
             for n in range(3):
                 conn.execute("INSERT INTO metro.trips (card_id, entry_station, entry_ts,"
                              " exit_station, exit_ts) VALUES (%s, 1, now(), 2, now())", (n,))
-        assert [(n.channel, n.payload) for n in listener.notifies(timeout=2)] == [
+        assert [(n.channel, n.payload) for n in listener.notifies(timeout=1)] == [
             ("metro_bridge", "trips")]
         conn.execute("UPDATE metro.bridge_settings SET notify = false")
         conn.execute("INSERT INTO metro.trips (card_id, entry_station, entry_ts, exit_station,"
