@@ -19,6 +19,7 @@ NO_SCHEMA_HINT = "is the metro schema installed? run: metro install"
 class Cards:
     ids: list[int]       # every card in use, in card_id order
     enabled: list[int]   # the enabled ones among them
+    unknown_from: int    # card ids from here on are in no row of metro.cards
 
 
 class WeightedChoice:
@@ -57,7 +58,8 @@ def load_cards(conn: psycopg.Connection, limit: int | None) -> Cards:
     if not rows:
         raise MetroError("metro.cards is empty: generate cards with "
                          "`producers cards --count 100000 --output cards.csv` and load them")
-    return Cards([row[0] for row in rows], [row[0] for row in rows if row[1]])
+    highest = _fetch(conn, "SELECT max(card_id) FROM metro.cards")[0][0]
+    return Cards([row[0] for row in rows], [row[0] for row in rows if row[1]], highest + 1)
 
 
 def check_trains(conn: psycopg.Connection, count: int) -> list[int]:

@@ -50,7 +50,7 @@ class Riders(Simulation):
         self.riding: set[int] = set()
         self.unknown_swipes = 0
         self.bursts = 0
-        self._unknown_base = cards.ids[-1] + 1
+        self._unknown_base = cards.unknown_from
         clones = self._set_aside_clones(cards, fraud_ratio)
         set_aside = set(clones)
         honest = [card for card in cards.ids if card not in set_aside]

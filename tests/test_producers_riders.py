@@ -69,6 +69,11 @@ def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, ca
     assert summary["outcomes"] == {"accepted": accepted, "rejected": rejected, "fraud": fraud,
                                    "errors": 0}
 
+    # Unknown cards are refused, and only they.
+    unknown = conn.execute("SELECT count(*) FROM metro.card_events e WHERE NOT EXISTS"
+                           " (SELECT FROM metro.cards c WHERE c.card_id = e.card_id)").fetchone()
+    assert summary["messages"].get("Card Invalid", 0) == unknown[0]
+
     # Cloned cards were caught, and only they: an honest card is used once in this run.
     assert fraud > 0
     assert conn.execute("SELECT count(*) FROM metro.fraud").fetchone() == (fraud,)
