@@ -83,9 +83,11 @@ def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, ca
         " GROUP BY f.card_id").fetchall()
     assert caught and all(stations >= 2 for _, stations in caught)
 
-    # Accepted riders left at other stations after their ride (speedup 600).
-    trips = conn.execute("SELECT count(*), count(*) FILTER (WHERE entry_station = exit_station)"
-                         " FROM metro.trips").fetchone()
+    # Accepted riders left at other stations after their ride (speedup 600). A cloned card
+    # may pair its exit with another clone's later entry, so only honest cards are checked.
+    trips = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE entry_station = exit_station AND card_id NOT IN"
+        " (SELECT card_id FROM metro.fraud)) FROM metro.trips").fetchone()
     assert trips[0] > 0 and trips[1] == 0
     assert summary["messages"]["Exit recorded"] == trips[0]
     assert summary["by_call"]["exit"]["accepted"] == conn.execute(
