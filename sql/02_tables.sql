@@ -5,7 +5,7 @@ SET search_path = metro, pg_catalog;
 CREATE TABLE stations (
     station_id integer PRIMARY KEY CHECK (station_id > 0),
     name text NOT NULL CHECK (name <> ''),
-    fare integer NOT NULL DEFAULT 250 CHECK (fare >= 0),
+    fare cents NOT NULL DEFAULT 250,
     weight integer NOT NULL DEFAULT 1 CHECK (weight >= 0)
 );
 COMMENT ON TABLE stations IS 'Stations of the line; CSV id,name,fare,weight';
@@ -23,17 +23,17 @@ COMMENT ON COLUMN trains.train_id IS 'Train number, positive';
 COMMENT ON COLUMN trains.name IS 'Train name';
 
 CREATE TABLE cards (
-    card_id bigint PRIMARY KEY CHECK (card_id >= 0),
+    card_id bigint PRIMARY KEY,
     enabled boolean NOT NULL DEFAULT true,
-    card_type smallint NOT NULL DEFAULT 0 CHECK (card_type IN (0, 1)),
-    balance integer NOT NULL DEFAULT 0 CHECK (balance >= 0),
+    card_type card_type_code NOT NULL DEFAULT 0,
+    balance cents NOT NULL DEFAULT 0,
     expires timestamptz,
     name text,
     phone text,
     email text,
-    notify smallint NOT NULL DEFAULT 0 CHECK (notify IN (0, 1, 2)),
+    notify notify_channel NOT NULL DEFAULT 0,
     CHECK (card_type = 0 OR expires IS NOT NULL)
-);
+) WITH (fillfactor = 90);  -- room on each page for HOT balance updates
 COMMENT ON TABLE cards IS 'Metro cards; CSV card_id,enabled(1/0),card_type,balance,expires,name,phone,email,notify';
 COMMENT ON COLUMN cards.card_id IS 'Card number printed on the card';
 COMMENT ON COLUMN cards.enabled IS 'A disabled card is refused at every gate';
@@ -49,16 +49,16 @@ CREATE TABLE card_events (
     event_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     card_id bigint NOT NULL,
     ts timestamptz NOT NULL,
-    station_id integer NOT NULL REFERENCES stations,
-    activity_code smallint NOT NULL CHECK (activity_code IN (1, -1, 2)),
-    amount integer NOT NULL DEFAULT 0 CHECK (amount >= 0),
-    accept smallint NOT NULL CHECK (accept IN (1, 0, -1))
+    station_id integer NOT NULL,
+    activity_code card_activity NOT NULL,
+    amount cents NOT NULL DEFAULT 0,
+    accept card_outcome NOT NULL
 );
 COMMENT ON TABLE card_events IS 'Every swipe and purchase, whatever its outcome; append-only (UPDATE and DELETE are refused)';
 COMMENT ON COLUMN card_events.event_id IS 'Insertion order';
 COMMENT ON COLUMN card_events.card_id IS 'Card swiped; not a foreign key, because unknown cards are recorded too';
 COMMENT ON COLUMN card_events.ts IS 'When the swipe happened';
-COMMENT ON COLUMN card_events.station_id IS 'Where the swipe happened';
+COMMENT ON COLUMN card_events.station_id IS 'Where the swipe happened; checked against stations by the history trigger (a foreign key would take a share lock on the station row in every swipe)';
 COMMENT ON COLUMN card_events.activity_code IS '1 entry, -1 exit, 2 purchase (recharge)';
 COMMENT ON COLUMN card_events.amount IS 'Cents moved: the fare charged on an accepted entry, the credit of a purchase, otherwise 0';
 COMMENT ON COLUMN card_events.accept IS '1 accepted, 0 rejected, -1 refused as fraud';
@@ -69,7 +69,7 @@ CREATE INDEX card_events_card_ts ON card_events (card_id, ts) INCLUDE (activity_
 CREATE TABLE train_events (
     train_id integer NOT NULL REFERENCES trains,
     station_id integer NOT NULL REFERENCES stations,
-    activity_type smallint NOT NULL CHECK (activity_type IN (0, 1)),
+    activity_type train_activity NOT NULL,
     ts timestamptz NOT NULL,
     PRIMARY KEY (train_id, ts, activity_type)
 );

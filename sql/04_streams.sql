@@ -12,8 +12,8 @@ CREATE TABLE fraud (
     card_id bigint NOT NULL,
     ts timestamptz NOT NULL,
     station_id integer NOT NULL,
-    activity_code smallint NOT NULL CHECK (activity_code IN (1, -1, 2)),
-    amount integer NOT NULL CHECK (amount >= 0)
+    activity_code card_activity NOT NULL,
+    amount cents NOT NULL
 );
 COMMENT ON TABLE fraud IS 'Stream FRAUD: one row per swipe refused as fraud; Kafka key trans_id';
 COMMENT ON COLUMN fraud.position IS 'Stream position, sent as a Kafka header so consumers can de-duplicate';
@@ -34,7 +34,7 @@ CREATE TABLE card_alert_export (
     name text,
     phone text,
     email text,
-    notify smallint NOT NULL CHECK (notify IN (0, 1, 2)),
+    notify notify_channel NOT NULL,
     alert_message text NOT NULL
 );
 COMMENT ON TABLE card_alert_export IS 'Stream CARD_ALERT_EXPORT: alerts to send to card holders; Kafka key card_id';

@@ -21,8 +21,8 @@ def add_card(conn: psycopg.Connection, card_id: int, *, balance: int = 1000, car
              name: str = "Rider", phone: str | None = "555-0100",
              email: str | None = "rider@example.org") -> None:
     conn.execute(
-        "INSERT INTO cards (card_id, enabled, card_type, balance, expires, name, phone, email, notify)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO cards (card_id, enabled, card_type, balance, expires, name, phone, email,"
+        " notify) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (card_id, enabled, card_type, balance, expires, name, phone, email, notify))
 
 

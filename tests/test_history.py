@@ -35,8 +35,10 @@ operation = st.tuples(
 
 
 def assert_history_matches(conn):
-    assert conn.execute(CARD_HISTORY).fetchall() == conn.execute(CARD_HISTORY_RECOMPUTED).fetchall()
-    assert conn.execute(STATION_STATS).fetchall() == conn.execute(STATION_STATS_RECOMPUTED).fetchall()
+    recomputed = conn.execute(CARD_HISTORY_RECOMPUTED).fetchall()
+    assert conn.execute(CARD_HISTORY).fetchall() == recomputed
+    recomputed = conn.execute(STATION_STATS_RECOMPUTED).fetchall()
+    assert conn.execute(STATION_STATS).fetchall() == recomputed
     views = conn.execute("""
         SELECT (SELECT coalesce(sum(swipes), 0) FROM swipes_per_second),
                (SELECT coalesce(sum(entries), 0) FROM acceptance_rate),
@@ -63,7 +65,8 @@ def test_history_after_a_random_workload(db, conn, stations):
             elif kind == "bulk_insert":
                 # A multi-row insert, as a COPY or the loader would do.
                 target.execute(
-                    "INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)"
+                    "INSERT INTO card_events"
+                    " (card_id, ts, station_id, activity_code, amount, accept)"
                     " SELECT %s, %s + n * interval '400 ms', %s, 1, 250, (n %% 3) - 1"
                     " FROM generate_series(0, 4) n", (card, ts, station))
             else:

@@ -30,7 +30,8 @@ def test_pay_per_ride_is_charged_the_station_fare(conn, stations):
 def test_balance_must_be_strictly_greater_than_the_fare(conn, stations):
     add_card(conn, 42, balance=250, notify=0)
     # Old Mill (3) costs 2.50: an equal balance is refused.
-    assert call(conn, "validate_entry", 42, 3, at()) == (False, "Card has insufficient balance: 2.50")
+    assert call(conn, "validate_entry", 42, 3, at()) == (
+        False, "Card has insufficient balance: 2.50")
     assert balance(conn, 42) == 250
     assert events(conn) == [(42, at(), 3, ENTRY, 0, REJECTED)]
     assert stream(conn, "card_alert_export") == []
@@ -44,7 +45,8 @@ def test_one_cent_more_than_the_fare_is_enough(conn, stations):
 
 def test_insufficient_balance_alerts_cards_that_want_alerts(conn, stations):
     add_card(conn, 42, balance=100, notify=2, name="Ada", phone="555-0142", email=None)
-    assert call(conn, "validate_entry", 42, 9, at()) == (False, "Card has insufficient balance: 1.00")
+    assert call(conn, "validate_entry", 42, 9, at()) == (
+        False, "Card has insufficient balance: 1.00")
     assert stream(conn, "card_alert_export") == [
         (42, at(), "Central Exchange", "Ada", "555-0142", None, 2, "Insufficient Balance")]
     assert conn.execute("SELECT * FROM card_export_stats").fetchall() == [
