@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import signal
 import threading
@@ -72,6 +73,9 @@ def command(args: argparse.Namespace) -> int:
     options = BridgeOptions(dsn=database.conninfo(), kafka=bootstrap, batch_size=args.batch_size,
                             poll_interval=args.poll_interval, retention=args.retention,
                             prune_interval=args.prune_interval, inbound=not args.no_inbound)
+    # The bridge reports Kafka trouble itself, once per failure, in one line.
+    logging.getLogger("kafka").addHandler(logging.NullHandler())
+    logging.getLogger("kafka").propagate = False
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

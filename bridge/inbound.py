@@ -97,7 +97,8 @@ class InboundConsumer:
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=1000, fetch_max_wait_ms=200,
-            client_id="metro-bridge-inbound", request_timeout_ms=15000)
+            client_id="metro-bridge-inbound", request_timeout_ms=15000,
+            bootstrap_timeout_ms=5000)
         self._refreshed = 0.0
 
     def close(self) -> None:

@@ -11,6 +11,8 @@ with the position header to tell duplicates apart.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,10 @@ from kafka.errors import KafkaTimeoutError
 from bridge.topics import POSITION_HEADER, STREAMS, Stream
 
 FLUSH_SLICE_SECONDS = 0.5
+# Waiting this long for acknowledgements is worth telling the operator (and again
+# every SLOW_ACK_REPEAT seconds); the batch is still in the producer's hands.
+SLOW_ACK_SECONDS = 3.0
+SLOW_ACK_REPEAT = 10.0
 
 
 class DeliveryFailed(Exception):
@@ -36,7 +42,8 @@ def new_producer(bootstrap: str, delivery_timeout_ms: int = 30000) -> KafkaProdu
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
         linger_ms=5, batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
         delivery_timeout_ms=delivery_timeout_ms, request_timeout_ms=10000,
-        max_block_ms=10000, reconnect_backoff_max_ms=1000, client_id="metro-bridge")
+        max_block_ms=5000, bootstrap_timeout_ms=5000, reconnect_backoff_max_ms=1000,
+        client_id="metro-bridge")
 
 
 @dataclass
@@ -51,8 +58,9 @@ class Forwarder:
     """Moves stream rows to Kafka for a bridge that holds the lease on conn."""
 
     def __init__(self, conn: psycopg.Connection, producer: KafkaProducer, batch_size: int,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, slow_acks: Callable[[float], None]) -> None:
         self.conn = conn
+        self.slow_acks = slow_acks
         self.producer = producer
         self.batch_size = batch_size
         self.stop = stop
@@ -75,6 +83,8 @@ class Forwarder:
         return Batch(stream, rows[-1][0], rows[-1][1], futures)
 
     def _await_acks(self, batches: list[Batch]) -> None:
+        started = time.monotonic()
+        next_report = SLOW_ACK_SECONDS
         while True:
             try:
                 self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
@@ -82,6 +92,10 @@ class Forwarder:
             except KafkaTimeoutError:
                 if self.stop.is_set():
                     raise Stopped from None
+                waited = time.monotonic() - started
+                if waited >= next_report:
+                    self.slow_acks(waited)
+                    next_report += SLOW_ACK_REPEAT
         for batch in batches:
             for future in batch.futures:
                 if future.failed():

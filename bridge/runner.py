@@ -61,7 +61,7 @@ def describe(error: BaseException, kafka: str) -> str:
         return f"Kafka at {kafka}: {str(error).strip() or type(error).__name__}"
     if isinstance(error, psycopg.OperationalError):
         lines = str(error).strip().splitlines() or [type(error).__name__]
-        return f"PostgreSQL unavailable: {lines[-1].strip()}"
+        return f"PostgreSQL unavailable: {lines[0].strip()}"
     return f"{type(error).__name__}: {str(error).strip()}"
 
 
@@ -104,6 +104,10 @@ class Bridge:
         except psycopg.Error:
             pass
 
+    def _report_slow_acks(self, waited: float) -> None:
+        self.report(DeliveryFailed(f"no acknowledgement for {waited:.0f} s; the rows stay in "
+                                   "the outbox and the producer keeps retrying"))
+
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
                                application_name="metro bridge")
@@ -130,7 +134,8 @@ class Bridge:
                      + (f"; consuming {', '.join(INBOUND_TOPICS)}" if self.options.inbound
                         else ""))
             try:
-                self._forward(conn, Forwarder(conn, producer, self.options.batch_size, self.stop))
+                self._forward(conn, Forwarder(conn, producer, self.options.batch_size, self.stop,
+                                              self._report_slow_acks))
             finally:
                 session_over.set()
                 producer.close(timeout=1)

@@ -96,18 +96,34 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class TopicReader:
-    """Reads what arrives on a topic after the reader was created."""
+    """Reads what arrives on a topic after the reader was created.
+
+    The consuming client connects on the first read: a client left connected while a
+    test stops the broker would leak a socket per refused reconnection.
+    """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
         self.topic = topic
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                      enable_auto_commit=False, auto_offset_reset="earliest")
-        partitions = self.consumer.partitions_for_topic(topic) or {0}
-        self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(self.partitions)
-        for tp, offset in self.consumer.end_offsets(self.partitions).items():
-            self.consumer.seek(tp, offset)
+        probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        try:
+            partitions = probe.partitions_for_topic(topic) or {0}
+            self.partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
+            self.start = probe.end_offsets(self.partitions)
+        finally:
+            probe.close()
+        self._consumer: KafkaConsumer | None = None
         self.records: list[Any] = []
+
+    @property
+    def consumer(self) -> KafkaConsumer:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                           enable_auto_commit=False)
+            self._consumer.assign(self.partitions)
+            for tp, offset in self.start.items():
+                self._consumer.seek(tp, offset)
+        return self._consumer
 
     def read(self, count: int, timeout: float = 60) -> list[Any]:
         """The first count records after the start (or fail), in arrival order per partition."""
@@ -130,7 +146,8 @@ class TopicReader:
                 self.records.extend(batch)
 
     def close(self) -> None:
-        self.consumer.close()
+        if self._consumer is not None:
+            self._consumer.close()
 
 
 @pytest.fixture

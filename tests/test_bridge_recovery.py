@@ -1,0 +1,154 @@
+"""Nothing is lost when the bridge is killed, Kafka goes away, PostgreSQL restarts or a second
+bridge starts: duplicates, if any, carry the same position header and the same value."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+from kafka_fixtures import wait_until
+
+from metro import schema
+from metro.embedded import EmbeddedServer
+
+INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
+                " SELECT n || '_' || %s, n, now(), 1, 1, 250 FROM generate_series(1, %s) n")
+
+
+def pending(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT sum(pending) FROM metro.bridge_lag()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def delivered(dsn: str, stream: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT delivered FROM metro.bridge_cursors WHERE stream = %s",
+                           (stream,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def by_position(records: list) -> dict[int, set[bytes]]:
+    """Each position seen, with the distinct values it arrived with."""
+    seen: dict[int, set[bytes]] = {}
+    for record in records:
+        seen.setdefault(int(dict(record.headers)["position"]), set()).add(record.value)
+    return seen
+
+
+def test_killed_in_the_middle_of_a_backlog_resumes_from_its_cursor(db, conn, start_bridge,
+                                                                   topic_reader):
+    reader = topic_reader("FRAUD")
+    conn.execute(INSERT_FRAUD, ("kill", 30_000))
+    first = start_bridge(db, "--no-inbound", "--batch-size", "200")
+    wait_until(lambda: delivered(db, "fraud") >= 3000, 60, "3,000 rows delivered")
+    first.kill()
+    at_kill = delivered(db, "fraud")
+    assert 3000 <= at_kill < 30_000
+
+    second = start_bridge(db, "--no-inbound")
+    wait_until(lambda: pending(db) == 0, 60, "the backlog to drain")
+    assert second.terminate() == 0
+    reader.read(30_000, timeout=60)
+    records = reader.read_idle(0.5)
+    seen = by_position(records)
+    assert sorted(seen) == list(range(1, 30_001))
+    assert all(len(values) == 1 for values in seen.values())
+    # At most the one batch in flight at the kill was sent twice.
+    assert len(records) - 30_000 <= 200
+    assert delivered(db, "fraud") == 30_000
+
+
+def test_kafka_stopped_under_load_and_started_again(db, conn, kafka_broker, kafka, start_bridge,
+                                                    topic_reader):
+    reader = topic_reader("FRAUD")
+    bridge = start_bridge(db, "--no-inbound")
+    bridge.wait_for_output("holding the lease")
+    stop_writing = threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(db, autocommit=True) as writer:
+            for n in range(3000):  # bounded: about 40 s at most
+                if stop_writing.wait(0.01):
+                    return
+                writer.execute(INSERT_FRAUD, (f"w{n}", 5))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(1.5)
+        kafka_broker.stop()
+        time.sleep(4)
+        kafka_broker.start()
+        time.sleep(1.5)
+    finally:
+        stop_writing.set()
+        writer.join(30)
+    total = conn.execute("SELECT count(*) FROM metro.fraud").fetchone()[0]
+    assert total > 500
+    wait_until(lambda: pending(db) == 0, 60, "the bridge to catch up after the outage")
+    assert bridge.process.poll() is None, bridge.output()
+    assert f"Kafka at {kafka}: no acknowledgement for 3 s;" in bridge.output()
+    assert bridge.terminate() == 0
+    reader.read(total, timeout=60)
+    records = reader.read_idle(0.5)
+    seen = by_position(records)
+    assert sorted(seen) == list(range(1, total + 1))
+    assert all(len(values) == 1 for values in seen.values())
+
+
+def test_postgres_restart_reconnects_and_catches_up(tmp_path: Path, start_bridge, topic_reader):
+    server = EmbeddedServer(tmp_path / "home")
+    server.start()
+    try:
+        dsn = server.conninfo()
+        schema.install(dsn)
+        reader = topic_reader("TRIPS")
+        bridge = start_bridge(dsn, "--no-inbound")
+        bridge.wait_for_output("holding the lease")
+        insert = ("INSERT INTO metro.trips (card_id, entry_station, entry_ts, exit_station,"
+                  " exit_ts) SELECT n, 1, now(), 2, now() FROM generate_series(1, 100) n")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(insert)
+        assert len(reader.read(100)) == 100
+
+        server.stop()
+        bridge.wait_for_output("PostgreSQL unavailable")
+        server.start()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(insert)
+        wait_until(lambda: pending(dsn) == 0, 60, "the bridge to catch up after the restart")
+        assert bridge.output().count("holding the lease as") == 2
+        assert bridge.terminate() == 0
+        reader.read(200)
+        seen = by_position(reader.read_idle(0.5))
+        assert sorted(seen) == list(range(1, 201))
+    finally:
+        server.stop()
+
+
+def test_a_second_bridge_waits_for_the_lease_and_takes_over(db, conn, start_bridge,
+                                                             topic_reader):
+    reader = topic_reader("FRAUD")
+    first = start_bridge(db, "--no-inbound")
+    first.wait_for_output("holding the lease")
+    second = start_bridge(db, "--no-inbound")
+    second.wait_for_output(f"waiting for the lease held by {socket.gethostname()}:"
+                           f"{first.process.pid}")
+    conn.execute(INSERT_FRAUD, ("a", 50))
+    wait_until(lambda: delivered(db, "fraud") == 50, 30, "the first bridge to deliver 50 rows")
+    assert "holding the lease" not in second.output()
+
+    first.kill()
+    second.wait_for_output("holding the lease")
+    conn.execute(INSERT_FRAUD, ("b", 50))
+    reader.read(100)
+    records = reader.read_idle(0.5)
+    assert second.terminate() == 0
+    # The first bridge had recorded Kafka's acks for all it sent: each row arrived once.
+    assert sorted(int(dict(r.headers)["position"]) for r in records) == list(range(1, 101))
