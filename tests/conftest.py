@@ -21,6 +21,9 @@ from metro import schema, settings
 from metro.database import with_dbname
 from metro.embedded import EmbeddedServer
 
+# The session Kafka broker and its fixtures.
+pytest_plugins = ["kafka_fixtures"]
+
 _counter = itertools.count()
 
 
@@ -84,4 +87,22 @@ def stations(conn: psycopg.Connection) -> None:
             sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(sql.Identifier(table))
         ) as copy:
             copy.write((settings.DATA_DIR / path).read_bytes())
-pytest_plugins = ["kafka_fixtures"]
+@pytest.fixture
+def empty_db(server_dsn):
+    """Factory of empty databases on the test server, dropped afterwards."""
+    created = []
+
+    def make(suffix):
+        name = f"metro_empty_{os.getpid()}_{suffix}"
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return with_dbname(server_dsn, name)
+
+    yield make
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        for name in created:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))

@@ -1,42 +1,15 @@
 """Installing: the SQL tree and the alembic revisions give the same schema, install is
 idempotent, and the psql walkthrough works against an installed database."""
 
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
+from commands import run_metro
 
 from metro import schema
-from metro.database import with_dbname
 from metro.embedded import bin_dir
-
-METRO = [sys.executable, "-m", "metro.cli"]
-
-
-@pytest.fixture
-def empty_db(server_dsn):
-    """Factory of empty databases on the test server, dropped afterwards."""
-    created = []
-
-    def make(suffix):
-        name = f"metro_empty_{os.getpid()}_{suffix}"
-        with psycopg.connect(server_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        return with_dbname(server_dsn, name)
-
-    yield make
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        for name in created:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def schema_dump(dsn):
@@ -53,17 +26,6 @@ def schema_dump(dsn):
             continue
         lines.append(line)
     return "\n".join(lines)
-
-
-def run_metro(*args, dsn=None, home=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.pop("METRO_DATABASE_URL", None)
-    if dsn is not None:
-        env["METRO_DATABASE_URL"] = dsn
-    if home is not None:
-        env["METRO_HOME"] = str(home)
-    return subprocess.run([*METRO, *args], capture_output=True, text=True, env=env, timeout=120,
-                          cwd=Path(__file__).resolve().parent.parent)
 
 
 def test_tree_and_migrations_build_identical_schemas(empty_db):
