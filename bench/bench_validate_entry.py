@@ -7,7 +7,7 @@ Runs in one go, against one scratch database:
 - is_fraud on a card with 10 events and on one with 10,000: the rules read a
   bounded index range, so both should cost the same.
 
-    python -m bench.validate_entry [--seconds 15] [--clients 8] [--rate 5000]
+    python -m bench.bench_validate_entry [--seconds 15] [--clients 8] [--rate 5000]
 """
 
 from __future__ import annotations
