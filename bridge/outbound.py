@@ -64,6 +64,8 @@ class Forwarder:
         self.producer = producer
         self.batch_size = batch_size
         self.stop = stop
+        # Whether the last cycle filled a batch: more rows are likely waiting.
+        self.full = False
         self.cursors: dict[str, tuple[str, int]] = {
             stream: (str(txid), position) for stream, txid, position in conn.execute(
                 "SELECT stream, txid, position FROM metro.bridge_cursors").fetchall()}
@@ -77,7 +79,9 @@ class Forwarder:
         if not rows:
             return None
         send = self.producer.send
-        futures = [send(stream.topic, key=key.encode(), value=value.encode(),
+        # With one partition there is nothing to hash: skip the producer's partitioner.
+        partition = 0 if len(self.producer.partitions_for(stream.topic)) == 1 else None
+        futures = [send(stream.topic, key=key.encode(), value=value.encode(), partition=partition,
                         headers=[(POSITION_HEADER, str(row_position).encode())])
                    for _, row_position, key, value in rows]
         return Batch(stream, rows[-1][0], rows[-1][1], futures)
@@ -102,9 +106,19 @@ class Forwarder:
                     raise DeliveryFailed(f"Kafka did not acknowledge {batch.stream.topic}: "
                                          f"{future.exception}")
 
+    def held_back(self) -> bool:
+        """Whether committed rows wait behind the commit horizon (an older transaction runs)."""
+        for stream in STREAMS:
+            row = self.conn.execute("SELECT metro.bridge_has_rows(%s, %s::xid8, %s)",
+                                    (stream.table, *self.cursors[stream.table])).fetchone()
+            if row and row[0]:
+                return True
+        return False
+
     def cycle(self) -> int:
         """Forward one batch of every stream; the number of rows Kafka acknowledged."""
         batches = [batch for batch in map(self._send, STREAMS) if batch is not None]
+        self.full = any(len(batch.futures) == self.batch_size for batch in batches)
         if not batches:
             return 0
         self._await_acks(batches)

@@ -28,14 +28,21 @@ from bridge.topics import INBOUND_TOPICS, STREAMS
 from metro.errors import MetroError
 
 CHANNEL = "metro_bridge"
-# pg_try_advisory_lock(int, int): 'mtrb', 1. Advisory locks are per database.
+# Advisory locks (int, int), per database: 'mtrb', 1 is the lease; 'mtrb', 2 is
+# held while the bridge sleeps, telling writers to NOTIFY (procedures/07_bridge.sql).
 LEASE_KEY = (0x6D747262, 1)
+IDLE_KEY = (0x6D747262, 2)
 HEARTBEAT_SECONDS = 5.0
 PRUNE_BATCH = 50_000
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
-# After a wake-up that found nothing readable (rows held back by the commit
-# horizon), look again soon, backing off up to this.
-HELD_BACK_RETRY_MAX = 0.1
+# After the last row, keep polling (backing off up to BUSY_POLL_MAX) for
+# LINGER seconds before sleeping on NOTIFY: under steady load the bridge never
+# sleeps, so writers never pay for a NOTIFY.
+LINGER = 0.2
+BUSY_POLL_MAX = 0.02
+# After a batch that was not full, let rows gather this long before the next
+# round: fewer, larger rounds cost the database (and the hot path) less.
+GATHER = 0.02
 
 
 def default_holder() -> str:
@@ -159,10 +166,10 @@ class Bridge:
                      " heartbeat_at = now()", (self.options.holder,))
 
     def _forward(self, conn: psycopg.Connection, forwarder: Forwarder) -> None:
-        """Forward until stopped: after every wake-up, after a short delay when rows are held
-        back by the commit horizon, and every poll_interval in any case."""
-        heartbeat = prune = time.monotonic()
-        held_back_delay = 0.0
+        """Forward until stopped: poll while rows keep coming, else sleep until a writer
+        notifies or poll_interval passes."""
+        heartbeat = prune = last_rows = time.monotonic()
+        delay = 0.0
         while not self.stop.is_set():
             now = time.monotonic()
             if now - heartbeat >= HEARTBEAT_SECONDS:
@@ -171,15 +178,35 @@ class Bridge:
             if now - prune >= self.options.prune_interval:
                 self._prune(conn)
                 prune = now
-            woken = sum(1 for _ in conn.notifies(timeout=0)) > 0
-            if forwarder.cycle():
-                held_back_delay = 0.0
+            sent = forwarder.cycle()
+            if sent:
+                last_rows, delay = time.monotonic(), 0.0
+                if not forwarder.full:
+                    self.stop.wait(GATHER)
                 continue
-            if woken:
-                held_back_delay = min(max(held_back_delay * 2, 0.005), HELD_BACK_RETRY_MAX)
-                self.stop.wait(held_back_delay)
+            if (time.monotonic() - last_rows < LINGER or forwarder.held_back()
+                    or not self._sleep_on_notify(conn, forwarder)):
+                delay = min(max(delay * 2, 0.001), BUSY_POLL_MAX)
+                self.stop.wait(delay)
                 continue
+            last_rows, delay = time.monotonic(), 0.0
+
+    def _sleep_on_notify(self, conn: psycopg.Connection, forwarder: Forwarder) -> bool:
+        """Sleep until a NOTIFY or poll_interval; False, at once, when rows may still come
+        without one (a writer took the idle lock shared: it is committing)."""
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", IDLE_KEY).fetchone()
+        if not row or not row[0]:
+            return False
+        try:
+            for _ in conn.notifies(timeout=0):
+                pass  # wake-ups for rows already forwarded
+            # Rows committed before the lock was taken, by writers that did not notify.
+            if forwarder.cycle() or forwarder.held_back():
+                return False
             self._wait_for_wakeup(conn)
+            return True
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", IDLE_KEY)
 
     def _wait_for_wakeup(self, conn: psycopg.Connection) -> None:
         deadline = time.monotonic() + self.options.poll_interval

@@ -153,6 +153,17 @@ def java_executable() -> str:
     return java
 
 
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 are free on 127.0.0.1 (broker and controller)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < 65000 and port_free(port + 1):
+            return port
+    raise KafkaUnavailable("no two consecutive free ports on 127.0.0.1")
+
+
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -6,15 +6,19 @@ SET search_path = metro, pg_catalog;
 
 -- functions
 
--- Wakes a listening bridge once per writing transaction: the payload is the
--- table name and PostgreSQL folds identical notifications of a transaction.
--- NOTIFY serializes committing transactions on a cluster-wide lock, so it is
--- statement-level and can be switched off (bridge_settings.notify); the
--- bridge polls anyway.
+-- Wakes the bridge when it sleeps. NOTIFY serializes committing transactions
+-- on a cluster-wide lock, so a writer notifies only while the bridge is idle:
+-- an idle bridge holds advisory lock (1836348002, 2) exclusively. A writer
+-- that finds it free takes it shared until commit instead, so the bridge
+-- cannot go idle before that writer's row is visible to its last look.
+-- Statement-level, and PostgreSQL folds identical notifications of a
+-- transaction: at most one per transaction. bridge_settings.notify = false
+-- leaves the bridge to its polling alone.
 CREATE OR REPLACE FUNCTION notify_bridge()
 RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
-    IF (SELECT s.notify FROM bridge_settings s) THEN
+    IF (SELECT s.notify FROM bridge_settings s)
+       AND NOT pg_try_advisory_xact_lock_shared(1836348002, 2) THEN
         PERFORM pg_notify('metro_bridge', TG_TABLE_NAME);
     END IF;
     RETURN NULL;
@@ -61,6 +65,23 @@ BEGIN
         RAISE EXCEPTION 'Unknown stream: %', stream
             USING ERRCODE = 'MT005', HINT = 'Streams are fraud, card_alert_export and trips.';
     END IF;
+END
+$$;
+
+-- Whether committed rows of a stream follow (after_txid, after_position),
+-- readable yet or still held back by the commit horizon.
+CREATE OR REPLACE FUNCTION bridge_has_rows(stream text, after_txid xid8, after_position bigint)
+RETURNS boolean LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF stream NOT IN ('fraud', 'card_alert_export', 'trips') THEN
+        RAISE EXCEPTION 'Unknown stream: %', stream
+            USING ERRCODE = 'MT005', HINT = 'Streams are fraud, card_alert_export and trips.';
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE (txid, position) > ($1, $2))', stream)
+        INTO found USING after_txid, after_position;
+    RETURN found;
 END
 $$;
 
@@ -152,9 +173,11 @@ CREATE TRIGGER trips_notify_bridge AFTER INSERT ON trips
     FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge();
 
 -- grants
-REVOKE ALL ON FUNCTION bridge_batch(text, xid8, bigint, integer), bridge_ack(text, xid8, bigint, bigint),
+REVOKE ALL ON FUNCTION bridge_batch(text, xid8, bigint, integer),
+    bridge_has_rows(text, xid8, bigint), bridge_ack(text, xid8, bigint, bigint),
     bridge_prune(interval, integer), bridge_lag() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION bridge_batch(text, xid8, bigint, integer), bridge_ack(text, xid8, bigint, bigint),
+GRANT EXECUTE ON FUNCTION bridge_batch(text, xid8, bigint, integer),
+    bridge_has_rows(text, xid8, bigint), bridge_ack(text, xid8, bigint, bigint),
     bridge_prune(interval, integer), bridge_lag() TO metro_bridge;
 GRANT EXECUTE ON FUNCTION bridge_lag() TO metro_reader;
 -- Inbound topics feed these functions.

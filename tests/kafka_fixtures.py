@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from metro.kafka import KafkaBroker
+from metro.kafka import KafkaBroker, free_port_pair
 
 # kafka-python 3.0 reads its protocol schemas with importlib.resources.read_text and
 # open_text,
@@ -34,22 +33,6 @@ with warnings.catch_warnings():
     from kafka.admin import NewTopic
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port_pair() -> int:
-    """A port p such that p and p + 1 are free on 127.0.0.1 (broker and controller)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return int(port)
-    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
 
 
 # RECHARGE has two partitions, so inbound offsets are kept per partition.

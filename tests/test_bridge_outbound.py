@@ -9,6 +9,8 @@ import psycopg
 from factories import add_card, at, call
 from kafka_fixtures import wait_until
 
+from bridge.runner import IDLE_KEY
+
 
 def pending(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT sum(pending) FROM metro.bridge_lag()").fetchone()
@@ -112,16 +114,31 @@ def test_pruning_keeps_rows_inside_the_retention_and_undelivered_ones(db, conn):
                         ).fetchone() == ("fraud", 4)
 
 
-def test_notify_wakes_once_per_transaction_and_can_be_switched_off(db, conn):
+def test_writers_notify_once_per_transaction_only_while_the_bridge_sleeps(db, conn):
+    insert = ("INSERT INTO metro.trips (card_id, entry_station, entry_ts, exit_station, exit_ts)"
+              " VALUES (%s, 1, now(), 2, now())")
     with psycopg.connect(db, autocommit=True) as listener:
         listener.execute("LISTEN metro_bridge")
+        # Nobody sleeps on the idle lock (the bridge is busy or absent): no NOTIFY.
+        conn.execute(insert, (1,))
+        assert list(listener.notifies(timeout=0.5)) == []
+        listener.execute("SELECT pg_advisory_lock(%s, %s)", IDLE_KEY)
         with conn.transaction():
             for n in range(3):
-                conn.execute("INSERT INTO metro.trips (card_id, entry_station, entry_ts,"
-                             " exit_station, exit_ts) VALUES (%s, 1, now(), 2, now())", (n,))
+                conn.execute(insert, (n,))
         assert [(n.channel, n.payload) for n in listener.notifies(timeout=1)] == [
             ("metro_bridge", "trips")]
         conn.execute("UPDATE metro.bridge_settings SET notify = false")
-        conn.execute("INSERT INTO metro.trips (card_id, entry_station, entry_ts, exit_station,"
-                     " exit_ts) VALUES (1, 1, now(), 2, now())")
+        conn.execute(insert, (4,))
         assert list(listener.notifies(timeout=0.5)) == []
+
+
+def test_a_writer_committing_keeps_the_bridge_from_sleeping(db, conn):
+    writer = psycopg.connect(db)
+    writer.execute("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code,"
+                   " amount) VALUES ('1_1', 1, now(), 1, 1, 250)")
+    # The writer did not notify and holds the idle lock shared until it commits.
+    assert conn.execute("SELECT pg_try_advisory_lock(%s, %s)", IDLE_KEY).fetchone() == (False,)
+    writer.commit()
+    writer.close()
+    assert conn.execute("SELECT pg_try_advisory_lock(%s, %s)", IDLE_KEY).fetchone() == (True,)

@@ -10,10 +10,11 @@ import sys
 
 import psycopg
 import pytest
-from kafka_fixtures import PROJECT_ROOT, free_port_pair, wait_until
+from kafka_fixtures import PROJECT_ROOT, wait_until
 from psycopg import sql
 
 from metro.database import with_dbname
+from metro.kafka import free_port_pair
 
 INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
                 " SELECT n || '_1', n, '2026-11-02 08:00:00+00', 1, 1, 250"

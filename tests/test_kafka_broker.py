@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kafka_fixtures import PROJECT_ROOT, free_port_pair
+from kafka_fixtures import PROJECT_ROOT
 
-from metro.kafka import KAFKA_VERSION
+from metro.kafka import KAFKA_VERSION, free_port_pair
 
 
 def metro_kafka(home: Path, *args: str,
