@@ -47,14 +47,15 @@ def test_messages_are_applied_and_bad_ones_dead_lettered(db, conn, stations, kaf
                         " ORDER BY ts").fetchall() == [(3, 2000, at(minutes=5)),
                                                       (4, 500, at(minutes=6))]
     dead = conn.execute("SELECT topic, kafka_partition, kafka_offset, value, reason"
-                        " FROM metro.bridge_dead_letters ORDER BY id").fetchall()
+                        " FROM metro.bridge_dead_letters"
+                        " ORDER BY topic, kafka_partition, kafka_offset").fetchall()
     assert dead == [
+        ("RECHARGE", 0, meta[5].offset, b"42,-5,3",
+         "MT003 Recharge amount must be a positive number of cents: -5"),
         ("TRAINTOPIC", 0, meta[1].offset, b"1,3,departed,2026-11-02T08:01:00Z",
          "activity_type must be an integer, got 'departed'"),
         ("TRAINTOPIC", 0, meta[2].offset, b"1,99,1,2026-11-02T08:02:00Z",
          "MT001 Unknown station: 99"),
-        ("RECHARGE", 0, meta[5].offset, b"42,-5,3",
-         "MT003 Recharge amount must be a positive number of cents: -5"),
     ]
     start = {m.topic_partition: m.offset for m in reversed(meta)}
     assert offsets(conn) == [
