@@ -14,23 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 
 from metro.kafka import KafkaBroker, free_port_pair
-
-# kafka-python 3.0 reads its protocol schemas with importlib.resources.read_text and
-# open_text,
-# deprecated since Python 3.11; the suite turns warnings into errors.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "(read|open)_text is deprecated", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.admin import NewTopic
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
