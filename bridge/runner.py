@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 from kafka.errors import KafkaError
 
 from bridge.inbound import InboundConsumer
+from bridge.jsonlines import JsonLinesTarget
 from bridge.outbound import DeliveryFailed, Forwarder, Stopped, new_producer
 from bridge.topics import INBOUND_TOPICS, STREAMS
 from metro.errors import MetroError
@@ -60,6 +62,9 @@ class BridgeOptions:
     lease_retry: float = 1.0
     inbound: bool = True
     holder: str = field(default_factory=default_holder)
+    # Without Kafka: append the stream rows to this JSON-lines file instead, with the
+    # same cursor (bridge.jsonlines); the inbound topics are not consumed then.
+    outbound_file: Path | None = None
 
 
 def describe(error: BaseException, kafka: str) -> str:
@@ -130,16 +135,18 @@ class Bridge:
         with self._connect() as conn:
             self._take_lease(conn)
             conn.execute(f"LISTEN {CHANNEL}")
-            producer = new_producer(self.options.kafka)
+            to_file = self.options.outbound_file
+            producer = (new_producer(self.options.kafka) if to_file is None
+                        else JsonLinesTarget(to_file))
+            consumes = self.options.inbound and to_file is None
             session_over = threading.Event()
             inbound = threading.Thread(target=self._consume_inbound, args=(session_over,),
                                        name="metro-bridge-inbound", daemon=True)
-            if self.options.inbound:
+            if consumes:
                 inbound.start()
             self.say(f"holding the lease as {self.options.holder}; forwarding "
-                     f"{', '.join(s.table for s in STREAMS)} to {self.options.kafka}"
-                     + (f"; consuming {', '.join(INBOUND_TOPICS)}" if self.options.inbound
-                        else ""))
+                     f"{', '.join(s.table for s in STREAMS)} to {to_file or self.options.kafka}"
+                     + (f"; consuming {', '.join(INBOUND_TOPICS)}" if consumes else ""))
             try:
                 self._forward(conn, Forwarder(conn, producer, self.options.batch_size, self.stop,
                                               self._report_slow_acks))
