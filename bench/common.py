@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from metro import database, schema, settings
-from metro.walkthrough import load_reference_data
+from metro.sample_data import load_reference_data
 
 RESULTS_DIR = settings.PROJECT_ROOT / "bench" / "results"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 import psycopg
 
@@ -57,9 +58,22 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from metro import walkthrough
+    from metro import demo
 
-    return walkthrough.run()
+    return demo.run(demo.DemoOptions(seconds=args.seconds, rate=args.rate, cards=args.cards,
+                                     kafka=args.kafka))
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql")
     psql.set_defaults(func=cmd_psql)
 
-    demo = sub.add_parser("demo", help="start, install, load sample data and print a few decisions")
+    demo = sub.add_parser("demo", help="run the whole system for a minute with a live view: "
+                                       "simulated riders, trains and recharges, bridge, Kafka")
+    demo.add_argument("--seconds", type=_positive(float), default=60.0, metavar="S",
+                      help="how long the simulators run (default %(default)g)")
+    demo.add_argument("--rate", type=_positive(float), default=300.0, metavar="R",
+                      help="entry swipes per second (default %(default)g)")
+    demo.add_argument("--cards", type=_positive(int), default=100_000, metavar="N",
+                      help="cards to ride with; missing ones are generated and loaded "
+                           "(default %(default)d)")
+    demo.add_argument("--kafka", metavar="HOST:PORT",
+                      help="Kafka bootstrap servers (default METRO_KAFKA, else the project's "
+                           "broker when Java is there, else a JSON-lines file)")
     demo.set_defaults(func=cmd_demo)
 
     kafka.add_parser(sub)
