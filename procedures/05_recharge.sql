@@ -6,6 +6,9 @@ SET search_path = metro, pg_catalog;
 -- Credits amount cents to an enabled card exactly once, records the purchase
 -- and writes a card_alert_export row. Unknown and disabled cards are refused
 -- (and recorded); a non-positive amount is an error and writes nothing.
+-- The payment risk rules apply with the card as the account and the amount
+-- in currency units: a blocked recharge credits nothing, is refused with the
+-- rule's reason, recorded as refused (accept -1) and written to fraud.
 CREATE OR REPLACE FUNCTION recharge_card(card_id bigint, amount integer, station_id integer, ts timestamptz DEFAULT now())
 RETURNS decision LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
@@ -18,6 +21,7 @@ DECLARE
     v_balance integer;
     v_accept smallint := 0;
     v_message text;
+    v_risk record;
 BEGIN
     IF p_card IS NULL THEN PERFORM raise_null_argument('recharge_card', 'card_id'); END IF;
     IF p_amount IS NULL THEN PERFORM raise_null_argument('recharge_card', 'amount'); END IF;
@@ -36,12 +40,20 @@ BEGIN
     ELSIF NOT c.enabled THEN
         v_message := 'Card Disabled';
     ELSE
-        UPDATE cards SET balance = c.balance + p_amount WHERE cards.card_id = p_card
-        RETURNING balance INTO v_balance;
-        v_accept := 1;
-        v_message := 'Recharged: ' || cents_text(p_amount) || ', Balance: ' || cents_text(v_balance);
-        INSERT INTO card_alert_export (card_id, ts, station_name, name, phone, email, notify, alert_message)
-        VALUES (p_card, p_ts, v_station_name, c.name, c.phone, c.email, c.notify, v_message);
+        SELECT * INTO v_risk FROM match_risk_rule(p_card, p_amount::numeric / 100);
+        IF v_risk.blocked THEN
+            v_accept := -1;
+            v_message := v_risk.message;
+            INSERT INTO fraud (trans_id, card_id, ts, station_id, activity_code, amount)
+            VALUES (fraud_trans_id(p_card, p_ts), p_card, p_ts, p_station, 2, p_amount);
+        ELSE
+            UPDATE cards SET balance = c.balance + p_amount WHERE cards.card_id = p_card
+            RETURNING balance INTO v_balance;
+            v_accept := 1;
+            v_message := 'Recharged: ' || cents_text(p_amount) || ', Balance: ' || cents_text(v_balance);
+            INSERT INTO card_alert_export (card_id, ts, station_name, name, phone, email, notify, alert_message)
+            VALUES (p_card, p_ts, v_station_name, c.name, c.phone, c.email, c.notify, v_message);
+        END IF;
     END IF;
 
     INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)

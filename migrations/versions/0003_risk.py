@@ -1,0 +1,35 @@
+"""Payment risk control: risk tags, rules as rows, evaluate_transaction, decisions stream.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+
+Applies sql/08_risk.sql and procedures/08_risk.sql, and re-applies
+procedures/05_recharge.sql, whose recharge_card now applies the risk rules
+(see 0001 for how the tree and the revisions relate).
+"""
+
+from alembic import op
+
+from metro import settings
+from metro.schema import apply_files
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+TABLE_FILES = ["08_risk.sql"]
+PROCEDURE_FILES = ["08_risk.sql", "05_recharge.sql"]
+
+
+def upgrade() -> None:
+    conn = op.get_bind().connection.driver_connection
+    apply_files(conn, [settings.SQL_DIR / name for name in TABLE_FILES]
+                + [settings.PROCEDURES_DIR / name for name in PROCEDURE_FILES])
+
+
+def downgrade() -> None:
+    raise NotImplementedError(
+        "0003 has no downgrade: recharge_card and the bridge's stream functions of 0002 "
+        "would have to be restored from an older checkout")
