@@ -124,9 +124,10 @@ def run(options: DemoOptions) -> int:
     # The bridge reports Kafka trouble itself, in one line.
     logging.getLogger("kafka").addHandler(logging.NullHandler())
     logging.getLogger("kafka").propagate = False
+    # Kafka first: a broker that does not answer stops the demo before anything is written.
+    outbound = demo_outbound.choose(options.kafka, say)
     with database.connect(dsn, autocommit=True) as conn:
         prepare(conn, options)
-        outbound = demo_outbound.choose(options.kafka, say)
         simulations = demo_simulators.build(conn, rate=options.rate, seconds=options.seconds,
                                             cards=options.cards)
         for simulation in simulations:
@@ -263,8 +264,9 @@ def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
         lines.append(f"appended to {outbound.file}: {delivered} rows ({per_topic})")
     waiting = sum(count for _, _, count in lag)
     if waiting:
-        lines.append(f"not yet forwarded: {waiting} rows; the next bridge (`metro bridge` or "
-                     "`metro demo`) forwards them")
+        lines.append(f"not yet forwarded: {waiting} rows; a row goes out once every older "
+                     "transaction on the server has ended (`metro bridge --status`), and the "
+                     "next bridge (`metro bridge` or `metro demo`) forwards them")
     if riders:
         latency = riders["latency_ms"]
         lines.append(f"riders' calls, from their scheduled send: p50 {latency['p50']:.2f} ms, "

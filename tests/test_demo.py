@@ -1,0 +1,169 @@
+"""`metro demo` as a user runs it, for a few seconds: its summary agrees with the database,
+with the Kafka topics and with the JSON-lines file it falls back to without Java."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+from kafka_fixtures import PROJECT_ROOT, skip_inbound_backlog
+
+from metro.kafka import free_port_pair
+
+CARDS = 3000
+TOPICS = ("FRAUD", "CARD_ALERT_EXPORT", "TRIPS")
+STREAM_TOPICS = {"fraud": "FRAUD", "card_alert_export": "CARD_ALERT_EXPORT", "trips": "TRIPS"}
+
+
+def demo_env(dsn: str, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k not in ("METRO_KAFKA", "JAVA_HOME")}
+    # A port of its own: no broker of another METRO_HOME is found by accident.
+    env.update(METRO_DATABASE_URL=dsn, METRO_HOME=str(home), PYTHONUNBUFFERED="1",
+               METRO_KAFKA_PORT=str(free_port_pair()), **extra)
+    return env
+
+
+def demo(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "metro.cli", "demo", "--rate", "100", "--cards", str(CARDS),
+         *args], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen[str], expected_status: int = 0) -> str:
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == expected_status, output
+    return output
+
+
+class Totals:
+    """What the database holds now, to compare before and after a run."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.events = dict(conn.execute(
+            "SELECT activity_code, count(*) FROM metro.card_events GROUP BY 1").fetchall())
+        self.fraud_events = conn.execute(
+            "SELECT count(*) FROM metro.card_events WHERE accept = -1").fetchone()[0]
+        self.streams = {table: conn.execute(f"SELECT count(*) FROM metro.{table}").fetchone()[0]
+                        for table in STREAM_TOPICS}
+
+    def since(self, before: Totals) -> dict[str, int]:
+        def delta(activity: int) -> int:
+            return self.events.get(activity, 0) - before.events.get(activity, 0)
+        return {"entries": delta(1), "exits": delta(-1), "recharges": delta(2),
+                "fraud events": self.fraud_events - before.fraud_events,
+                **{table: self.streams[table] - before.streams[table] for table in STREAM_TOPICS}}
+
+
+def parse_summary(output: str) -> dict[str, int]:
+    """The summary's figures, by the names Totals.since uses."""
+    events = re.search(r"^card events: (\d+) recorded \(entries (\d+), exits (\d+), "
+                       r"recharges (\d+)\)$", output, re.M)
+    fraud = re.search(r"^fraud found: (\d+) entries refused as fraud, (\d+) fraud rows$",
+                      output, re.M)
+    streams = re.search(r"^trips: (\d+)   alerts: (\d+)", output, re.M)
+    assert events and fraud and streams, output
+    total, entries, exits, recharges = map(int, events.groups())
+    assert total == entries + exits + recharges
+    return {"entries": entries, "exits": exits, "recharges": recharges,
+            "fraud events": int(fraud.group(1)), "fraud": int(fraud.group(2)),
+            "trips": int(streams.group(1)), "card_alert_export": int(streams.group(2))}
+
+
+def delivered(output: str, destination: str) -> dict[str, int]:
+    """Rows per topic on the summary's `delivered to ...` or `appended to ...` line."""
+    match = re.search(rf"^{re.escape(destination)}: (\d+) rows \((.*)\)$", output, re.M)
+    assert match, output
+    per_topic = {topic: int(count) for topic, count in
+                 (part.rsplit(" ", 1) for part in match.group(2).split(", "))}
+    assert sum(per_topic.values()) == int(match.group(1))
+    return per_topic
+
+
+def check_against_database(output: str, before: Totals, after: Totals) -> dict[str, int]:
+    summary = parse_summary(output)
+    assert summary == after.since(before)
+    assert summary["entries"] > 0 and summary["fraud"] > 0 and summary["card_alert_export"] > 0
+    return summary
+
+
+def test_demo_streams_to_kafka_and_a_second_run_reuses_the_cards(db, conn, kafka, topic_reader,
+                                                                 tmp_path):
+    skip_inbound_backlog(db, kafka)
+    env = demo_env(db, tmp_path, METRO_KAFKA=kafka)
+    destination = f"delivered to Kafka at {kafka}"
+
+    readers = {topic: topic_reader(topic) for topic in TOPICS}
+    before = Totals(conn)
+    output = finish(demo(env, "--seconds", "6"))
+    summary = check_against_database(output, before, Totals(conn))
+    assert f"cards: generated and loaded {CARDS}" in output
+    assert "stations.csv: read 15, loaded 15, invalid 0" in output
+    assert f"Kafka: the broker at {kafka}" in output
+    assert re.search(r"^\[\s+3 s\] \d+ swipes/s, acceptance", output, re.M), output
+    assert "bridge: stopped" in output
+    sent = delivered(output, destination)
+    messages = {topic: len(reader.read_idle()) for topic, reader in readers.items()}
+    assert {topic: sent[topic] for topic in TOPICS} == messages == {
+        STREAM_TOPICS[table]: summary[table] for table in STREAM_TOPICS}
+
+    # Second run, stopped with Ctrl-C once the view is up: the cards are reused and the
+    # summary still matches.
+    readers = {topic: topic_reader(topic) for topic in TOPICS}
+    before = Totals(conn)
+    process = demo(env, "--seconds", "60")
+    assert process.stdout is not None
+    head = []
+    for text in process.stdout:
+        head.append(text)
+        if re.match(r"\[\s+3 s\]", text):
+            break
+    process.send_signal(signal.SIGINT)
+    output = "".join(head) + finish(process, 130)
+    summary = check_against_database(output, before, Totals(conn))
+    assert f"cards: reusing the {CARDS} cards already loaded" in output
+    assert re.search(r"^summary: stopped by Ctrl-C after \d+\.\d s", output, re.M), output
+    sent = delivered(output, destination)
+    messages = {topic: len(reader.read_idle()) for topic, reader in readers.items()}
+    assert {topic: sent[topic] for topic in TOPICS} == messages == {
+        STREAM_TOPICS[table]: summary[table] for table in STREAM_TOPICS}
+    assert conn.execute("SELECT count(*) FROM metro.cards").fetchone()[0] == CARDS
+
+
+def test_demo_without_java_appends_the_stream_rows_to_a_jsonlines_file(db, conn, tmp_path):
+    env = demo_env(db, tmp_path, JAVA_HOME=str(tmp_path / "no-java"))
+    path = tmp_path / "demo" / "streams.jsonl"
+
+    before = Totals(conn)
+    output = finish(demo(env, "--seconds", "5"))
+    summary = check_against_database(output, before, Totals(conn))
+    assert "Kafka: not available (Java 17 or newer is needed" in output
+    assert f"Kafka: stream rows go to the JSON-lines file {path} instead" in output
+    sent = delivered(output, f"appended to {path}")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == sum(sent.values())
+    # Every stream row of the run, once, with its position.
+    written = {(STREAM_TOPICS[table], position) for table in STREAM_TOPICS
+               for (position,) in conn.execute(f"SELECT position FROM metro.{table}")}
+    assert {(line["topic"], line["position"]) for line in lines} == written
+    assert {topic: sum(line["topic"] == topic for line in lines) for topic in TOPICS} == {
+        STREAM_TOPICS[table]: summary[table] for table in STREAM_TOPICS}
+
+
+def test_a_kafka_that_does_not_answer_stops_the_demo_before_anything_is_written(db, conn,
+                                                                                 tmp_path):
+    address = f"127.0.0.1:{free_port_pair()}"
+    output = finish(demo(demo_env(db, tmp_path), "--kafka", address), 2)
+    assert output.splitlines()[-1] == (
+        f"metro: Kafka at {address} does not answer (--kafka or METRO_KAFKA); start it, "
+        "or unset METRO_KAFKA to use the project's broker")
+    assert conn.execute("SELECT (SELECT count(*) FROM metro.cards),"
+                        " (SELECT count(*) FROM metro.stations),"
+                        " (SELECT count(*) FROM metro.card_events)").fetchone() == (0, 0, 0)
