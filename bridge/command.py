@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bridge.add_argument("--prune-interval", type=_positive(float), default=60.0,
                         help="seconds between pruning passes (default 60)")
     bridge.add_argument("--no-inbound", action="store_true",
-                        help="do not consume TRAINTOPIC and RECHARGE")
+                        help="do not consume TRAINTOPIC, RECHARGE and transaction_topic")
     bridge.set_defaults(func=command)
 
 

@@ -1,4 +1,4 @@
-"""Inbound: TRAINTOPIC and RECHARGE messages applied through their functions, once each.
+"""Inbound: TRAINTOPIC, RECHARGE and transaction_topic applied through their functions, once each.
 
 The consumed offset lives in PostgreSQL (bridge_inbound_offsets) and moves in
 the same transaction as the function calls it covers, so a message Kafka

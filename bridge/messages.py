@@ -4,6 +4,12 @@ TRAINTOPIC: `train_id,station_id,activity_type,timestamp`
             or {"train_id": 1, "station_id": 4, "activity_type": 1, "ts": "..."}
 RECHARGE:   `card_id,amount,station_id[,timestamp]`
             or {"card_id": 42, "amount": 2000, "station_id": 4, "ts": "..."} (ts optional)
+transaction_topic:
+            {"transaction_id": "p-1", "account_id": 7, "amount": 5000.01, "timestamp": "..."}
+            or `transaction_id,account_id,amount[,timestamp]` (timestamp optional)
+
+In JSON objects `timestamp` and `ts` are the same field. A payment amount is
+currency units, a JSON number or a decimal string, kept exact (never a float).
 
 A timestamp is ISO 8601 (`2026-11-21T08:15:00.250+00:00`, `Z`, a space instead
 of `T`; without an offset it is UTC) or an integer count of microseconds since
@@ -15,11 +21,13 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bridge.topics import RECHARGE_TOPIC, TRAIN_TOPIC
+from bridge.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
 # Microsecond counts below this (1973-03-03) are almost surely milliseconds or seconds.
 _MIN_EPOCH_MICROS = 10**14
@@ -44,6 +52,14 @@ class Recharge:
     card_id: int
     amount: int
     station_id: int
+    ts: datetime | None
+
+
+@dataclass(frozen=True)
+class Payment:
+    transaction_id: str
+    account_id: int
+    amount: Decimal
     ts: datetime | None
 
 
@@ -80,8 +96,28 @@ def _integer(value: Any, name: str, bits: int = 32) -> int:
     return number
 
 
-def _fields(value: bytes, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The named fields of a CSV line or a JSON object; optional ones may be absent."""
+def _decimal(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        raise InvalidMessage(f"{name} must be a decimal number, got {value!r}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidMessage(f"{name} must be a decimal number, got {str(value)!r}") from None
+    if not number.is_finite():
+        raise InvalidMessage(f"{name} must be a decimal number, got {str(value)!r}")
+    return number
+
+
+def _identifier(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidMessage(f"{name} must be a string or an integer, got {value!r}")
+    return str(value)
+
+
+def _fields(value: bytes, names: tuple[str, ...], optional: tuple[str, ...] = (),
+            parse_float: Callable[[str], Any] = float) -> dict[str, Any]:
+    """The named fields of a CSV line or a JSON object; optional ones may be absent.
+    JSON numbers with a fraction or exponent become parse_float of their text."""
     try:
         text = value.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -90,7 +126,7 @@ def _fields(value: bytes, names: tuple[str, ...], optional: tuple[str, ...] = ()
         raise InvalidMessage("value is empty")
     if text.startswith("{"):
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, parse_float=parse_float)
         except json.JSONDecodeError as error:
             raise InvalidMessage(f"value is not valid JSON: {error.msg} at "
                                  f"character {error.pos}") from None
@@ -130,6 +166,16 @@ def parse_recharge(value: bytes) -> Recharge:
                     None if ts is None else parse_timestamp(str(ts)))
 
 
+def parse_payment(value: bytes) -> Payment:
+    fields = _fields(value, ("transaction_id", "account_id", "amount"), ("ts",),
+                     parse_float=Decimal)
+    ts = fields["ts"]
+    return Payment(_identifier(fields["transaction_id"], "transaction_id"),
+                   _integer(fields["account_id"], "account_id", 64),
+                   _decimal(fields["amount"], "amount"),
+                   None if ts is None else parse_timestamp(str(ts)))
+
+
 # The function call each inbound topic feeds; ts NULL means now().
 CALLS = {
     TRAIN_TOPIC: (parse_train_event,
@@ -137,6 +183,9 @@ CALLS = {
     RECHARGE_TOPIC: (parse_recharge,
                      "SELECT * FROM metro.recharge_card(%s, %s, %s,"
                      " coalesce(%s::timestamptz, now()))"),
+    PAYMENT_TOPIC: (parse_payment,
+                    "SELECT * FROM metro.evaluate_transaction(%s, %s, %s,"
+                    " coalesce(%s::timestamptz, now()))"),
 }
 
 

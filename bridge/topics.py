@@ -15,6 +15,7 @@ STREAMS = (
     Stream("fraud", "FRAUD"),
     Stream("card_alert_export", "CARD_ALERT_EXPORT"),
     Stream("trips", "TRIPS"),
+    Stream("transaction_decisions", "transaction_decisions"),
 )
 
 # Kafka header carrying the row's stream position (decimal ASCII), for de-duplication.
@@ -22,4 +23,5 @@ POSITION_HEADER = "position"
 
 TRAIN_TOPIC = "TRAINTOPIC"
 RECHARGE_TOPIC = "RECHARGE"
-INBOUND_TOPICS = (TRAIN_TOPIC, RECHARGE_TOPIC)
+PAYMENT_TOPIC = "transaction_topic"
+INBOUND_TOPICS = (TRAIN_TOPIC, RECHARGE_TOPIC, PAYMENT_TOPIC)

@@ -59,7 +59,8 @@ def test_every_stream_row_reaches_its_topic(db, conn, stations, start_bridge, to
     cursors = conn.execute("SELECT stream, position, delivered FROM metro.bridge_cursors"
                            " ORDER BY stream").fetchall()
     assert cursors == [("card_alert_export", positions["card_alert_export"], 1),
-                       ("fraud", positions["fraud"], 1), ("trips", positions["trips"], 1)]
+                       ("fraud", positions["fraud"], 1), ("transaction_decisions", 0, 0),
+                       ("trips", positions["trips"], 1)]
     assert pending(conn) == 0
 
 
@@ -106,9 +107,9 @@ def test_pruning_keeps_rows_inside_the_retention_and_undelivered_ones(db, conn):
     assert conn.execute("SELECT metro.bridge_ack('fraud', %s, %s, 3)", rows[2]).fetchone() == (
         False,)
     assert conn.execute("SELECT * FROM metro.bridge_prune('1 hour', 1000)").fetchall() == [
-        ("card_alert_export", 0), ("fraud", 0), ("trips", 0)]
+        ("card_alert_export", 0), ("fraud", 0), ("transaction_decisions", 0), ("trips", 0)]
     assert conn.execute("SELECT * FROM metro.bridge_prune('0', 1000)").fetchall() == [
-        ("card_alert_export", 0), ("fraud", 6), ("trips", 0)]
+        ("card_alert_export", 0), ("fraud", 6), ("transaction_decisions", 0), ("trips", 0)]
     assert conn.execute("SELECT min(position), count(*) FROM metro.fraud").fetchone() == (7, 4)
     assert conn.execute("SELECT stream, pending FROM metro.bridge_lag() WHERE stream = 'fraud'"
                         ).fetchone() == ("fraud", 4)
