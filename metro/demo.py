@@ -29,6 +29,7 @@ from bridge.topics import STREAMS
 from metro import dashboard, database, demo_outbound, demo_simulators, schema, settings
 from metro.dashboard import Baseline, Screen
 from metro.demo_outbound import Outbound
+from metro.errors import MetroError
 from metro.sample_data import ensure_cards, load_reference_data
 from producers.engine import RunResult
 from producers.events import Result
@@ -37,17 +38,20 @@ from producers.simulation import Simulation
 REFRESH_SECONDS = 1.0
 DRAIN_SECONDS = 15.0        # how long the bridge may take to forward the last rows
 STOP_SECONDS = 15.0         # how long a stopping thread may take
-DEFAULT_SECONDS = 60.0
-DEFAULT_RATE = 300.0
-DEFAULT_CARDS = 100_000
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    seconds: float = DEFAULT_SECONDS
-    rate: float = DEFAULT_RATE
-    cards: int = DEFAULT_CARDS
-    kafka: str | None = None
+    seconds: float
+    rate: float                 # entries per second
+    cards: int
+    kafka: str | None = None    # bootstrap servers; None: METRO_KAFKA or the project's broker
+
+    def __post_init__(self) -> None:
+        for option, value in (("--seconds", self.seconds), ("--rate", self.rate),
+                              ("--cards", self.cards)):
+            if not value > 0:
+                raise MetroError(f"{option} must be positive, got {value:g}")
 
 
 class StopRequests:

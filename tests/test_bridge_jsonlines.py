@@ -72,9 +72,11 @@ def test_stream_rows_go_to_the_file_once_each(db, conn, stations, tmp_path):
                    "entry_ts": "2026-11-02T08:00:00+00:00", "exit_station": 4,
                    "exit_ts": "2026-11-02T08:20:00+00:00"}},
     ]
-    assert conn.execute("SELECT stream, delivered FROM metro.bridge_cursors ORDER BY stream"
+    assert conn.execute("SELECT stream, delivered FROM metro.bridge_cursors"
+                        " WHERE stream IN ('fraud', 'card_alert_export', 'trips') ORDER BY stream"
                         ).fetchall() == [("card_alert_export", 1), ("fraud", 1), ("trips", 1)]
-    assert f"forwarding fraud, card_alert_export, trips to {path}" in bridge.messages[0]
+    assert "forwarding fraud, card_alert_export, trips" in bridge.messages[0]
+    assert f" to {path}" in bridge.messages[0]
     assert "consuming" not in bridge.messages[0]
 
     # A second bridge starts from the cursor: it appends only what is new.

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from kafka_fixtures import PROJECT_ROOT, skip_inbound_backlog
 
 from metro.kafka import free_port_pair
@@ -157,13 +158,19 @@ def test_demo_without_java_appends_the_stream_rows_to_a_jsonlines_file(db, conn,
         STREAM_TOPICS[table]: summary[table] for table in STREAM_TOPICS}
 
 
-def test_a_kafka_that_does_not_answer_stops_the_demo_before_anything_is_written(db, conn,
-                                                                                 tmp_path):
-    address = f"127.0.0.1:{free_port_pair()}"
-    output = finish(demo(demo_env(db, tmp_path), "--kafka", address), 2)
-    assert output.splitlines()[-1] == (
-        f"metro: Kafka at {address} does not answer (--kafka or METRO_KAFKA); start it, "
-        "or unset METRO_KAFKA to use the project's broker")
+SILENT = f"127.0.0.1:{free_port_pair()}"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--kafka", SILENT), f"metro: Kafka at {SILENT} does not answer (--kafka or METRO_KAFKA); "
+                          "start it, or unset METRO_KAFKA to use the project's broker"),
+    (("--seconds", "0"), "metro: --seconds must be positive, got 0"),
+    (("--cards", "-5"), "metro: --cards must be positive, got -5"),
+])
+def test_bad_options_stop_the_demo_before_anything_is_written(db, conn, tmp_path, args,
+                                                              message):
+    output = finish(demo(demo_env(db, tmp_path), *args), 2)
+    assert output.splitlines()[-1] == message
     assert conn.execute("SELECT (SELECT count(*) FROM metro.cards),"
                         " (SELECT count(*) FROM metro.stations),"
                         " (SELECT count(*) FROM metro.card_events)").fetchone() == (0, 0, 0)
