@@ -1,5 +1,5 @@
-"""The `producers` command: generate cards, and simulate trains, riders and recharges
-against the stored functions with live statistics."""
+"""The `producers` command: generate cards, and simulate trains, riders, recharges and
+payments against the stored functions (or through Kafka) with live statistics."""
 
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from metro import database
 from metro.errors import MetroError
 from producers import cards, line, reference
 from producers.engine import Run
+from producers.kafka_sink import FORMATS, KafkaSink
+from producers.payments import Payments
 from producers.recharges import Recharges
 from producers.riders import UNKNOWN_SHARE, Riders
 from producers.simulation import Simulation
-from producers.sinks import MODES, DirectSink
+from producers.sinks import MODES, DirectSink, Sink
 from producers.stats import format_summary
 from producers.trains import Trains
 
-VIAS = ("direct",)  # a Kafka sink (--via kafka) plugs in next to DirectSink
+VIAS = ("direct", "kafka")
 DEFAULT_CONNECTIONS = {"pipeline": 4, "async": 16}
 
 
@@ -88,17 +90,44 @@ def build_recharges(conn: psycopg.Connection, args: argparse.Namespace) -> Simul
                      horizon=_horizon(args), rng=_rng(args))
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    dsn = database.conninfo()
-    with database.connect(dsn, autocommit=True) as conn:
-        try:
-            simulation = args.build(conn, args)
-        except ValueError as error:
-            raise MetroError(str(error)) from None
+def build_payments(conn: psycopg.Connection | None, args: argparse.Namespace) -> Simulation:
+    return Payments(rate=args.rate, accounts=args.accounts, start_ts=datetime.now(UTC),
+                    horizon=_horizon(args), rng=_rng(args))
+
+
+def _simulation(args: argparse.Namespace) -> Simulation:
+    """The simulation, after reading the reference data it draws from (if any)."""
+    try:
+        if not args.reference:
+            return args.build(None, args)
+        with database.connect(autocommit=True) as conn:
+            return args.build(conn, args)
+    except ValueError as error:
+        raise MetroError(str(error)) from None
+
+
+def _sink(args: argparse.Namespace) -> tuple[Sink, str]:
+    """The sink of --via and how to describe it."""
+    if args.via == "kafka":
+        from metro import kafka, settings
+
+        bootstrap = settings.kafka_bootstrap(args.kafka) or kafka.local_broker().bootstrap
+        return (KafkaSink(bootstrap, fmt=args.format or args.default_format,
+                          max_in_flight=args.max_in_flight),
+                f"{args.format or args.default_format} messages to Kafka at {bootstrap}")
     connections = args.connections or DEFAULT_CONNECTIONS[args.mode]
-    sink = DirectSink(dsn, mode=args.mode, connections=connections,
-                      max_in_flight=args.max_in_flight, report=report)
-    print(describe(args, simulation, connections), flush=True)
+    return (DirectSink(database.conninfo(), mode=args.mode, connections=connections,
+                       max_in_flight=args.max_in_flight, report=report),
+            f"{args.mode} mode over {connections} connections")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.via not in args.vias:
+        raise MetroError(f"{args.command} cannot go --via {args.via}: they need each "
+                         "entry's answer to schedule the exit (use --via direct)")
+    simulation = _simulation(args)
+    sink, transport = _sink(args)
+    print(describe(args, simulation, transport), flush=True)
     run = Run(simulation, sink, display_interval=args.display_interval,
               print_line=lambda text: print(text, flush=True))
     result = asyncio.run(run.run())
@@ -119,16 +148,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    hidden = {"func", "build", "command"}
+    hidden = {"func", "build", "command", "reference", "vias", "default_format"}
     return {key: (str(value) if isinstance(value, Path) else value)
             for key, value in vars(args).items() if key not in hidden}
 
 
-def describe(args: argparse.Namespace, simulation: Simulation, connections: int) -> str:
+def describe(args: argparse.Namespace, simulation: Simulation, transport: str) -> str:
     until = "until Ctrl-C" if args.duration == 0 else f"for {args.duration:g} s"
     seed = f", seed {args.seed}" if args.seed is not None else ""
-    return (f"{args.command}: {simulation.describe()} {until}, {args.mode} mode over "
-            f"{connections} connections{seed}")
+    return f"{args.command}: {simulation.describe()} {until}, {transport}{seed}"
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -157,18 +185,28 @@ def _non_negative(text: str) -> float:
 def _via(text: str) -> str:
     if text not in VIAS:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not available; supported: {', '.join(VIAS)} (call the functions)")
+            f"{text!r} is not available; supported: direct (call the functions), kafka "
+            "(publish to the bridge's inbound topics)")
     return text
 
 
-def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60, *,
+                     vias: tuple[str, ...] = VIAS, default_format: str = "csv",
+                     reference: bool = True) -> None:
     parser.add_argument("--duration", type=_non_negative, default=duration, metavar="S",
                         help="seconds to run; 0 runs until Ctrl-C (default %(default)s)")
     parser.add_argument("--display-interval", type=_positive(float), default=5.0, metavar="S",
                         help="seconds between live statistics lines (default %(default)s)")
     parser.add_argument("--stats-file", metavar="PATH", help="write the final summary as JSON")
     parser.add_argument("--via", type=_via, default="direct",
-                        help="how events reach the system: direct calls the functions")
+                        help="how events reach the system: direct calls the functions, kafka "
+                             "publishes to the bridge's inbound topics (default %(default)s)")
+    parser.add_argument("--kafka", metavar="HOST:PORT",
+                        help="with --via kafka: bootstrap servers (default METRO_KAFKA, else "
+                             "the broker of `metro kafka start`)")
+    parser.add_argument("--format", choices=FORMATS,
+                        help=f"with --via kafka: message values as CSV lines or JSON objects "
+                             f"(default {default_format})")
     parser.add_argument("--mode", choices=MODES, default="pipeline",
                         help="pipeline: libpq pipeline mode; async: one call at a time per "
                              "connection (default %(default)s)")
@@ -177,6 +215,7 @@ def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60) -> N
                              "mode)")
     parser.add_argument("--max-in-flight", type=_positive(int), default=10_000, metavar="N",
                         help="calls sent and not yet answered, at most (default %(default)s)")
+    parser.set_defaults(vias=vias, default_format=default_format, reference=reference)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     riders.add_argument("--seed", type=int, help="seed of the random choices")
     riders.add_argument("--line", type=Path, default=line.LINE_CSV, metavar="CSV",
                         help="line timing, for ride times (default data/line.csv)")
-    _add_run_options(riders)
+    _add_run_options(riders, vias=("direct",))
     riders.set_defaults(func=cmd_simulate, build=build_riders)
 
     recharges = sub.add_parser("recharges", help="recharges at ticket machines")
@@ -232,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     recharges.add_argument("--seed", type=int, help="seed of the random choices")
     _add_run_options(recharges)
     recharges.set_defaults(func=cmd_simulate, build=build_recharges)
+
+    payments = sub.add_parser(
+        "payments", help="payments around the risk rules' boundaries (evaluate_transaction)")
+    payments.add_argument("--rate", type=_positive(float), default=100.0, metavar="R",
+                          help="payments per second (default %(default)s)")
+    payments.add_argument("--accounts", type=_positive(int), default=1000, metavar="N",
+                          help="pay from accounts 1..N; their risk tags are whatever "
+                               "metro.risk_tags says (default %(default)s)")
+    payments.add_argument("--seed", type=int, help="seed of the random choices")
+    _add_run_options(payments, default_format="json", reference=False)
+    payments.set_defaults(func=cmd_simulate, build=build_payments)
     return parser
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import Enum
 from typing import ClassVar
 
@@ -66,6 +67,18 @@ class TrainMove(Event):
     @property
     def key(self) -> int:
         return self.train_id
+
+
+@dataclass(slots=True)
+class Payment(Event):
+    label: ClassVar[str] = "payment"
+    transaction_id: str
+    account_id: int
+    amount: Decimal  # currency units, two decimals
+
+    @property
+    def key(self) -> int:
+        return self.account_id
 
 
 class Result(Enum):

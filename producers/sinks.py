@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from producers.channels import Channel, Pending, PipelineChannel, SerialChannel
-from producers.events import Entry, Event, Exit, Outcome, Recharge, Swipe, TrainMove
+from producers.events import Entry, Event, Exit, Outcome, Payment, Recharge, Swipe, TrainMove
 
 Done = Callable[[Event, Outcome, float], None]  # event, outcome, monotonic finish time
 
@@ -74,6 +74,11 @@ CALLS: Calls = {
                           "%s::integer, %s::integer, %s::integer, %s::timestamptz)",
                           decision=False),
                 lambda e: (e.train_id, e.station_id, e.activity, e.ts)),
+    # A blocked payment counts as rejected, with the rule's reason as its message.
+    Payment: (Statement("evaluate_transaction", "SELECT NOT blocked, message FROM"
+                        " metro.evaluate_transaction(%s::text, %s::bigint, %s::numeric,"
+                        " %s::timestamptz)"),
+              lambda e: (e.transaction_id, e.account_id, e.amount, e.ts)),
 }
 
 MODES = ("pipeline", "async")

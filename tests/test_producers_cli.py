@@ -7,12 +7,19 @@ import pytest
 from producers.cli import main
 
 
-def test_via_accepts_only_direct_for_now(capsys):
+def test_via_accepts_direct_and_kafka(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["trains", "--via", "kafka"])
+        main(["trains", "--via", "http"])
     assert exit_info.value.code == 2
-    assert ("argument --via: 'kafka' is not available; supported: direct (call the functions)"
-            in capsys.readouterr().err)
+    assert ("argument --via: 'http' is not available; supported: direct (call the functions),"
+            " kafka (publish to the bridge's inbound topics)" in capsys.readouterr().err)
+
+
+def test_riders_cannot_go_through_kafka(capsys):
+    assert main(["riders", "--via", "kafka"]) == 2
+    assert capsys.readouterr().err == (
+        "producers: riders cannot go --via kafka: they need each entry's answer to schedule"
+        " the exit (use --via direct)\n")
 
 
 def test_riders_without_cards_say_how_to_get_them(conn, stations, db, monkeypatch, capsys):
