@@ -3,7 +3,8 @@
 -- Error codes (also in README "Errors"):
 --   MT001 unknown station      MT002 unknown train
 --   MT003 invalid amount       MT004 NULL argument
---   MT005 coded value outside its set   MT006 card_events changed
+--   MT005 coded value outside its set   MT006 refused change (card_events,
+--   the settings row)
 SET search_path = metro, pg_catalog;
 
 -- functions
@@ -39,3 +40,17 @@ CREATE OR REPLACE FUNCTION fraud_trans_id(card_id bigint, ts timestamptz)
 RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT card_id::text || '_' || (extract(epoch FROM ts) * 1000000)::bigint::text
 $$;
+
+-- The fraud rules read the one settings row on every swipe: it may be
+-- updated, never removed.
+CREATE OR REPLACE FUNCTION settings_keep_row()
+RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'settings keeps exactly one row: % refused', TG_OP
+        USING ERRCODE = 'MT006', HINT = 'UPDATE metro.settings SET ... changes a threshold.';
+END
+$$;
+
+-- triggers
+CREATE TRIGGER settings_keep_row BEFORE DELETE OR TRUNCATE ON settings
+    FOR EACH STATEMENT EXECUTE FUNCTION settings_keep_row();

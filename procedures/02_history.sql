@@ -27,7 +27,7 @@ BEGIN
 
     INSERT INTO station_second_slots AS s
         (station_id, second_start, slot, swipes, entries, accepted, rejected, fraud, revenue)
-    VALUES (NEW.station_id, v_second, pg_backend_pid() % 16, 1, v_entry::integer,
+    VALUES (NEW.station_id, v_second, pg_backend_pid(), 1, v_entry::integer,
             (v_entry AND NEW.accept = 1)::integer, (v_entry AND NEW.accept = 0)::integer,
             (v_entry AND NEW.accept = -1)::integer,
             CASE WHEN v_entry AND NEW.accept = 1 THEN NEW.amount ELSE 0 END)
@@ -62,8 +62,12 @@ END
 $$;
 
 -- triggers
+-- validate_entries writes the history of its own events set-wise and sets
+-- metro.history_written for the duration (transaction-local, undone with the
+-- transaction); every other writer goes through the trigger.
 CREATE TRIGGER card_events_history AFTER INSERT ON card_events
-    FOR EACH ROW EXECUTE FUNCTION card_events_add_history();
+    FOR EACH ROW WHEN (current_setting('metro.history_written', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION card_events_add_history();
 CREATE TRIGGER card_events_append_only BEFORE UPDATE OR DELETE ON card_events
     FOR EACH STATEMENT EXECUTE FUNCTION card_events_refuse_change();
 CREATE TRIGGER card_events_truncate AFTER TRUNCATE ON card_events

@@ -9,43 +9,28 @@ SET search_path = metro, pg_catalog;
 -- 3 fraud_entry_limit or more entries in [ts - fraud_window, ts),
 -- 2 fraud_station_limit or more distinct stations among those entries.
 -- The entry scan stops after fraud_entry_limit rows, so its cost is bounded
--- by the threshold, not by the card's history. One statement reads the
--- settings and evaluates all three rules: each statement has a fixed start-up
--- cost, paid on every swipe. Called once per swipe, so it names its tables in
--- full instead of paying for a SET search_path clause on every call.
+-- by the threshold, not by the card's history. A plain SQL function returning
+-- a set, so that PostgreSQL inlines it into the caller's query: validate_entry
+-- runs it without a nested executor, validate_entries runs it set-wise. It
+-- names its tables in full because an inlined function cannot carry a SET
+-- search_path clause.
 CREATE OR REPLACE FUNCTION fraud_rule(card_id bigint, ts timestamptz)
-RETURNS smallint LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    p_card ALIAS FOR $1;
-    p_ts ALIAS FOR $2;
-    v_same_second boolean;
-    v_entries bigint;
-    v_stations bigint;
-    v_entry_limit integer;
-    v_station_limit integer;
-BEGIN
-    SELECT EXISTS (SELECT 1 FROM metro.card_history_second h
-                   WHERE h.card_id = p_card AND h.second_start = date_trunc('second', p_ts)),
-           recent.entries, recent.stations, s.fraud_entry_limit, s.fraud_station_limit
-    INTO STRICT v_same_second, v_entries, v_stations, v_entry_limit, v_station_limit
+RETURNS TABLE (rule smallint) LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM metro.card_history_second h
+                             WHERE h.card_id = $1 AND h.second_start = date_trunc('second', $2))
+                    THEN 1
+                WHEN recent.entries >= s.fraud_entry_limit THEN 3
+                WHEN recent.stations >= s.fraud_station_limit THEN 2
+                ELSE 0 END::smallint
     FROM metro.settings s
     CROSS JOIN LATERAL (
         SELECT count(*) AS entries, count(DISTINCT e.station_id) AS stations
         FROM (SELECT e.station_id FROM metro.card_events e
-              WHERE e.card_id = p_card AND e.activity_code = 1
-                AND e.ts >= p_ts - s.fraud_window AND e.ts < p_ts
+              WHERE e.card_id = $1 AND e.activity_code = 1
+                AND e.ts >= $2 - s.fraud_window AND e.ts < $2
               ORDER BY e.ts DESC
               LIMIT s.fraud_entry_limit) e
-    ) recent;
-    IF v_same_second THEN
-        RETURN 1;
-    ELSIF v_entries >= v_entry_limit THEN
-        RETURN 3;
-    ELSIF v_stations >= v_station_limit THEN
-        RETURN 2;
-    END IF;
-    RETURN 0;
-END
+    ) recent
 $$;
 
 -- Would an entry of card_id at station_id at ts be refused as fraud?
@@ -59,7 +44,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = $2) THEN
         PERFORM raise_unknown_station($2);
     END IF;
-    RETURN fraud_rule($1, $3) <> 0;
+    RETURN (SELECT f.rule FROM fraud_rule($1, $3) f) <> 0;
 END
 $$;
 REVOKE ALL ON FUNCTION is_fraud(bigint, integer, timestamptz) FROM PUBLIC;

@@ -4,10 +4,37 @@ SET search_path = metro, pg_catalog;
 
 -- functions
 
--- Decides an entry swipe and records it whatever the outcome:
--- unknown card, disabled card, fraud (no charge, fraud row), unlimited card
--- valid or expired, pay-per-ride charged when balance > fare, otherwise
--- refused with an Insufficient Balance alert for cards that want alerts.
+-- The outcome of an entry swipe, the single place where the messages are
+-- decided (validate_entry and validate_entries both use it): unknown card
+-- (enabled is NULL), disabled card, fraud (no charge), unlimited card valid or
+-- expired, pay-per-ride charged when balance > fare, otherwise refused with an
+-- Insufficient Balance alert. accept: 1 accepted, 0 rejected, -1 fraud.
+CREATE OR REPLACE FUNCTION entry_outcome(enabled boolean, card_type smallint, balance integer,
+                                         expires timestamptz, fare integer, fraud boolean,
+                                         ts timestamptz)
+RETURNS TABLE (accept smallint, amount integer, message text, alert text)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN enabled IS NULL OR NOT enabled THEN 0
+                WHEN fraud THEN -1
+                WHEN card_type = 1 THEN (expires > ts)::integer
+                ELSE (balance > fare)::integer END::smallint,
+           CASE WHEN enabled AND NOT fraud AND card_type = 0 AND balance > fare THEN fare
+                ELSE 0 END,
+           CASE WHEN enabled IS NULL THEN 'Card Invalid'
+                WHEN NOT enabled THEN 'Card Disabled'
+                WHEN fraud THEN 'Fraudulent transaction'
+                WHEN card_type = 1 AND expires > ts
+                    THEN 'Card Expires: ' || to_char(expires, 'YYYY-MM-DD HH24:MI:SSOF')
+                WHEN card_type = 1 THEN 'Card Expired'
+                WHEN balance > fare THEN 'Remaining Balance: ' || cents_text(balance - fare)
+                ELSE 'Card has insufficient balance: ' || cents_text(balance) END,
+           CASE WHEN enabled AND NOT fraud AND card_type = 0 AND balance <= fare
+                THEN 'Insufficient Balance' END
+$$;
+
+-- Decides an entry swipe and records it whatever the outcome, with a fraud
+-- row for fraud and a card_alert_export row for an insufficient balance when
+-- the card wants alerts.
 CREATE OR REPLACE FUNCTION validate_entry(card_id bigint, station_id integer, ts timestamptz DEFAULT now())
 RETURNS decision LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
@@ -17,9 +44,8 @@ DECLARE
     v_fare integer;
     v_station_name text;
     c cards%ROWTYPE;
-    v_accept smallint := 0;
-    v_amount integer := 0;
-    v_message text;
+    v_fraud boolean := false;
+    o record;
 BEGIN
     IF p_card IS NULL THEN PERFORM raise_null_argument('validate_entry', 'card_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('validate_entry', 'station_id'); END IF;
@@ -27,43 +53,140 @@ BEGIN
     SELECT s.fare, s.name INTO v_fare, v_station_name FROM stations s WHERE s.station_id = p_station;
     IF NOT FOUND THEN PERFORM raise_unknown_station(p_station); END IF;
 
+    -- Simple statements: measured cheaper per swipe than one statement joining
+    -- station, card, rules and outcome.
     SELECT * INTO c FROM cards WHERE cards.card_id = p_card FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        v_message := 'Card Invalid';
-    ELSIF NOT c.enabled THEN
-        v_message := 'Card Disabled';
-    ELSIF fraud_rule(p_card, p_ts) <> 0 THEN
-        v_accept := -1;
-        v_message := 'Fraudulent transaction';
+    IF c.enabled THEN
+        SELECT f.rule <> 0 INTO STRICT v_fraud FROM fraud_rule(p_card, p_ts) f;
+    END IF;
+    SELECT * INTO o FROM entry_outcome(c.enabled, c.card_type, c.balance, c.expires, v_fare, v_fraud, p_ts);
+
+    IF o.accept = -1 THEN
         INSERT INTO fraud (trans_id, card_id, ts, station_id, activity_code, amount)
         VALUES (fraud_trans_id(p_card, p_ts), p_card, p_ts, p_station, 1, v_fare);
-    ELSIF c.card_type = 1 THEN
-        IF c.expires > p_ts THEN
-            v_accept := 1;
-            v_message := 'Card Expires: ' || to_char(c.expires, 'YYYY-MM-DD HH24:MI:SSOF');
-        ELSE
-            v_message := 'Card Expired';
-        END IF;
-    ELSIF c.balance > v_fare THEN
-        UPDATE cards SET balance = c.balance - v_fare WHERE cards.card_id = p_card;
-        v_accept := 1;
-        v_amount := v_fare;
-        v_message := 'Remaining Balance: ' || cents_text(c.balance - v_fare);
-    ELSE
-        v_message := 'Card has insufficient balance: ' || cents_text(c.balance);
-        IF c.notify <> 0 THEN
-            INSERT INTO card_alert_export (card_id, ts, station_name, name, phone, email, notify, alert_message)
-            VALUES (p_card, p_ts, v_station_name, c.name, c.phone, c.email, c.notify, 'Insufficient Balance');
-        END IF;
+    ELSIF o.amount > 0 THEN
+        UPDATE cards SET balance = c.balance - o.amount WHERE cards.card_id = p_card;
+    ELSIF o.alert IS NOT NULL AND c.notify <> 0 THEN
+        INSERT INTO card_alert_export (card_id, ts, station_name, name, phone, email, notify, alert_message)
+        VALUES (p_card, p_ts, v_station_name, c.name, c.phone, c.email, c.notify, o.alert);
     END IF;
-
     INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)
-    VALUES (p_card, p_ts, p_station, 1, v_amount, v_accept);
-    RETURN ROW(v_accept = 1, v_message)::decision;
+    VALUES (p_card, p_ts, p_station, 1, o.amount, o.accept);
+    RETURN ROW(o.accept = 1, o.message)::decision;
 END
 $$;
 REVOKE ALL ON FUNCTION validate_entry(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION validate_entry(bigint, integer, timestamptz) TO metro_app;
+
+-- Decides a batch of entry swipes in one call, each swipe getting exactly the
+-- result it would get from validate_entry called alone, in input order. Every
+-- card of the batch is locked first, in card order, so concurrent batches
+-- cannot deadlock. Swipes are then decided set-wise in rounds: round k holds
+-- each card's k-th swipe, so a card swiped twice sees its first swipe (balance,
+-- same-second rule) as it would alone. The batch writes the per-second
+-- history itself, one aggregate upsert per round, and tells the row trigger
+-- on card_events to stand aside (metro.history_written). ts NULL means now()
+-- for every swipe.
+CREATE OR REPLACE FUNCTION validate_entries(card_ids bigint[], station_ids integer[],
+                                            ts timestamptz[] DEFAULT NULL)
+RETURNS TABLE (ordinal integer, accepted boolean, message text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_rounds integer;
+    v_missing integer;
+    v_ordinals integer[] := '{}';
+    v_accepted boolean[] := '{}';
+    v_messages text[] := '{}';
+BEGIN
+    IF card_ids IS NULL THEN PERFORM raise_null_argument('validate_entries', 'card_ids'); END IF;
+    IF station_ids IS NULL THEN PERFORM raise_null_argument('validate_entries', 'station_ids'); END IF;
+    IF cardinality(station_ids) <> cardinality(card_ids)
+       OR (ts IS NOT NULL AND cardinality(ts) <> cardinality(card_ids)) THEN
+        RAISE EXCEPTION 'validate_entries: card_ids, station_ids and ts must have the same length, got %, % and %',
+            cardinality(card_ids), cardinality(station_ids), cardinality(ts)
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT min(u.n) INTO v_missing
+    FROM unnest(card_ids, station_ids) WITH ORDINALITY u(card_id, station_id, n)
+    WHERE u.card_id IS NULL OR u.station_id IS NULL;
+    IF v_missing IS NOT NULL THEN
+        PERFORM raise_null_argument('validate_entries',
+            format('card_ids[%s] or station_ids[%s]', v_missing, v_missing));
+    END IF;
+    SELECT min(u.station_id) INTO v_missing
+    FROM unnest(station_ids) u(station_id)
+    WHERE NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = u.station_id);
+    IF v_missing IS NOT NULL THEN PERFORM raise_unknown_station(v_missing); END IF;
+
+    PERFORM FROM cards c WHERE c.card_id = ANY (card_ids) ORDER BY c.card_id FOR NO KEY UPDATE;
+    SELECT max(per_card.n) INTO v_rounds
+    FROM (SELECT count(*) AS n FROM unnest(card_ids) u(card_id) GROUP BY u.card_id) per_card;
+
+    PERFORM set_config('metro.history_written', 'on', true);
+    FOR v_round IN 1..coalesce(v_rounds, 0) LOOP
+        WITH swipes AS (
+            SELECT u.n::integer AS ordinal, u.card_id, u.station_id, coalesce(u.ts, now()) AS ts
+            FROM (SELECT x.*, row_number() OVER (PARTITION BY x.card_id ORDER BY x.n) AS k
+                  FROM unnest(card_ids, station_ids, ts) WITH ORDINALITY x(card_id, station_id, ts, n)) u
+            WHERE u.k = v_round
+        ), decided AS MATERIALIZED (
+            SELECT w.*, st.fare, st.name AS station_name, c.name, c.phone, c.email, c.notify,
+                   c.balance, o.accept, o.amount, o.message, o.alert
+            FROM swipes w
+            JOIN stations st ON st.station_id = w.station_id
+            LEFT JOIN cards c ON c.card_id = w.card_id
+            CROSS JOIN LATERAL fraud_rule(w.card_id, w.ts) f
+            CROSS JOIN LATERAL entry_outcome(c.enabled, c.card_type, c.balance, c.expires,
+                                             st.fare, f.rule <> 0, w.ts) o
+        ), charged AS (
+            UPDATE cards SET balance = d.balance - d.amount
+            FROM decided d WHERE d.amount > 0 AND cards.card_id = d.card_id
+        ), frauds AS (
+            INSERT INTO fraud (trans_id, card_id, ts, station_id, activity_code, amount)
+            SELECT fraud_trans_id(d.card_id, d.ts), d.card_id, d.ts, d.station_id, 1, d.fare
+            FROM decided d WHERE d.accept = -1 ORDER BY d.card_id
+        ), alerts AS (
+            INSERT INTO card_alert_export (card_id, ts, station_name, name, phone, email, notify, alert_message)
+            SELECT d.card_id, d.ts, d.station_name, d.name, d.phone, d.email, d.notify, d.alert
+            FROM decided d WHERE d.alert IS NOT NULL AND d.notify <> 0 ORDER BY d.card_id
+        ), recorded AS (
+            INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)
+            SELECT d.card_id, d.ts, d.station_id, 1, d.amount, d.accept
+            FROM decided d ORDER BY d.card_id
+        ), card_seconds AS (
+            -- One swipe per card in a round: one row per (card, second).
+            INSERT INTO card_history_second AS h (card_id, second_start, swipes)
+            SELECT d.card_id, date_trunc('second', d.ts), 1 FROM decided d ORDER BY d.card_id
+            ON CONFLICT (card_id, second_start) DO UPDATE SET swipes = h.swipes + 1
+        ), station_seconds AS (
+            INSERT INTO station_second_slots AS s
+                (station_id, second_start, slot, swipes, entries, accepted, rejected, fraud, revenue)
+            SELECT d.station_id, date_trunc('second', d.ts), pg_backend_pid(), count(*), count(*),
+                   count(*) FILTER (WHERE d.accept = 1), count(*) FILTER (WHERE d.accept = 0),
+                   count(*) FILTER (WHERE d.accept = -1), sum(d.amount)
+            FROM decided d GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (station_id, second_start, slot) DO UPDATE SET
+                swipes = s.swipes + excluded.swipes,
+                entries = s.entries + excluded.entries,
+                accepted = s.accepted + excluded.accepted,
+                rejected = s.rejected + excluded.rejected,
+                fraud = s.fraud + excluded.fraud,
+                revenue = s.revenue + excluded.revenue
+        )
+        SELECT v_ordinals || array_agg(d.ordinal), v_accepted || array_agg(d.accept = 1),
+               v_messages || array_agg(d.message)
+        INTO v_ordinals, v_accepted, v_messages
+        FROM decided d;
+    END LOOP;
+    PERFORM set_config('metro.history_written', 'off', true);
+
+    RETURN QUERY SELECT r.ordinal, r.accepted, r.message
+                 FROM unnest(v_ordinals, v_accepted, v_messages) r(ordinal, accepted, message)
+                 ORDER BY r.ordinal;
+END
+$$;
+REVOKE ALL ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) TO metro_app;
 
 -- Records an exit swipe. When the card's latest accepted entry or exit before
 -- it is an entry (refused entries let nobody in), the trip is closed and a

@@ -18,13 +18,15 @@ COMMENT ON COLUMN card_history_second.card_id IS 'Card';
 COMMENT ON COLUMN card_history_second.second_start IS 'date_trunc(''second'', ts) of the events';
 COMMENT ON COLUMN card_history_second.swipes IS 'Card events (entries, exits, purchases) of the card in that second';
 
--- Station counters are striped over slots (the writing backend's pid modulo
--- 16) so that concurrent swipes at one busy station do not queue on a single
--- row lock until commit; the station_second_stats view adds the slots up.
+-- Station counters are striped over slots, one per writing backend (its pid,
+-- unique among running backends), so that concurrent swipes at one busy
+-- station never queue on a row lock held until commit, and concurrent batches
+-- never lock the same counter row; the station_second_stats view adds the
+-- slots up.
 CREATE TABLE station_second_slots (
     station_id integer NOT NULL,
     second_start timestamptz NOT NULL,
-    slot smallint NOT NULL,
+    slot integer NOT NULL,
     swipes integer NOT NULL,
     entries integer NOT NULL,
     accepted integer NOT NULL,
@@ -36,7 +38,7 @@ CREATE TABLE station_second_slots (
 COMMENT ON TABLE station_second_slots IS 'Per station and second counters, striped over slots; read them through station_second_stats';
 COMMENT ON COLUMN station_second_slots.station_id IS 'Station';
 COMMENT ON COLUMN station_second_slots.second_start IS 'date_trunc(''second'', ts) of the events';
-COMMENT ON COLUMN station_second_slots.slot IS 'Stripe written by one backend (pid modulo 16)';
+COMMENT ON COLUMN station_second_slots.slot IS 'Stripe written by one backend (its pid)';
 COMMENT ON COLUMN station_second_slots.swipes IS 'All card events at the station';
 COMMENT ON COLUMN station_second_slots.entries IS 'Entry swipes, whatever their outcome';
 COMMENT ON COLUMN station_second_slots.accepted IS 'Accepted entries';

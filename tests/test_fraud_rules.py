@@ -105,3 +105,8 @@ def test_settings_reject_nonsense_thresholds(conn, stations):
         conn.execute("UPDATE settings SET fraud_entry_limit = 0")
     with pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute("INSERT INTO settings DEFAULT VALUES")
+    for statement in ("DELETE FROM settings", "TRUNCATE settings"):
+        with pytest.raises(psycopg.Error) as raised:
+            conn.execute(statement)
+        assert raised.value.sqlstate == "MT006"
+    assert conn.execute("SELECT count(*) FROM settings").fetchone() == (1,)

@@ -1,0 +1,148 @@
+"""validate_entries: a batch gets exactly the results of validate_entry called alone, in
+input order, and concurrent batches over the same cards never deadlock."""
+
+import random
+import threading
+from datetime import timedelta
+
+import psycopg
+import pytest
+from factories import add_card, at, counts
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+CARDS = [
+    # card_id, balance, card_type, enabled, expires minutes after T0, notify
+    (1, 900, 0, True, None, 1),
+    (2, 260, 0, True, None, 2),
+    (3, 0, 1, True, -5, 0),       # unlimited, expired
+    (4, 0, 1, True, 600, 0),      # unlimited, valid
+    (5, 5000, 0, False, None, 1),  # disabled
+]  # card 6 does not exist
+
+# Every query orders by all its columns: a batch may write rows in another order.
+STATE = [
+    "SELECT card_id, balance FROM cards ORDER BY 1, 2",
+    "SELECT card_id, ts, station_id, activity_code, amount, accept FROM card_events"
+    " ORDER BY 1, 2, 3, 4, 5, 6",
+    "SELECT trans_id, card_id, ts, station_id, activity_code, amount FROM fraud"
+    " ORDER BY 1, 2, 3, 4, 5, 6",
+    "SELECT card_id, ts, station_name, notify, alert_message FROM card_alert_export"
+    " ORDER BY 1, 2, 3, 4, 5",
+    "SELECT * FROM card_history_second ORDER BY 1, 2, 3",
+    "SELECT * FROM station_second_stats ORDER BY 1, 2",
+]
+
+
+def reset(conn):
+    conn.execute("TRUNCATE card_events, fraud, card_alert_export, cards")
+    for card_id, balance, card_type, enabled, expires, notify in CARDS:
+        add_card(conn, card_id, balance=balance, card_type=card_type, enabled=enabled,
+                 expires=None if expires is None else at(minutes=expires), notify=notify)
+
+
+def state(conn):
+    return [conn.execute(query).fetchall() for query in STATE]
+
+
+swipe = st.tuples(st.integers(1, 6), st.integers(1, 15),
+                  st.sampled_from([0, 0.3, 0.9, 1.2, 60, 600, 1800]))
+
+
+def test_batch_equals_single_calls(conn, stations):
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(swipe, min_size=1, max_size=25))
+    def check(swipes):
+        cards = [c for c, _, _ in swipes]
+        stations_ = [s for _, s, _ in swipes]
+        times = [at(seconds) for _, _, seconds in swipes]
+
+        reset(conn)
+        alone = [tuple(conn.execute("SELECT * FROM validate_entry(%s, %s, %s)",
+                                    (c, s, t)).fetchone())
+                 for c, s, t in zip(cards, stations_, times, strict=True)]
+        after_alone = state(conn)
+
+        reset(conn)
+        batch = conn.execute("SELECT * FROM validate_entries(%s, %s, %s)",
+                             (cards, stations_, times)).fetchall()
+        assert [r[0] for r in batch] == list(range(1, len(swipes) + 1))
+        assert [tuple(r[1:]) for r in batch] == alone
+        assert state(conn) == after_alone
+
+    check()
+
+
+def test_messages_of_a_batch(conn, stations):
+    reset(conn)
+    rows = conn.execute(
+        "SELECT * FROM validate_entries(%s, %s, %s)",
+        ([1, 6, 1, 5, 3, 4, 2], [4, 4, 9, 4, 4, 4, 1],
+         [at(0), at(0), at(0.5), at(1), at(1), at(1), at(2)])).fetchall()
+    assert rows == [
+        (1, True, "Remaining Balance: 6.25"),
+        (2, False, "Card Invalid"),
+        (3, False, "Fraudulent transaction"),
+        (4, False, "Card Disabled"),
+        (5, False, "Card Expired"),
+        (6, True, "Card Expires: 2026-11-02 18:00:00+00"),
+        (7, True, "Remaining Balance: 0.10"),
+    ]
+
+
+def test_empty_batch(conn, stations):
+    assert conn.execute("SELECT * FROM validate_entries('{}', '{}')").fetchall() == []
+
+
+@pytest.mark.parametrize(("args", "sqlstate", "message"), [
+    (([1, 2], [1], None), "22023",
+     "validate_entries: card_ids, station_ids and ts must have the same length, got 2, 1 and <NULL>"),
+    (([1, 2], [1, 2], [at()]), "22023",
+     "validate_entries: card_ids, station_ids and ts must have the same length, got 2, 2 and 1"),
+    (([1, None], [1, 2], None), "MT004",
+     "validate_entries: card_ids[2] or station_ids[2] must not be NULL"),
+    ((None, [1], None), "MT004", "validate_entries: card_ids must not be NULL"),
+    (([1, 2], [1, 99], None), "MT001", "Unknown station: 99"),
+])
+def test_bad_batches_write_nothing(conn, stations, args, sqlstate, message):
+    reset(conn)
+    before = counts(conn)
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("SELECT * FROM validate_entries(%s::bigint[], %s::integer[], %s::timestamptz[])",
+                     args)
+    assert (raised.value.sqlstate, raised.value.diag.message_primary) == (sqlstate, message)
+    assert counts(conn) == before
+
+
+def test_concurrent_batches_do_not_deadlock(db, conn, stations):
+    cards = list(range(1, 41))
+    for card in cards:
+        add_card(conn, card, balance=100_000)
+    conn.execute("UPDATE settings SET fraud_entry_limit = 100000, fraud_station_limit = 100000")
+    failures: list[BaseException] = []
+    charged: list[int] = []
+
+    def client(seed):
+        rng = random.Random(seed)
+        try:
+            with psycopg.connect(db, autocommit=True) as mine:
+                for batch in range(30):
+                    chosen = rng.sample(cards, 20) + rng.sample(cards, 5)
+                    base = at(minutes=seed * 100 + batch)
+                    times = [base + timedelta(seconds=i * 2) for i in range(len(chosen))]
+                    rows = mine.execute("SELECT * FROM validate_entries(%s, %s, %s)",
+                                        (chosen, [1] * len(chosen), times)).fetchall()
+                    charged.append(sum(1 for _, ok, _ in rows if ok))
+        except BaseException as error:  # reported in the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    spent = conn.execute("SELECT sum(100000 - balance) FROM cards").fetchone()[0]
+    assert spent == sum(charged) * 250
+    assert conn.execute("SELECT count(*) FROM card_events").fetchone() == (4 * 30 * 25,)
