@@ -95,11 +95,12 @@ def test_empty_batch(conn, stations):
     assert conn.execute("SELECT * FROM validate_entries('{}', '{}')").fetchall() == []
 
 
+LENGTHS = "validate_entries: card_ids, station_ids and ts must have the same length"
+
+
 @pytest.mark.parametrize(("args", "sqlstate", "message"), [
-    (([1, 2], [1], None), "22023",
-     "validate_entries: card_ids, station_ids and ts must have the same length, got 2, 1 and <NULL>"),
-    (([1, 2], [1, 2], [at()]), "22023",
-     "validate_entries: card_ids, station_ids and ts must have the same length, got 2, 2 and 1"),
+    (([1, 2], [1], None), "22023", f"{LENGTHS}, got 2, 1 and <NULL>"),
+    (([1, 2], [1, 2], [at()]), "22023", f"{LENGTHS}, got 2, 2 and 1"),
     (([1, None], [1, 2], None), "MT004",
      "validate_entries: card_ids[2] or station_ids[2] must not be NULL"),
     ((None, [1], None), "MT004", "validate_entries: card_ids must not be NULL"),
@@ -109,8 +110,8 @@ def test_bad_batches_write_nothing(conn, stations, args, sqlstate, message):
     reset(conn)
     before = counts(conn)
     with pytest.raises(psycopg.Error) as raised:
-        conn.execute("SELECT * FROM validate_entries(%s::bigint[], %s::integer[], %s::timestamptz[])",
-                     args)
+        conn.execute(
+            "SELECT * FROM validate_entries(%s::bigint[], %s::integer[], %s::timestamptz[])", args)
     assert (raised.value.sqlstate, raised.value.diag.message_primary) == (sqlstate, message)
     assert counts(conn) == before
 
