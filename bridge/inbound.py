@@ -42,7 +42,8 @@ def _apply_one(conn: psycopg.Connection, topic: str, value: bytes | None) -> str
     except InvalidMessage as error:
         return str(error)
     try:
-        with conn.transaction():
+        # Savepoint, call and release in one round trip.
+        with conn.pipeline(), conn.transaction():
             conn.execute(query, args)
     except psycopg.Error as error:
         if not (error.sqlstate or "").startswith(MESSAGE_ERROR_CLASSES):
