@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 
 from bench import pgbench
-from bench.common import print_table, scratch_database, write_json
+from bench.common import print_table, scratch_database, summary_row, write_json
 from metro import settings
 from metro.kafka import KafkaBroker, free_port_pair
 
@@ -249,6 +249,15 @@ def main() -> None:
         "hot_path_ratio_notify_on_vs_stopped": ratio,
         "targets": {"forwarding_rows_per_s": 20000, "latency_p99_ms": 100,
                     "hot_path_ratio": 0.9},
+        "summary": [
+            summary_row("bridge forwarding outbox -> Kafka", f"{args.rows:,}-row backlog",
+                        statistics.median(rates), "rows/s"),
+            summary_row("bridge commit-to-Kafka latency", f"{args.rate:,} rows/s", args.rate,
+                        "rows/s", lat["p50_ms"], lat.get("p95_ms"), lat["p99_ms"]),
+            summary_row("validate_entry with the bridge running, NOTIFY on", "8 clients",
+                        with_notify, "swipes/s", baseline_ratio=ratio,
+                        baseline="this / bridge stopped"),
+        ],
     })
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import print_table, scratch_database, write_json
+from bench.common import print_table, scratch_database, summary_row, write_json
 
 TARGETS = {"clean": 300_000, "1% bad": 100_000, "1% bad, PostgreSQL < 17 path": 100_000}
 # The loader as a server without COPY ON_ERROR sees it.
@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     print_table(f"loader: {args.rows:,}-row card file, {args.repeat} runs each",
                 ["file", "rows", "bad rows", "best s", "best rows/s", "worst rows/s",
                  "target rows/s", "met"], table)
+    results["summary"] = [
+        summary_row(f"loader, {scenario} file", f"{args.rows:,} cards, best of {args.repeat}",
+                    found["best_rows_per_second"], "rows/s")
+        for scenario, found in results["scenarios"].items()]
     write_json("loader", results)
 
 

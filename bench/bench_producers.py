@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import print_table, scratch_database, write_json
+from bench.common import print_table, scratch_database, summary_row, write_json
 from producers import cards, line, reference
 from producers.engine import Run
 from producers.events import Entry, Exit
@@ -120,8 +120,14 @@ def main(argv: list[str] | None = None) -> None:
                  "p99 ms", "max send lag ms", "late sends", "producer CPU", "load avg",
                  "kept"],
                 [row(result) for result in results])
+    summary = [summary_row(f"producers riders against {r['function']}",
+                           f"{r['mode']}, {r['rate']:,}/s offered", r["achieved_rate"],
+                           "calls/s", r["latency_ms"]["p50"], r["latency_ms"].get("p95"),
+                           r["latency_ms"]["p99"], baseline_ratio=r["achieved_rate"] / r["rate"],
+                           baseline="achieved / offered")
+               for r in results]
     write_json("producers", {"seconds": args.seconds, "repeat": args.repeat, "cards": CARDS,
-                             "runs": results})
+                             "runs": results, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -61,6 +61,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def summary_row(workload: str, parameters: str, throughput: float, unit: str,
+                p50_ms: float | None = None, p95_ms: float | None = None,
+                p99_ms: float | None = None, baseline_ratio: float | None = None,
+                baseline: str | None = None) -> dict[str, Any]:
+    """One line of the suite's table (python -m bench): every benchmark writes a list of
+    these under "summary" in its JSON."""
+    return {"workload": workload, "parameters": parameters, "throughput": throughput,
+            "unit": unit, "p50_ms": p50_ms, "p95_ms": p95_ms, "p99_ms": p99_ms,
+            "baseline_ratio": baseline_ratio, "baseline": baseline}
+
+
 def write_json(name: str, results: dict[str, Any]) -> Path:
     """Write results with the machine they were measured on to bench/results/<name>.json."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

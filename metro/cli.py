@@ -63,6 +63,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                      kafka=args.kafka))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.__main__ import main as run_benchmarks
+
+    return run_benchmarks([*(["--quick"] if args.quick else []), "--only", args.only])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Kafka bootstrap servers (default METRO_KAFKA, else the project's "
                            "broker when Java is there, else a JSON-lines file)")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="run every benchmark: one markdown table and "
+                                         "bench/results/suite.json (python -m bench)")
+    bench.add_argument("--quick", action="store_true", help="short runs, for a first look")
+    bench.add_argument("--only", default="", help="comma-separated benchmark names")
+    bench.set_defaults(func=cmd_bench)
 
     kafka.add_parser(sub)
     bridge_command.add_parser(sub)
