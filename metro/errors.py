@@ -45,8 +45,16 @@ class InvalidCode(InvalidArgument):
     """MT005."""
 
 
-class AppendOnly(InvalidArgument):
-    """MT006."""
+class RefusedChange(InvalidArgument):
+    """MT006: an UPDATE or DELETE of card_events, removing the settings row."""
+
+
+class InvalidTransaction(InvalidArgument):
+    """MT007: a payment's transaction_id is empty or too long."""
+
+
+class NoRiskRule(InvalidArgument):
+    """MT008: no row of risk_rules covers the payment."""
 
 
 SQLSTATE_ERRORS: dict[str, type[InvalidArgument]] = {
@@ -55,7 +63,9 @@ SQLSTATE_ERRORS: dict[str, type[InvalidArgument]] = {
     "MT003": InvalidAmount,
     "MT004": NullArgument,
     "MT005": InvalidCode,
-    "MT006": AppendOnly,
+    "MT006": RefusedChange,
+    "MT007": InvalidTransaction,
+    "MT008": NoRiskRule,
 }
 
 

@@ -258,10 +258,12 @@ class KafkaBroker:
             raise
 
     def _format(self, java: str, classpath: str) -> None:
+        # A URL-safe base64 id may begin with "-": passed as --cluster-id=ID so that
+        # kafka-storage cannot take it for an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         result = subprocess.run(
             [java, "-Xmx128m", "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(self.config_file)],
+             f"--cluster-id={cluster_id}", "-c", str(self.config_file)],
             capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if result.returncode != 0:
             raise KafkaUnavailable(f"formatting the KRaft log directory {self.log_dir} failed: "

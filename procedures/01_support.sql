@@ -4,7 +4,7 @@
 --   MT001 unknown station      MT002 unknown train
 --   MT003 invalid amount       MT004 NULL argument
 --   MT005 coded value outside its set   MT006 refused change (card_events,
---   the settings row)
+--   the settings row)   MT007 invalid transaction_id   MT008 no risk rule applies
 SET search_path = metro, pg_catalog;
 
 -- functions
