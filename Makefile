@@ -28,5 +28,6 @@ bench: $(BIN)/metro
 	$(BIN)/python -m bench
 
 clean:
+	-$(BIN)/metro kafka stop
 	-$(BIN)/metro db stop
 	rm -rf $(VENV) .metro .metro-test
