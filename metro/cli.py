@@ -16,9 +16,12 @@ from metro.errors import MetroError
 
 def cmd_db(args: argparse.Namespace) -> int:
     if not database.uses_embedded():
+        if args.action == "url":
+            print(database.conninfo() or "(libpq defaults from the PG* variables)")
+            return 0
         print(f"metro uses an external PostgreSQL ({_describe_external()}); "
               "db start/stop/status apply only to the embedded server")
-        return 0 if args.action in ("status", "url") else 2
+        return 0 if args.action == "status" else 2
     server = database.embedded_server()
     if args.action == "start":
         server.start()

@@ -7,7 +7,6 @@ otherwise the embedded server under METRO_HOME is started on demand.
 from __future__ import annotations
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from metro import settings
 from metro.embedded import EmbeddedServer
@@ -42,12 +41,6 @@ def connect(dsn: str | None = None, **kwargs: object) -> psycopg.Connection:
         # libpq's message spans lines; users get one.
         message = " ".join(str(error).split())
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {message}") from None
-
-
-def pool(min_size: int = 1, max_size: int = 8, dsn: str | None = None) -> ConnectionPool:
-    """A connection pool on the selected database; the caller opens and closes it."""
-    return ConnectionPool(conninfo() if dsn is None else dsn, min_size=min_size,
-                          max_size=max_size, open=False)
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
