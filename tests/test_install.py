@@ -101,3 +101,13 @@ def test_embedded_server_lifecycle(tmp_path):
         stopped = run_metro("db", "stop", home=home)
     assert stopped.stdout == "embedded PostgreSQL stopped\n"
     assert run_metro("db", "status", home=home).returncode == 3
+
+
+def test_db_commands_with_an_external_database(empty_db):
+    dsn = empty_db("external")
+    assert run_metro("db", "url", dsn=dsn).stdout == f"{dsn}\n"
+    status = run_metro("db", "status", dsn=dsn)
+    assert (status.returncode, status.stdout) == (
+        0, "metro uses an external PostgreSQL (METRO_DATABASE_URL); "
+           "db start/stop/status apply only to the embedded server\n")
+    assert run_metro("db", "stop", dsn=dsn).returncode == 2
