@@ -5,6 +5,10 @@ the same transaction as the function calls it covers, so a message Kafka
 delivers again is recognised by its offset and skipped. A message that cannot
 be parsed, or whose function raises a metro or data error, is written to
 bridge_dead_letters with the reason and the partition moves on.
+
+A poll of transaction_topic is applied set-wise: the parseable payments go to
+evaluate_transactions in one call. When that call refuses one of them, the poll
+is applied message by message instead, so only the refused one is dead-lettered.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
-from bridge.messages import InvalidMessage, call_for
+from bridge.messages import BATCH_CALLS, InvalidMessage, batch_call_for, call_for, parse_message
 from bridge.topics import INBOUND_TOPICS
 
 # SQLSTATE classes that mean "this message is wrong" rather than "try again":
@@ -35,12 +39,8 @@ class BatchResult:
     skipped: int = 0
 
 
-def _apply_one(conn: psycopg.Connection, topic: str, value: bytes | None) -> str | None:
-    """Apply one message; the reason it was not applied, or None."""
-    try:
-        query, args = call_for(topic, value)
-    except InvalidMessage as error:
-        return str(error)
+def _call(conn: psycopg.Connection, query: str, args: tuple[Any, ...]) -> str | None:
+    """Run query in a savepoint; the reason it was refused, or None."""
     try:
         # Savepoint, call and release in one round trip.
         with conn.pipeline(), conn.transaction():
@@ -50,6 +50,41 @@ def _apply_one(conn: psycopg.Connection, topic: str, value: bytes | None) -> str
             raise
         return f"{error.sqlstate} {error.diag.message_primary or error}"
     return None
+
+
+def _apply_one(conn: psycopg.Connection, topic: str, value: bytes | None) -> str | None:
+    """Apply one message; the reason it was not applied, or None."""
+    try:
+        query, args = call_for(topic, value)
+    except InvalidMessage as error:
+        return str(error)
+    return _call(conn, query, args)
+
+
+def _apply_batch(conn: psycopg.Connection, topic: str,
+                 records: list[Any]) -> list[str | None] | None:
+    """Apply the parseable records in one call; per record the reason it was not
+    applied, or None. None instead of the list when the call refused one of them."""
+    messages: list[Any] = []
+    reasons: list[str | None] = []
+    for record in records:
+        try:
+            messages.append(parse_message(topic, record.value))
+            reasons.append(None)
+        except InvalidMessage as error:
+            reasons.append(str(error))
+    if messages and _call(conn, *batch_call_for(topic, messages)) is not None:
+        return None
+    return reasons
+
+
+def _apply(conn: psycopg.Connection, topic: str, records: list[Any]) -> list[str | None]:
+    """Apply records in order; per record the reason it was not applied, or None."""
+    if topic in BATCH_CALLS and len(records) > 1:
+        reasons = _apply_batch(conn, topic, records)
+        if reasons is not None:
+            return reasons
+    return [_apply_one(conn, topic, record.value) for record in records]
 
 
 def apply_records(conn: psycopg.Connection, topic: str, partition: int,
@@ -68,11 +103,13 @@ def apply_records(conn: psycopg.Connection, topic: str, partition: int,
                            (topic, partition)).fetchone()
         assert row is not None
         next_offset = row[0]
+        fresh = []
         for record in records:
             if record.offset < next_offset:
                 result.skipped += 1
-                continue
-            reason = _apply_one(conn, topic, record.value)
+            else:
+                fresh.append(record)
+        for record, reason in zip(fresh, _apply(conn, topic, fresh), strict=True):
             if reason is None:
                 result.applied += 1
             else:

@@ -189,10 +189,29 @@ CALLS = {
 }
 
 
-def call_for(topic: str, value: bytes | None) -> tuple[str, tuple[Any, ...]]:
-    """The SQL and arguments that apply one message of topic."""
+# Topics whose parsed messages can also be applied many in one set-wise call: the
+# function takes one array per message field, in field order, and decides them as
+# single calls in input order would.
+BATCH_CALLS = {
+    PAYMENT_TOPIC: "SELECT count(*) FROM metro.evaluate_transactions(%s::text[],"
+                   " %s::bigint[], %s::numeric[], %s::timestamptz[])",
+}
+
+
+def parse_message(topic: str, value: bytes | None) -> Any:
+    """The message of topic that value holds (one of the dataclasses above)."""
     if value is None:
         raise InvalidMessage("value is empty (tombstone)")
-    parse, query = CALLS[topic]
-    message = parse(value)
-    return query, tuple(vars(message).values())
+    parse, _ = CALLS[topic]
+    return parse(value)
+
+
+def call_for(topic: str, value: bytes | None) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and arguments that apply one message of topic."""
+    return CALLS[topic][1], tuple(vars(parse_message(topic, value)).values())
+
+
+def batch_call_for(topic: str, messages: list[Any]) -> tuple[str, tuple[list[Any], ...]]:
+    """The SQL and arguments that apply the parsed messages of a BATCH_CALLS topic at once."""
+    fields = [tuple(vars(message).values()) for message in messages]
+    return BATCH_CALLS[topic], tuple(list(column) for column in zip(*fields, strict=True))
