@@ -28,7 +28,8 @@ CHUNK = 1_000_000
 
 ADD_EVENTS = """
     INSERT INTO metro.card_events (card_id, ts, station_id, activity_code, amount, accept)
-    SELECT 1 + (n * 7919::bigint) %% {cards}, now() - interval '30 days' * random() - interval '1 hour',
+    SELECT 1 + (n * 7919::bigint) %% {cards},
+           now() - interval '30 days' * random() - interval '1 hour',
            1 + n %% 15, (ARRAY[1, 1, -1, 2])[1 + n %% 4], 0, (ARRAY[1, 1, 1, 0, -1])[1 + n %% 5]
     FROM generate_series(%(first)s, %(last)s) n"""
 ADD_CARD_HISTORY = """

@@ -266,7 +266,7 @@ def main() -> None:
     assert recorded is not None
     print_table("Payment risk decisions end to end through Kafka", ["path", "decisions/s "
                 "(median)", "each repeat"], [
-        ["stored: bridge -> evaluate_transaction -> outbox -> Kafka", stored,
+        ["stored: bridge -> evaluate_transactions -> outbox -> Kafka", stored,
          " / ".join(f"{r:,.0f}" for r in results["stored"])],
         ["usual: Python consumer, SELECT tag per message, rules in Python", python,
          " / ".join(f"{r:,.0f}" for r in results["python"])],

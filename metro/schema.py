@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import psycopg
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from psycopg import sql
@@ -29,6 +29,16 @@ def apply_files(conn: psycopg.Connection, files: Iterable[Path]) -> None:
         # several statements and $$-quoted bodies work as in psql.
         conn.execute(path.read_text())
         conn.execute("RESET search_path")
+
+
+def apply_revision_files(table_files: Sequence[str] = (),
+                         procedure_files: Sequence[str] = ()) -> None:
+    """An alembic revision's upgrade: its sql/ files, then its procedures/ files, in the
+    revision's transaction."""
+    conn = op.get_bind().connection.driver_connection
+    assert isinstance(conn, psycopg.Connection)
+    apply_files(conn, [settings.SQL_DIR / name for name in table_files]
+                + [settings.PROCEDURES_DIR / name for name in procedure_files])
 
 
 def alembic_config(dsn: str) -> Config:

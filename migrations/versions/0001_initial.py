@@ -11,10 +11,8 @@ procedures/ file is re-applied by the revision that changes it
 revisions build the same schema.
 """
 
-from alembic import op
 
-from metro import settings
-from metro.schema import apply_files
+from metro.schema import apply_revision_files
 
 revision = "0001"
 down_revision = None
@@ -28,9 +26,7 @@ PROCEDURE_FILES = ["01_support.sql", "02_history.sql", "03_fraud.sql", "04_gates
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.driver_connection
-    apply_files(conn, [settings.SQL_DIR / name for name in TABLE_FILES]
-                + [settings.PROCEDURES_DIR / name for name in PROCEDURE_FILES])
+    apply_revision_files(TABLE_FILES, PROCEDURE_FILES)
 
 
 def downgrade() -> None:

@@ -10,8 +10,7 @@ tree and the revisions relate).
 
 from alembic import op
 
-from metro import settings
-from metro.schema import apply_files
+from metro.schema import apply_revision_files
 
 revision = "0002"
 down_revision = "0001"
@@ -23,9 +22,7 @@ PROCEDURE_FILES = ["07_bridge.sql"]
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.driver_connection
-    apply_files(conn, [settings.SQL_DIR / name for name in TABLE_FILES]
-                + [settings.PROCEDURES_DIR / name for name in PROCEDURE_FILES])
+    apply_revision_files(TABLE_FILES, PROCEDURE_FILES)
 
 
 def downgrade() -> None:

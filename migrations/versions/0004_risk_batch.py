@@ -10,8 +10,7 @@ relate).
 
 from alembic import op
 
-from metro import settings
-from metro.schema import apply_files
+from metro.schema import apply_revision_files
 
 revision = "0004"
 down_revision = "0003"
@@ -22,8 +21,7 @@ PROCEDURE_FILES = ["09_risk_batch.sql"]
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.driver_connection
-    apply_files(conn, [settings.PROCEDURES_DIR / name for name in PROCEDURE_FILES])
+    apply_revision_files(procedure_files=PROCEDURE_FILES)
 
 
 def downgrade() -> None:
