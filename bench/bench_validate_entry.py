@@ -5,14 +5,14 @@ load (a C client, so the database is what is measured):
 - baselines: a bare round trip (SELECT 1) and the smallest durable write
   (one single-row INSERT, its commit flushed to WAL);
 - validate_entry at full speed (closed loop) at each --clients count, and at
-  an offered rate (open loop: latency counted from each scheduled start);
+  each --rates offered rate (open loop: latency counted from each scheduled start);
 - the same decision done the usual way: the client runs the rules with
   separate queries (station, card, history, update, insert) in one
   transaction, at the same client count; the ratio compares the two;
 - validate_entries, batches of --batch swipes, at --bulk-clients;
 - is_fraud on a card with 10 events and on one with 10,000.
 
-    python -m bench.bench_validate_entry [--seconds 15] [--clients 1,8,32] [--rate 5000]
+    python -m bench.bench_validate_entry [--seconds 15] [--clients 1,8,32] [--rates 3000,5000]
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15, help="per pgbench run")
     parser.add_argument("--clients", type=clients_list, default=[1, 8, 32])
-    parser.add_argument("--rate", type=int, default=5000, help="offered swipes/s, open loop")
+    parser.add_argument("--rates", type=clients_list, default=[3000, 5000],
+                        help="offered swipes/s for the open-loop runs")
     parser.add_argument("--batch", type=int, default=100, help="swipes per validate_entries")
     parser.add_argument("--bulk-clients", type=int, default=2)
     args = parser.parse_args(argv)
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         single[clients] = pgbench.run(dsn, "validate_entry", swipe, clients=clients,
                                       seconds=seconds)
         runs.append(single[clients])
-    open_loop = pgbench.run(dsn, "validate_entry", swipe, clients=main_clients, seconds=seconds,
-                            rate=args.rate)
+    open_loops = [pgbench.run(dsn, "validate_entry", swipe, clients=main_clients,
+                              seconds=seconds, rate=rate) for rate in args.rates]
     usual_run = pgbench.run(dsn, "the usual way (client-side rules)", usual, clients=main_clients,
                             seconds=seconds)
     bulk_run = pgbench.run(dsn, f"validate_entries, {args.batch} per call", bulk,
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                         clients=1, seconds=seconds / 3)
     busy = pgbench.run(dsn, "is_fraud, card with 10,000 events",
                        FRAUD_CHECK.format(card=BUSY_CARD), clients=1, seconds=seconds / 3)
-    runs += [open_loop, usual_run, bulk_run, quiet, busy]
+    runs += [*open_loops, usual_run, bulk_run, quiet, busy]
 
     rows = [r.row() for r in runs]
     # pgbench counts calls; a validate_entries call decides --batch swipes.
@@ -158,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
                            f"{CARDS:,} cards, closed loop", single[c].tps, "swipes/s",
                            single[c].p50_ms, single[c].p95_ms, single[c].p99_ms)
                for c in args.clients]
-    summary.append(summary_row("validate_entry, open loop",
-                               f"{args.rate:,}/s offered, {main_clients} clients", open_loop.tps,
-                               "swipes/s", open_loop.p50_ms, open_loop.p95_ms, open_loop.p99_ms))
+    summary += [summary_row("validate_entry, open loop",
+                            f"{run.offered_rate:,}/s offered, {main_clients} clients", run.tps,
+                            "swipes/s", run.p50_ms, run.p95_ms, run.p99_ms)
+                for run in open_loops]
     summary.append(summary_row("usual way: client-side rules", f"{main_clients} clients",
                                usual_run.tps, "swipes/s", usual_run.p50_ms, usual_run.p95_ms,
                                usual_run.p99_ms, baseline_ratio=ratio,
