@@ -25,46 +25,31 @@ BEGIN
 END
 $$;
 
--- The next rows of a stream after (after_txid, after_position), in
--- (txid, position) order, only from transactions below the snapshot's xmin:
--- those have all ended, so no row can later appear before the last one
--- returned. value is the row's contract columns as a JSON object, timestamps
--- in UTC; key is the Kafka key (DESIGN.md).
+-- The bridge's reads, for every stream in bridge_cursors: the next rows after
+-- (after_txid, after_position) in (txid, position) order, only from
+-- transactions below the snapshot's xmin: those have all ended, so no row can
+-- later appear before the last one returned. value is the stream row without
+-- position and txid, columns in table order, timestamps in UTC; key is its
+-- key_column.
 CREATE OR REPLACE FUNCTION bridge_batch(stream text, after_txid xid8, after_position bigint, max_rows integer)
 RETURNS TABLE (row_txid xid8, row_position bigint, key text, value text)
 LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
 DECLARE
-    -- The same snapshot serves the horizon and the reads below (STABLE).
+    -- The same snapshot serves the horizon and the read below (STABLE).
     horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_key text := bridge_stream_key(stream);
+    v_columns text;
 BEGIN
-    IF stream = 'fraud' THEN
-        RETURN QUERY
-        SELECT s.txid, s.position, s.trans_id, row_to_json(v)::text
-        FROM fraud s
-        CROSS JOIN LATERAL (SELECT s.trans_id, s.card_id, s.ts, s.station_id, s.activity_code,
-                                   s.amount) v
-        WHERE (s.txid, s.position) > (after_txid, after_position) AND s.txid < horizon
-        ORDER BY s.txid, s.position LIMIT max_rows;
-    ELSIF stream = 'card_alert_export' THEN
-        RETURN QUERY
-        SELECT s.txid, s.position, s.card_id::text, row_to_json(v)::text
-        FROM card_alert_export s
-        CROSS JOIN LATERAL (SELECT s.card_id, s.ts, s.station_name, s.name, s.phone, s.email,
-                                   s.notify, s.alert_message) v
-        WHERE (s.txid, s.position) > (after_txid, after_position) AND s.txid < horizon
-        ORDER BY s.txid, s.position LIMIT max_rows;
-    ELSIF stream = 'trips' THEN
-        RETURN QUERY
-        SELECT s.txid, s.position, s.trip_id::text, row_to_json(v)::text
-        FROM trips s
-        CROSS JOIN LATERAL (SELECT s.trip_id, s.card_id, s.entry_station, s.entry_ts,
-                                   s.exit_station, s.exit_ts) v
-        WHERE (s.txid, s.position) > (after_txid, after_position) AND s.txid < horizon
-        ORDER BY s.txid, s.position LIMIT max_rows;
-    ELSE
-        RAISE EXCEPTION 'Unknown stream: %', stream
-            USING ERRCODE = 'MT005', HINT = 'Streams are fraud, card_alert_export and trips.';
-    END IF;
+    SELECT string_agg(format('s.%I', a.attname), ', ' ORDER BY a.attnum) INTO v_columns
+    FROM pg_attribute a
+    WHERE a.attrelid = format('metro.%I', stream)::regclass AND a.attnum > 0
+      AND NOT a.attisdropped AND a.attname NOT IN ('position', 'txid');
+    RETURN QUERY EXECUTE format(
+        'SELECT s.txid, s.position, s.%I::text, row_to_json(v)::text FROM %I s'
+        ' CROSS JOIN LATERAL (SELECT %s) v'
+        ' WHERE (s.txid, s.position) > ($1, $2) AND s.txid < $3'
+        ' ORDER BY s.txid, s.position LIMIT $4', v_key, stream, v_columns)
+        USING after_txid, after_position, horizon, max_rows;
 END
 $$;
 
@@ -75,13 +60,27 @@ RETURNS boolean LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
 DECLARE
     found boolean;
 BEGIN
-    IF stream NOT IN ('fraud', 'card_alert_export', 'trips') THEN
-        RAISE EXCEPTION 'Unknown stream: %', stream
-            USING ERRCODE = 'MT005', HINT = 'Streams are fraud, card_alert_export and trips.';
-    END IF;
+    PERFORM bridge_stream_key(stream);
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE (txid, position) > ($1, $2))', stream)
         INTO found USING after_txid, after_position;
     RETURN found;
+END
+$$;
+
+-- The Kafka key column of a registered stream; MT005 for any other name, so
+-- only bridge_cursors' streams ever reach the dynamic SQL above.
+CREATE OR REPLACE FUNCTION bridge_stream_key(stream text)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_key text;
+BEGIN
+    SELECT c.key_column INTO v_key FROM bridge_cursors c WHERE c.stream = bridge_stream_key.stream;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Unknown stream: %', stream
+            USING ERRCODE = 'MT005',
+                  HINT = 'Streams are the rows of metro.bridge_cursors.';
+    END IF;
+    RETURN v_key;
 END
 $$;
 
@@ -174,11 +173,13 @@ CREATE TRIGGER trips_notify_bridge AFTER INSERT ON trips
 
 -- grants
 REVOKE ALL ON FUNCTION bridge_batch(text, xid8, bigint, integer),
-    bridge_has_rows(text, xid8, bigint), bridge_ack(text, xid8, bigint, bigint),
-    bridge_prune(interval, integer), bridge_lag() FROM PUBLIC;
+    bridge_has_rows(text, xid8, bigint), bridge_stream_key(text),
+    bridge_ack(text, xid8, bigint, bigint), bridge_prune(interval, integer), bridge_lag()
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bridge_batch(text, xid8, bigint, integer),
-    bridge_has_rows(text, xid8, bigint), bridge_ack(text, xid8, bigint, bigint),
-    bridge_prune(interval, integer), bridge_lag() TO metro_bridge;
+    bridge_has_rows(text, xid8, bigint), bridge_stream_key(text),
+    bridge_ack(text, xid8, bigint, bigint), bridge_prune(interval, integer), bridge_lag()
+    TO metro_bridge;
 GRANT EXECUTE ON FUNCTION bridge_lag() TO metro_reader;
 -- Inbound topics feed these functions.
 GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz),

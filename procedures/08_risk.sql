@@ -1,6 +1,5 @@
 -- Payment risk control: the rule match shared by payments and recharges,
--- evaluate_transaction, and the bridge's stream functions made generic over
--- the streams registered in bridge_cursors (the decisions stream included).
+-- evaluate_transaction, and the decisions stream's wake-up trigger.
 --
 -- Error codes added here (also in README "Errors"):
 --   MT007 invalid transaction_id (empty, or longer than 200 characters)
@@ -88,68 +87,10 @@ REVOKE ALL ON FUNCTION evaluate_transaction(text, bigint, numeric, timestamptz) 
 GRANT EXECUTE ON FUNCTION evaluate_transaction(text, bigint, numeric, timestamptz)
     TO metro_app, metro_bridge;
 
--- The bridge's reads, for every stream in bridge_cursors: the next rows after
--- (after_txid, after_position) below the commit horizon, as in
--- procedures/07_bridge.sql. value is the stream row without position and
--- txid, columns in table order, timestamps in UTC; key is its key_column.
-CREATE OR REPLACE FUNCTION bridge_batch(stream text, after_txid xid8, after_position bigint, max_rows integer)
-RETURNS TABLE (row_txid xid8, row_position bigint, key text, value text)
-LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
-DECLARE
-    -- The same snapshot serves the horizon and the read below (STABLE).
-    horizon xid8 := pg_snapshot_xmin(pg_current_snapshot());
-    v_key text := bridge_stream_key(stream);
-    v_columns text;
-BEGIN
-    SELECT string_agg(format('s.%I', a.attname), ', ' ORDER BY a.attnum) INTO v_columns
-    FROM pg_attribute a
-    WHERE a.attrelid = format('metro.%I', stream)::regclass AND a.attnum > 0
-      AND NOT a.attisdropped AND a.attname NOT IN ('position', 'txid');
-    RETURN QUERY EXECUTE format(
-        'SELECT s.txid, s.position, s.%I::text, row_to_json(v)::text FROM %I s'
-        ' CROSS JOIN LATERAL (SELECT %s) v'
-        ' WHERE (s.txid, s.position) > ($1, $2) AND s.txid < $3'
-        ' ORDER BY s.txid, s.position LIMIT $4', v_key, stream, v_columns)
-        USING after_txid, after_position, horizon, max_rows;
-END
-$$;
-
--- Whether committed rows of a stream follow (after_txid, after_position),
--- readable yet or still held back by the commit horizon.
-CREATE OR REPLACE FUNCTION bridge_has_rows(stream text, after_txid xid8, after_position bigint)
-RETURNS boolean LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
-DECLARE
-    found boolean;
-BEGIN
-    PERFORM bridge_stream_key(stream);
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE (txid, position) > ($1, $2))', stream)
-        INTO found USING after_txid, after_position;
-    RETURN found;
-END
-$$;
-
--- The Kafka key column of a registered stream; MT005 for any other name, so
--- only bridge_cursors' streams ever reach the dynamic SQL above.
-CREATE OR REPLACE FUNCTION bridge_stream_key(stream text)
-RETURNS text LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
-DECLARE
-    v_key text;
-BEGIN
-    SELECT c.key_column INTO v_key FROM bridge_cursors c WHERE c.stream = bridge_stream_key.stream;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'Unknown stream: %', stream
-            USING ERRCODE = 'MT005',
-                  HINT = 'Streams are the rows of metro.bridge_cursors: fraud, card_alert_export, trips, transaction_decisions.';
-    END IF;
-    RETURN v_key;
-END
-$$;
-
 -- triggers
 DROP TRIGGER IF EXISTS transaction_decisions_notify_bridge ON transaction_decisions;
 CREATE TRIGGER transaction_decisions_notify_bridge AFTER INSERT ON transaction_decisions
     FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge();
 
 -- grants
-REVOKE ALL ON FUNCTION match_risk_rule(bigint, numeric), bridge_stream_key(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION bridge_stream_key(text) TO metro_bridge;
+REVOKE ALL ON FUNCTION match_risk_rule(bigint, numeric) FROM PUBLIC;

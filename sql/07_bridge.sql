@@ -16,6 +16,7 @@ INSERT INTO bridge_settings DEFAULT VALUES;
 CREATE TABLE bridge_cursors (
     stream text PRIMARY KEY CHECK (stream IN ('fraud', 'card_alert_export', 'trips')),
     topic text NOT NULL,
+    key_column text NOT NULL,
     txid xid8 NOT NULL DEFAULT '0',
     position bigint NOT NULL DEFAULT 0 CHECK (position >= 0),
     delivered bigint NOT NULL DEFAULT 0 CHECK (delivered >= 0),
@@ -24,12 +25,14 @@ CREATE TABLE bridge_cursors (
 COMMENT ON TABLE bridge_cursors IS 'Durable outbound cursor: every stream row at or before (txid, position) was acknowledged by Kafka';
 COMMENT ON COLUMN bridge_cursors.stream IS 'Stream table in schema metro';
 COMMENT ON COLUMN bridge_cursors.topic IS 'Kafka topic the stream is forwarded to';
+COMMENT ON COLUMN bridge_cursors.key_column IS 'Column of the stream row sent as the Kafka key';
 COMMENT ON COLUMN bridge_cursors.txid IS 'Writing transaction of the last acknowledged row (rows are read in (txid, position) order)';
 COMMENT ON COLUMN bridge_cursors.position IS 'Stream position of the last acknowledged row';
 COMMENT ON COLUMN bridge_cursors.delivered IS 'Rows acknowledged since the stream was created';
 COMMENT ON COLUMN bridge_cursors.acked_at IS 'When Kafka last acknowledged a batch of this stream';
-INSERT INTO bridge_cursors (stream, topic) VALUES
-    ('fraud', 'FRAUD'), ('card_alert_export', 'CARD_ALERT_EXPORT'), ('trips', 'TRIPS');
+INSERT INTO bridge_cursors (stream, topic, key_column) VALUES
+    ('fraud', 'FRAUD', 'trans_id'), ('card_alert_export', 'CARD_ALERT_EXPORT', 'card_id'),
+    ('trips', 'TRIPS', 'trip_id');
 
 CREATE TABLE bridge_acks (
     stream text NOT NULL REFERENCES bridge_cursors (stream),

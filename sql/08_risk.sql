@@ -96,19 +96,12 @@ COMMENT ON COLUMN transaction_decisions.rule IS 'Name of the rule that decided';
 COMMENT ON COLUMN transaction_decisions.message IS 'Reason of that rule';
 CREATE INDEX transaction_decisions_txid_position ON transaction_decisions (txid, position);
 
--- The bridge forwards the decisions like the other streams: one more cursor
--- row, and the stream table's key column recorded beside it so the bridge's
--- functions need no branch per stream.
+-- The bridge forwards the decisions like the other streams: one more cursor row.
 ALTER TABLE bridge_cursors DROP CONSTRAINT bridge_cursors_stream_check;
 ALTER TABLE bridge_cursors ADD CONSTRAINT bridge_cursors_stream_check
     CHECK (stream IN ('fraud', 'card_alert_export', 'trips', 'transaction_decisions'));
-ALTER TABLE bridge_cursors ADD COLUMN key_column text;
-COMMENT ON COLUMN bridge_cursors.key_column IS 'Column of the stream row sent as the Kafka key';
-UPDATE bridge_cursors SET key_column = CASE stream WHEN 'fraud' THEN 'trans_id'
-    WHEN 'card_alert_export' THEN 'card_id' WHEN 'trips' THEN 'trip_id' END;
 INSERT INTO bridge_cursors (stream, topic, key_column)
 VALUES ('transaction_decisions', 'transaction_decisions', 'transaction_id');
-ALTER TABLE bridge_cursors ALTER COLUMN key_column SET NOT NULL;
 
 -- grants
 GRANT SELECT, DELETE ON transaction_decisions TO metro_bridge;

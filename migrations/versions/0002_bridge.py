@@ -32,7 +32,7 @@ def downgrade() -> None:
         DROP TRIGGER card_alert_export_notify_bridge ON metro.card_alert_export;
         DROP TRIGGER trips_notify_bridge ON metro.trips;
         DROP FUNCTION metro.notify_bridge(), metro.bridge_batch(text, xid8, bigint, integer),
-            metro.bridge_has_rows(text, xid8, bigint),
+            metro.bridge_has_rows(text, xid8, bigint), metro.bridge_stream_key(text),
             metro.bridge_ack(text, xid8, bigint, bigint), metro.bridge_prune(interval, integer),
             metro.bridge_lag();
         DROP INDEX metro.fraud_txid_position, metro.card_alert_export_txid_position,

@@ -27,5 +27,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     raise NotImplementedError(
-        "0003 has no downgrade: recharge_card and the bridge's stream functions of 0002 "
-        "would have to be restored from an older checkout")
+        "0003 has no downgrade: recharge_card would have to be restored from an older "
+        "checkout")
