@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=clients_list, default=[1, 8, 32])
     parser.add_argument("--rates", type=clients_list, default=[3000, 5000],
                         help="offered swipes/s for the open-loop runs")
-    parser.add_argument("--batch", type=int, default=100, help="swipes per validate_entries")
-    parser.add_argument("--bulk-clients", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=250, help="swipes per validate_entries")
+    parser.add_argument("--bulk-clients", type=int, default=3)
     args = parser.parse_args(argv)
 
     dsn = scratch_database("metro_bench_validate_entry")
