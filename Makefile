@@ -1,31 +1,39 @@
 # Two entry points (see README): `make demo` runs metro, `make test` runs the tests.
-# Both create .venv and install the project into it on first use.
+# Both create .venv on first use; the demo installs only what metro needs, the tests
+# add their tools.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# setuptools explains editable installs at length on every install; the lines say nothing new.
+PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip --quiet --disable-pip-version-check
 
 .PHONY: demo test lint bench clean
 
-$(BIN)/metro: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $@
+$(VENV)/.metro: pyproject.toml
+	@echo "installing metro into $(VENV) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install -e .
+	@touch $@
 
-demo: $(BIN)/metro
+$(VENV)/.metro-test: $(VENV)/.metro
+	@echo "installing the test tools into $(VENV) ..."
+	@$(PIP) install -e '.[test]'
+	@touch $@
+
+demo: $(VENV)/.metro
 	$(BIN)/metro demo
 
-test: $(BIN)/metro
+test: $(VENV)/.metro-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(BIN)/metro
+lint: $(VENV)/.metro-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(BIN)/metro
-	$(BIN)/python -m bench
+bench: $(VENV)/.metro
+	$(BIN)/python -m metro.bench
 
 clean:
 	-$(BIN)/metro kafka stop

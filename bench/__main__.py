@@ -1,8 +1,8 @@
 """Every benchmark in one run, one markdown table, one JSON file.
 
-    python -m bench [--quick] [--only validate_entry,loader]     (or: metro bench ...)
+    python -m metro.bench [--quick] [--only validate_entry,loader]     (or: metro bench ...)
 
-Each benchmark runs in its own process (python -m bench.bench_<name>), prints
+Each benchmark runs in its own process (python -m metro.bench.bench_<name>), prints
 its own detailed table, and writes bench/results/<name>.json with a "summary"
 list; this runner collects those summaries into one table and writes
 bench/results/suite.json. --quick shortens every run (for a first look, not
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import RESULTS_DIR, print_table, write_json
+from .common import RESULTS_DIR, print_table, write_json
 
 # name, full-run arguments, quick-run arguments
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"\n=== {name} ===", flush=True)
         started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", f"bench.bench_{name}",
+        result = subprocess.run([sys.executable, "-m", f"metro.bench.bench_{name}",
                                  *(quick if args.quick else full)], check=False)
         seconds = time.monotonic() - started
         path = RESULTS_DIR / f"{name}.json"

@@ -15,7 +15,7 @@ bridge` as a separate process, as in production:
   alternated in rounds in the same run. One card in ten has no money and
   notify = 1, so one swipe in ten writes a card_alert_export row and notifies.
 
-    python -m bench.bench_bridge [--rows 100000] [--repeats 3] [--seconds 10] [--rounds 2]
+    python -m metro.bench.bench_bridge [--rows 100000] [--repeats 3] [--seconds 10] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ from typing import Any
 
 import psycopg
 
-from bench import pgbench
-from bench.common import print_table, scratch_database, summary_row, write_json
-from metro import settings
-from metro.kafka import KafkaBroker, free_port_pair
+from metro import config
+
+from ..app.kafka_broker import KafkaBroker, free_port_pair
+from . import pgbench
+from .common import print_table, scratch_database, summary_row, write_json
 
 CARDS = 100_000
 SWIPE = f"""\\set card random(1, {CARDS})
@@ -55,7 +56,7 @@ TRIP = ("INSERT INTO metro.trips (card_id, entry_station, entry_ts, exit_station
 
 @contextmanager
 def broker() -> Iterator[str]:
-    configured = settings.kafka_bootstrap()
+    configured = config.kafka_bootstrap()
     if configured:
         yield configured
         return
@@ -74,9 +75,9 @@ class BridgeProcess:
     def __init__(self, dsn: str, bootstrap: str) -> None:
         env = {**os.environ, "METRO_DATABASE_URL": dsn}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "metro.cli", "bridge", "--kafka", bootstrap, "--no-inbound",
+            [sys.executable, "-m", "metro.app.cli", "bridge", "--kafka", bootstrap, "--no-inbound",
              "--batch-size", self.batch_size],
-            cwd=settings.PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+            env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

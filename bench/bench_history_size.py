@@ -9,7 +9,7 @@ its own: with the history written in aggregate in the same transaction
 (metro.history_written), since a row trigger per event would make loading
 ten million events take most of an hour.
 
-    python -m bench.bench_history_size [--sizes 0,1000000,10000000] [--seconds 10]
+    python -m metro.bench.bench_history_size [--sizes 0,1000000,10000000] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import asdict
 
 import psycopg
 
-from bench import pgbench
-from bench.bench_validate_entry import CARDS, SWIPE, clients_list, prepare
-from bench.common import print_table, scratch_database, summary_row, write_json
+from . import pgbench
+from .bench_validate_entry import CARDS, SWIPE, clients_list, prepare
+from .common import print_table, scratch_database, summary_row, write_json
 
 CHUNK = 1_000_000
 

@@ -4,7 +4,7 @@ Each run loads into a fresh database and times the `loader` command end to
 end (interpreter start included), then checks the table and the summary.
 The bad-row file is also loaded the way servers before PostgreSQL 17 load it
 (no COPY ON_ERROR: every bad row is found by a failed attempt).
-Run: .venv/bin/python -m bench.bench_loader [--rows N] [--repeat N]
+Run: .venv/bin/python -m metro.bench.bench_loader [--rows N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import print_table, scratch_database, summary_row, write_json
+from .common import print_table, scratch_database, summary_row, write_json
 
 TARGETS = {"clean": 300_000, "1% bad": 100_000, "1% bad, PostgreSQL < 17 path": 100_000}
 # The loader as a server without COPY ON_ERROR sees it.

@@ -8,7 +8,7 @@ validate_entry at rising rates until the database no longer keeps up. Every run'
 simulated clock starts two hours after the previous one, so the fraud rules see
 each run alone. Producer CPU is this process's CPU time over the run's wall time.
 
-    python -m bench.bench_producers [--seconds 8] [--repeat 2]
+    python -m metro.bench.bench_producers [--seconds 8] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from typing import Any
 
 import psycopg
 
-from bench.common import print_table, scratch_database, summary_row, write_json
-from producers import cards, line, reference
-from producers.engine import Run
-from producers.events import Entry, Exit
-from producers.riders import Riders
-from producers.sinks import Calls, DirectSink, Statement, swipe_arguments
+from metro.calls import Call
+
+from ..producers import cards, line, reference
+from ..producers.engine import Run
+from ..producers.events import Entry, Exit
+from ..producers.riders import Riders
+from ..producers.sinks import Calls, DirectSink, swipe_arguments
+from .common import print_table, scratch_database, summary_row, write_json
 
 CARDS = 200_000
 NOOP_RATES = (10_000, 15_000, 20_000)
@@ -39,7 +41,7 @@ NOOP_FUNCTION = """
 CREATE OR REPLACE FUNCTION metro.bench_noop(card_id bigint, station_id integer, ts timestamptz)
 RETURNS metro.decision LANGUAGE sql AS $$ SELECT ROW(true, 'ok')::metro.decision $$
 """
-NOOP = Statement("bench_noop", "SELECT accepted, message FROM metro.bench_noop("
+NOOP = Call("bench_noop", "SELECT accepted, message FROM metro.bench_noop("
                  "%s::bigint, %s::integer, %s::timestamptz)")
 NOOP_CALLS: Calls = {Entry: (NOOP, swipe_arguments), Exit: (NOOP, swipe_arguments)}
 

@@ -14,7 +14,7 @@ level, amounts around the rule boundaries) to each path in turn, alternating whi
 first, and times from the first send to the N-th decision read back. Both consumers run
 (idle) for the whole run; the two paths' decisions are compared message by message.
 
-    python -m bench.bench_risk [--payments 20000] [--repeats 3]
+    python -m metro.bench.bench_risk [--payments 20000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from bench.bench_bridge import broker
-from bench.common import print_table, scratch_database, write_json
-from bridge.topics import INBOUND_TOPICS, PAYMENT_TOPIC
-from metro import settings
-from producers.events import Payment
-from producers.kafka_sink import encode_payment
-from producers.payments import Payments
+from metro.topics import INBOUND_TOPICS, PAYMENT_TOPIC
+
+from ..producers.events import Payment
+from ..producers.kafka_sink import encode_payment
+from ..producers.payments import Payments
+from .bench_bridge import broker
+from .common import print_table, scratch_database, write_json
 
 ACCOUNTS = 10_000
 DECISIONS_TOPIC = "transaction_decisions"
@@ -206,7 +206,7 @@ def run_path(producer: KafkaProducer, reader: DecisionReader, topic: str,
 @contextlib.contextmanager
 def process(*args: str, dsn: str) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "METRO_DATABASE_URL": dsn}
-    proc = subprocess.Popen([sys.executable, *args], cwd=settings.PROJECT_ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, *args], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -239,8 +239,8 @@ def main() -> None:
         stored_reader = DecisionReader(bootstrap, DECISIONS_TOPIC)
         python_reader = DecisionReader(bootstrap, PYTHON_OUT)
         paths = {"stored": (PAYMENT_TOPIC, stored_reader), "python": (PYTHON_IN, python_reader)}
-        with process("-m", "metro.cli", "bridge", "--kafka", bootstrap, dsn=dsn), \
-                process("-m", "bench.bench_risk", "--python-consumer", dsn, bootstrap,
+        with process("-m", "metro.app.cli", "bridge", "--kafka", bootstrap, dsn=dsn), \
+                process("-m", "metro.bench.bench_risk", "--python-consumer", dsn, bootstrap,
                         str(end_offsets(bootstrap, (PYTHON_IN,))[TopicPartition(PYTHON_IN, 0)]),
                         dsn=dsn):
             print(f"broker {bootstrap}; warming up both paths ...", flush=True)

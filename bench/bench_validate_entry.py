@@ -12,7 +12,7 @@ load (a C client, so the database is what is measured):
 - validate_entries, batches of --batch swipes, at --bulk-clients;
 - is_fraud on a card with 10 events and on one with 10,000.
 
-    python -m bench.bench_validate_entry [--seconds 15] [--clients 1,8,32] [--rates 3000,5000]
+    python -m metro.bench.bench_validate_entry [--seconds 15] [--clients 1,8,32] [--rates 3000,5000]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import asdict
 
 import psycopg
 
-from bench import pgbench
-from bench.common import print_table, scratch_database, summary_row, write_json
+from . import pgbench
+from .common import print_table, scratch_database, summary_row, write_json
 
 CARDS = 500_000
 SWIPE = """\\set card random(1, {cards})

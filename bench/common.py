@@ -14,10 +14,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from metro import database, schema, settings
-from metro.sample_data import load_reference_data
+from metro import database, schema
 
-RESULTS_DIR = settings.PROJECT_ROOT / "bench" / "results"
+from ..app.sample_data import load_reference_data
+
+# Beside the benchmarks in a checkout (bench/results).
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def scratch_database(name: str) -> str:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import percentile
 from metro.embedded import bin_dir
+
+from .common import percentile
 
 
 @dataclass

@@ -10,6 +10,14 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
+from metro import config, database
+
+from .runner import Bridge, BridgeOptions
+from .status import collect, render
+
+DEFAULTS = BridgeOptions(dsn="", kafka="")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,40 +50,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "`metro kafka start`)")
     bridge.add_argument("--status", action="store_true",
                         help="print lease, lag per stream, last error and inbound offsets; exit")
-    bridge.add_argument("--batch-size", type=_positive(int), default=5000,
-                        help="rows per stream per Kafka round (default 5000)")
-    bridge.add_argument("--poll-interval", type=_positive(float), default=1.0,
-                        help="seconds between polls when no NOTIFY arrives (default 1)")
-    bridge.add_argument("--retention", type=duration, default=timedelta(hours=24),
+    bridge.add_argument("--batch-size", type=_positive(int), default=DEFAULTS.batch_size,
+                        help="rows per stream per Kafka round (default %(default)s)")
+    bridge.add_argument("--poll-interval", type=_positive(float),
+                        default=DEFAULTS.poll_interval,
+                        help="seconds between polls when no NOTIFY arrives (default %(default)g)")
+    bridge.add_argument("--retention", type=duration, default=DEFAULTS.retention,
                         help="delete stream rows this long after Kafka acknowledged them "
                              "(default 24h)")
-    bridge.add_argument("--prune-interval", type=_positive(float), default=60.0,
-                        help="seconds between pruning passes (default 60)")
+    bridge.add_argument("--prune-interval", type=_positive(float),
+                        default=DEFAULTS.prune_interval,
+                        help="seconds between pruning passes (default %(default)g)")
     bridge.add_argument("--no-inbound", action="store_true",
                         help="do not consume TRAINTOPIC, RECHARGE and transaction_topic")
     bridge.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
-    from metro import database
-
     if args.status:
-        from bridge.status import collect, render
-
         with database.connect() as conn:
             print(render(collect(conn)))
         return 0
 
-    from bridge.runner import Bridge, BridgeOptions
-    from metro import kafka, settings
-
-    bootstrap = settings.kafka_bootstrap(args.kafka) or kafka.local_broker().bootstrap
+    bootstrap = config.kafka_servers(args.kafka)
     options = BridgeOptions(dsn=database.conninfo(), kafka=bootstrap, batch_size=args.batch_size,
                             poll_interval=args.poll_interval, retention=args.retention,
                             prune_interval=args.prune_interval, inbound=not args.no_inbound)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     # The bridge reports Kafka trouble itself, once per failure, in one line.
-    logging.getLogger("kafka").addHandler(logging.NullHandler())
-    logging.getLogger("kafka").propagate = False
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -22,8 +22,9 @@ from typing import Any
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
-from bridge.messages import BATCH_CALLS, InvalidMessage, batch_call_for, call_for, parse_message
-from bridge.topics import INBOUND_TOPICS
+from metro.topics import INBOUND_TOPICS
+
+from .messages import BATCH_CALLS, InvalidMessage, batch_call_for, call_for, parse_message
 
 # SQLSTATE classes that mean "this message is wrong" rather than "try again":
 # metro's MTxxx, data exceptions (22) and integrity violations (23).

@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.topics import POSITION_HEADER
+from metro.topics import POSITION_HEADER
 
 
 class Written:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bridge.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
+from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
 # Microsecond counts below this (1973-03-03) are almost surely milliseconds or seconds.
 _MIN_EPOCH_MICROS = 10**14

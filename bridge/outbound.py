@@ -20,7 +20,7 @@ import psycopg
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
-from bridge.topics import POSITION_HEADER, STREAMS, Stream
+from metro.topics import POSITION_HEADER, STREAMS, Stream
 
 FLUSH_SLICE_SECONDS = 0.5
 # Waiting this long for acknowledgements is worth telling the operator (and again

@@ -10,9 +10,9 @@ starts again from the durable cursors after a short back-off.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,11 +23,14 @@ from pathlib import Path
 import psycopg
 from kafka.errors import KafkaError
 
-from bridge.inbound import InboundConsumer
-from bridge.jsonlines import JsonLinesTarget
-from bridge.outbound import DeliveryFailed, Forwarder, Stopped, new_producer
-from bridge.topics import INBOUND_TOPICS, STREAMS
 from metro.errors import MetroError
+from metro.topics import INBOUND_TOPICS, STREAMS
+
+from .inbound import InboundConsumer
+from .jsonlines import JsonLinesTarget
+from .outbound import DeliveryFailed, Forwarder, Stopped, new_producer
+
+log = logging.getLogger("metro.bridge")
 
 CHANNEL = "metro_bridge"
 # Advisory locks (int, int), per database: 'mtrb', 1 is the lease; 'mtrb', 2 is
@@ -85,7 +88,9 @@ class Bridge:
                  say: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.stop = stop or threading.Event()
-        self.say = say or _print
+        # Without a say callback the bridge logs: progress at INFO, trouble at WARNING.
+        self.say = say or log.info
+        self.warn = say or log.warning
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
@@ -108,7 +113,7 @@ class Bridge:
     def report(self, error: BaseException, part: str = "") -> None:
         """Print the error and record it as the bridge's last error when PostgreSQL answers."""
         message = (f"{part}: " if part else "") + describe(error, self.options.kafka)
-        self.say(message)
+        self.warn(message)
         try:
             with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=2) as conn:
                 conn.execute("UPDATE metro.bridge_state SET last_error = %s, last_error_at = now()",
@@ -247,7 +252,3 @@ class Bridge:
                 self.report(error, "inbound")
                 session_over.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
-
-
-def _print(message: str) -> None:
-    print(f"metro bridge: {message}", file=sys.stderr, flush=True)

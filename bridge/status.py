@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from bridge.runner import LEASE_KEY
+from .runner import LEASE_KEY
 
 
 @dataclass

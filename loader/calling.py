@@ -13,10 +13,10 @@ import csv
 import psycopg
 from psycopg import sql
 
-from loader.catalog import Function
-from loader.errors import describe, fatal, is_row_error
-from loader.report import Report
-from loader.source import Batch
+from .catalog import Function
+from .errors import describe, fatal, is_row_error
+from .report import Report
+from .source import Batch
 
 
 class CallLoader:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from loader.errors import LoadError
 from metro.schema import SCHEMA
+
+from .errors import LoadError
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,16 @@ from typing import Any
 
 import psycopg
 
-from loader.calling import CallLoader
-from loader.catalog import find_function, find_table
-from loader.copying import CopyLoader
-from loader.errors import LoadError, fatal
-from loader.progress import Progress
-from loader.report import MaxErrorsReached, Report
-from loader.source import CsvSource
 from metro import database
 from metro.errors import MetroError
+
+from .calling import CallLoader
+from .catalog import find_function, find_table
+from .copying import CopyLoader
+from .errors import LoadError, fatal
+from .progress import Progress
+from .report import MaxErrorsReached, Report
+from .source import CsvSource
 
 EXIT_OK, EXIT_INVALID, EXIT_FATAL = 0, 1, 2
 

@@ -27,10 +27,10 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from loader.catalog import Table
-from loader.errors import LoadError, copy_line, describe, fatal, is_row_error
-from loader.report import Report
-from loader.source import Batch
+from .catalog import Table
+from .errors import LoadError, copy_line, describe, fatal, is_row_error
+from .report import Report
+from .source import Batch
 
 # Windows never shrink below this many rows (bisection goes further).
 MIN_WINDOW = 64

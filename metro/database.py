@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import psycopg
 
-from metro import settings
+from metro import config
 from metro.embedded import EmbeddedServer
 from metro.errors import DatabaseUnavailable
 
 
 def embedded_server() -> EmbeddedServer:
-    return EmbeddedServer(settings.metro_home())
+    return EmbeddedServer(config.metro_home())
 
 
 def uses_embedded() -> bool:
-    return settings.external_database_url() is None
+    return config.external_database_url() is None
 
 
 def conninfo(start: bool = True) -> str:
     """Connection string of the selected database, starting the embedded server if needed."""
-    external = settings.external_database_url()
+    external = config.external_database_url()
     if external is not None:
         return external
     server = embedded_server()

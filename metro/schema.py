@@ -11,7 +11,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from psycopg import sql
 
-from metro import database, settings
+from metro import config, database
 
 SCHEMA = "metro"
 SEARCH_PATH = "metro, public"
@@ -19,7 +19,7 @@ SEARCH_PATH = "metro, public"
 
 def sql_tree() -> list[Path]:
     """sql/ then procedures/, each in name order: the canonical schema."""
-    return sorted(settings.SQL_DIR.glob("*.sql")) + sorted(settings.PROCEDURES_DIR.glob("*.sql"))
+    return sorted(config.SQL_DIR.glob("*.sql")) + sorted(config.PROCEDURES_DIR.glob("*.sql"))
 
 
 def apply_files(conn: psycopg.Connection, files: Iterable[Path]) -> None:
@@ -37,15 +37,15 @@ def apply_revision_files(table_files: Sequence[str] = (),
     revision's transaction."""
     conn = op.get_bind().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
-    apply_files(conn, [settings.SQL_DIR / name for name in table_files]
-                + [settings.PROCEDURES_DIR / name for name in procedure_files])
+    apply_files(conn, [config.SQL_DIR / name for name in table_files]
+                + [config.PROCEDURES_DIR / name for name in procedure_files])
 
 
 def alembic_config(dsn: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(settings.MIGRATIONS_DIR))
-    config.attributes["dsn"] = dsn
-    return config
+    alembic = Config()
+    alembic.set_main_option("script_location", str(config.MIGRATIONS_DIR))
+    alembic.attributes["dsn"] = dsn
+    return alembic
 
 
 def head_revision() -> str:

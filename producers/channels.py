@@ -18,17 +18,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import pq
 
+from metro.calls import Call
 from metro.errors import DatabaseUnavailable, MetroError
-from producers.events import Event, Outcome
-from producers.reference import NO_SCHEMA_HINT
 
-if TYPE_CHECKING:
-    from producers.sinks import Done, Statement
+from .events import Done, Event, Outcome
+from .reference import NO_SCHEMA_HINT
 
 APPLICATION_NAME = "metro-producers"
 FIRST_RETRY_SECONDS = 0.5
@@ -38,7 +37,7 @@ MAX_RETRY_SECONDS = 8.0
 @dataclass(slots=True)
 class Pending:
     event: Event
-    statement: Statement
+    statement: Call
     arguments: tuple[object, ...]
     done: Done
 
@@ -58,7 +57,7 @@ def _encode(value: object) -> bytes:
 class Channel:
     """One connection; subclasses say how calls travel on it."""
 
-    def __init__(self, number: int, dsn: str, statements: Sequence[Statement],
+    def __init__(self, number: int, dsn: str, statements: Sequence[Call],
                  report: Callable[[str], None]) -> None:
         self.number = number
         self.dsn = dsn

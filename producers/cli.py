@@ -15,18 +15,19 @@ from typing import Any
 
 import psycopg
 
-from metro import database
+from metro import config, database
 from metro.errors import MetroError
-from producers import cards, line, reference
-from producers.engine import Run
-from producers.kafka_sink import FORMATS, KafkaSink
-from producers.payments import Payments
-from producers.recharges import Recharges
-from producers.riders import UNKNOWN_SHARE, Riders
-from producers.simulation import Simulation
-from producers.sinks import MODES, DirectSink, Sink
-from producers.stats import format_summary
-from producers.trains import Trains
+
+from . import cards, line, reference
+from .engine import Run
+from .kafka_sink import FORMATS, KafkaSink
+from .payments import Payments
+from .recharges import Recharges
+from .riders import UNKNOWN_SHARE, Riders
+from .simulation import Simulation
+from .sinks import MODES, DirectSink, Sink
+from .stats import format_summary
+from .trains import Trains
 
 VIAS = ("direct", "kafka")
 DEFAULT_CONNECTIONS = {"pipeline": 4, "async": 16}
@@ -109,9 +110,7 @@ def _simulation(args: argparse.Namespace) -> Simulation:
 def _sink(args: argparse.Namespace) -> tuple[Sink, str]:
     """The sink of --via and how to describe it."""
     if args.via == "kafka":
-        from metro import kafka, settings
-
-        bootstrap = settings.kafka_bootstrap(args.kafka) or kafka.local_broker().bootstrap
+        bootstrap = config.kafka_servers(args.kafka)
         return (KafkaSink(bootstrap, fmt=args.format or args.default_format,
                           max_in_flight=args.max_in_flight),
                 f"{args.format or args.default_format} messages to Kafka at {bootstrap}")

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from producers.events import Event, Outcome
-from producers.simulation import Simulation
-from producers.sinks import Sink
-from producers.stats import Stats
+from .events import Event, Outcome
+from .simulation import Simulation
+from .sinks import Sink
+from .stats import Stats
 
 BATCH = 500                # events sent before the loop lets results in
 IDLE_SLEEP = 0.05          # longest sleep before looking at Ctrl-C again

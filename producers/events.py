@@ -6,6 +6,7 @@ a sink (producers.sinks) turns them into function calls or messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -105,3 +106,7 @@ class Outcome:
     @staticmethod
     def error(message: str) -> Outcome:
         return Outcome(Result.ERROR, message)
+
+
+# What a sink calls once per event: the event, its outcome, the monotonic finish time.
+Done = Callable[[Event, Outcome, float], None]

@@ -18,10 +18,10 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from bridge.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 from metro.errors import MetroError
-from producers.events import Event, Outcome, Payment, Recharge, TrainMove
-from producers.sinks import Done
+from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
+
+from .events import Done, Event, Outcome, Payment, Recharge, TrainMove
 
 FORMATS = ("csv", "json")
 CLOSE_TIMEOUT_SECONDS = 10.0

@@ -11,10 +11,10 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from metro import settings
+from metro import config
 from metro.errors import MetroError
 
-LINE_CSV = settings.DATA_DIR / "line.csv"
+LINE_CSV = config.DATA_DIR / "line.csv"
 HEADER = ["station_id", "travel_seconds", "dwell_seconds"]
 
 

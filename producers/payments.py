@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 
-from producers.events import Event, Payment
-from producers.reference import WeightedChoice
-from producers.simulation import Simulation
-from producers.timeline import steady
+from .events import Event, Payment
+from .reference import WeightedChoice
+from .simulation import Simulation
+from .timeline import steady
 
 # The exact boundaries of the shipped rules, in cents.
 BOUNDARIES = (500000, 500001, 1000000, 1000001)

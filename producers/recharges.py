@@ -6,10 +6,10 @@ import random
 from collections.abc import Iterator
 from datetime import datetime
 
-from producers.events import Event, Recharge
-from producers.reference import Cards, WeightedChoice
-from producers.simulation import Simulation
-from producers.timeline import steady
+from .events import Event, Recharge
+from .reference import Cards, WeightedChoice
+from .simulation import Simulation
+from .timeline import steady
 
 # (cents, weight): most riders top up 10.00 or 20.00, a few 5.00 or 50.00.
 AMOUNTS = ((500, 2), (1000, 4), (2000, 3), (5000, 1))

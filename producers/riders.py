@@ -19,11 +19,11 @@ import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from producers.events import Entry, Event, Exit, Outcome, Result
-from producers.line import Line
-from producers.reference import Cards, WeightedChoice
-from producers.simulation import Simulation
-from producers.timeline import steady
+from .events import Entry, Event, Exit, Outcome, Result
+from .line import Line
+from .reference import Cards, WeightedChoice
+from .simulation import Simulation
+from .timeline import steady
 
 UNKNOWN_SHARE = 0.005   # share of honest swipes made with a card the database does not know
 CLONE_BURST = 6

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from producers.events import Event, Outcome
-from producers.timeline import Timeline
+from .events import Event, Outcome
+from .timeline import Timeline
 
 
 class Simulation:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from producers.channels import Channel, Pending, PipelineChannel, SerialChannel
-from producers.events import Entry, Event, Exit, Outcome, Payment, Recharge, Swipe, TrainMove
+from metro import calls
+from metro.calls import Call
 
-Done = Callable[[Event, Outcome, float], None]  # event, outcome, monotonic finish time
+from .channels import Channel, Pending, PipelineChannel, SerialChannel
+from .events import Done, Entry, Event, Exit, Payment, Recharge, Swipe, TrainMove
 
 
 class Sink(Protocol):
@@ -39,45 +39,19 @@ class Sink(Protocol):
         """Fail the events still in flight and disconnect."""
 
 
-@dataclass(frozen=True)
-class Statement:
-    """A prepared function call: `sql` has %s placeholders, `decision` says it returns
-    (accepted, message); otherwise it returns nothing and an answer means recorded."""
-    name: str
-    sql: str
-    decision: bool = True
-
-    @property
-    def numbered_sql(self) -> str:
-        """The same text with $1, $2 ... as libpq's prepared statements want."""
-        parts = self.sql.split("%s")
-        return "".join(part + (f"${n}" if n < len(parts) else "")
-                       for n, part in enumerate(parts, start=1))
-
-
 def swipe_arguments(swipe: Swipe) -> tuple[object, ...]:
     return (swipe.card_id, swipe.station_id, swipe.ts)
 
 
 # How each kind of event becomes a call: the statement and its arguments.
-Calls = dict[type[Event], tuple[Statement, Callable[..., tuple[object, ...]]]]
+Calls = dict[type[Event], tuple[Call, Callable[..., tuple[object, ...]]]]
 
 CALLS: Calls = {
-    Entry: (Statement("validate_entry", "SELECT accepted, message FROM metro.validate_entry("
-                      "%s::bigint, %s::integer, %s::timestamptz)"), swipe_arguments),
-    Exit: (Statement("process_exit", "SELECT accepted, message FROM metro.process_exit("
-                     "%s::bigint, %s::integer, %s::timestamptz)"), swipe_arguments),
-    Recharge: (Statement("recharge_card", "SELECT accepted, message FROM metro.recharge_card("
-                         "%s::bigint, %s::integer, %s::integer, %s::timestamptz)"),
-               lambda e: (e.card_id, e.amount, e.station_id, e.ts)),
-    TrainMove: (Statement("record_train_event", "SELECT metro.record_train_event("
-                          "%s::integer, %s::integer, %s::integer, %s::timestamptz)",
-                          decision=False),
-                lambda e: (e.train_id, e.station_id, e.activity, e.ts)),
-    # A blocked payment counts as rejected, with the rule's reason as its message.
-    Payment: (Statement("evaluate_transaction", "SELECT NOT blocked, message FROM"
-                        " metro.evaluate_transaction(%s::text, %s::bigint, %s::numeric,"
-                        " %s::timestamptz)"),
+    Entry: (calls.VALIDATE_ENTRY, swipe_arguments),
+    Exit: (calls.PROCESS_EXIT, swipe_arguments),
+    Recharge: (calls.RECHARGE_CARD, lambda e: (e.card_id, e.amount, e.station_id, e.ts)),
+    TrainMove: (calls.RECORD_TRAIN_EVENT, lambda e: (e.train_id, e.station_id, e.activity, e.ts)),
+    Payment: (calls.EVALUATE_TRANSACTION,
               lambda e: (e.transaction_id, e.account_id, e.amount, e.ts)),
 }
 

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.events import Event, Outcome, Result
+from .events import Event, Outcome, Result
 
 EXACT_BELOW_US = 4096
 LATE_SECONDS = 0.050  # a call sent this much after its scheduled time counts as late

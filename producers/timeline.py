@@ -7,7 +7,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 
-from producers.events import Event
+from .events import Event
 
 
 class Timeline:

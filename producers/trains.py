@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from producers.events import TrainMove
-from producers.line import Line
-from producers.simulation import Simulation
+from .events import TrainMove
+from .line import Line
+from .simulation import Simulation
 
 ARRIVAL, DEPARTURE = 0, 1
 

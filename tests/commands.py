@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-METRO = [sys.executable, "-m", "metro.cli"]
+METRO = [sys.executable, "-m", "metro.app.cli"]
 
 
 def run_metro(*args, dsn=None, home=None):

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from metro import schema, settings
+from metro import config, schema
 from metro.database import with_dbname
 from metro.embedded import EmbeddedServer
 
@@ -28,14 +28,19 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def server_dsn() -> str:
-    """A DSN on the test server's maintenance database."""
-    external = settings.external_database_url()
+def server_dsn() -> Iterator[str]:
+    """A DSN on the test server's maintenance database; an embedded server the session
+    started is stopped when it ends."""
+    external = config.external_database_url()
     if external is not None:
-        return with_dbname(external, "postgres")
+        yield with_dbname(external, "postgres")
+        return
     server = EmbeddedServer(Path(__file__).resolve().parent.parent / ".metro-test")
+    was_running = server.running()
     server.start()
-    return server.conninfo("postgres")
+    yield server.conninfo("postgres")
+    if not was_running:
+        server.stop()
 
 
 def _drop(admin: psycopg.Connection, name: str) -> None:
@@ -86,7 +91,7 @@ def stations(conn: psycopg.Connection) -> None:
         with conn.cursor().copy(
             sql.SQL("COPY {} FROM STDIN (FORMAT csv, HEADER true)").format(sql.Identifier(table))
         ) as copy:
-            copy.write((settings.DATA_DIR / path).read_bytes())
+            copy.write((config.DATA_DIR / path).read_bytes())
 @pytest.fixture
 def empty_db(server_dsn):
     """Factory of empty databases on the test server, dropped afterwards."""

@@ -23,7 +23,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from metro.kafka import KafkaBroker, free_port_pair
+from metro.app.kafka_broker import KafkaBroker, free_port_pair
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def kafka_producer(kafka: str) -> Iterator[KafkaProducer]:
 
 def skip_inbound_backlog(dsn: str, bootstrap: str) -> None:
     """Store the inbound topics' current end offsets, so a bridge on dsn starts after them."""
-    from bridge.topics import INBOUND_TOPICS
+    from metro.topics import INBOUND_TOPICS
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
@@ -173,7 +173,7 @@ class BridgeProcess:
         env.pop("METRO_KAFKA", None)
         with open(log, "ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "metro.cli", "bridge", "--kafka", bootstrap, *args],
+                [sys.executable, "-m", "metro.app.cli", "bridge", "--kafka", bootstrap, *args],
                 cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output,
                 stderr=subprocess.STDOUT)
 

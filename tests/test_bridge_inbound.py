@@ -8,7 +8,7 @@ from factories import add_card, at, balance
 from kafka import KafkaConsumer, TopicPartition
 from kafka_fixtures import skip_inbound_backlog, wait_until
 
-from bridge.inbound import apply_records
+from metro.bridge.inbound import apply_records
 
 
 def offsets(conn: psycopg.Connection) -> list[tuple]:

@@ -11,7 +11,7 @@ import psycopg
 from factories import add_card, at, call
 from kafka_fixtures import wait_until
 
-from bridge.runner import Bridge, BridgeOptions
+from metro.bridge.runner import Bridge, BridgeOptions
 
 
 def pending(conn: psycopg.Connection) -> int:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from bridge.messages import (
+from metro.bridge.messages import (
     InvalidMessage,
     Recharge,
     TrainEvent,

@@ -9,7 +9,7 @@ import psycopg
 from factories import add_card, at, call
 from kafka_fixtures import wait_until
 
-from bridge.runner import IDLE_KEY
+from metro.bridge.runner import IDLE_KEY
 
 
 def pending(conn: psycopg.Connection) -> int:

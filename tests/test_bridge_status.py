@@ -13,8 +13,8 @@ import pytest
 from kafka_fixtures import PROJECT_ROOT, wait_until
 from psycopg import sql
 
+from metro.app.kafka_broker import free_port_pair
 from metro.database import with_dbname
-from metro.kafka import free_port_pair
 
 INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
                 " SELECT n || '_1', n, '2026-11-02 08:00:00+00', 1, 1, 250"
@@ -23,7 +23,7 @@ INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, act
 
 def metro(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "METRO_DATABASE_URL": dsn}
-    return subprocess.run([sys.executable, "-m", "metro.cli", *args], cwd=PROJECT_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "metro.app.cli", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -46,7 +46,7 @@ def test_status_of_a_bridge_that_cannot_reach_kafka(db, conn, start_bridge):
     assert lines[-2:] == ["(nothing consumed yet)", "dead letters: 0"]
 
     assert bridge.terminate() == 0
-    assert bridge.output().endswith("metro bridge: stopped\n")
+    assert bridge.output().endswith(" INFO metro.bridge: stopped\n")
     stopped = metro(db, "bridge", "--status").stdout.splitlines()
     assert stopped[0].startswith(f"not running: no bridge holds the lease (last holder "
                                  f"{socket.gethostname()}:{bridge.process.pid}, heartbeat ")

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from kafka_fixtures import PROJECT_ROOT, skip_inbound_backlog
 
-from metro.kafka import free_port_pair
+from metro.app.kafka_broker import free_port_pair
 
 CARDS = 3000
 TOPICS = ("FRAUD", "CARD_ALERT_EXPORT", "TRIPS")
@@ -33,7 +33,7 @@ def demo_env(dsn: str, home: Path, **extra: str) -> dict[str, str]:
 
 def demo(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "metro.cli", "demo", "--rate", "100", "--cards", str(CARDS),
+        [sys.executable, "-m", "metro.app.cli", "demo", "--rate", "100", "--cards", str(CARDS),
          *args], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kafka_fixtures import PROJECT_ROOT
 
-from metro.kafka import KAFKA_VERSION, free_port_pair
+from metro.app.kafka_broker import KAFKA_VERSION, free_port_pair
 
 
 def metro_kafka(home: Path, *args: str,
@@ -18,7 +18,7 @@ def metro_kafka(home: Path, *args: str,
     env = {**os.environ, "METRO_HOME": str(home)}
     if port is not None:
         env["METRO_KAFKA_PORT"] = port
-    return subprocess.run([sys.executable, "-m", "metro.cli", "kafka", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "metro.app.cli", "kafka", *args], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

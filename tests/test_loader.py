@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from loader import cli, copying
-from metro import settings
+from metro import config
+from metro.loader import cli, copying
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def log_entries(tmp_path: Path, stem: str) -> list[str]:
 
 
 def test_loads_the_project_data(run, conn):
-    status, out, err = run("--header", str(settings.DATA_DIR / "stations.csv"),
-                           str(settings.DATA_DIR / "trains.csv"))
+    status, out, err = run("--header", str(config.DATA_DIR / "stations.csv"),
+                           str(config.DATA_DIR / "trains.csv"))
     assert (status, err) == (0, "")
     assert out.splitlines() == ["stations.csv: read 15, loaded 15, invalid 0",
                                 "trains.csv: read 8, loaded 8, invalid 0"]
@@ -186,7 +186,7 @@ def test_scattered_bad_rows_across_batches_are_all_found_in_file_order(run, conn
 
 
 def test_a_first_line_header_gets_a_hint(run, tmp_path):
-    status, out, _ = run(str(settings.DATA_DIR / "trains.csv"))
+    status, out, _ = run(str(config.DATA_DIR / "trains.csv"))
     assert status == 1
     assert out.splitlines()[-1] == "trains.csv: line 1 looks like a header: skip it with --header"
 
@@ -228,7 +228,7 @@ def test_a_failed_truncate_load_leaves_the_old_contents(run, conn, tmp_path):
 
 def test_truncate_keeps_rows_that_other_tables_reference(run, conn, stations, tmp_path):
     conn.execute("INSERT INTO train_events VALUES (1, 3, 0, now())")
-    status, out, err = run("--truncate", "--header", str(settings.DATA_DIR / "stations.csv"))
+    status, out, err = run("--truncate", "--header", str(config.DATA_DIR / "stations.csv"))
     assert (status, out) == (2, "")
     assert err == ('loader: loading metro.stations failed: update or delete on table "stations" '
                    'violates foreign key constraint "train_events_station_id_fkey" on table '

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loader.source import CsvSource
+from metro.loader.source import CsvSource
 
 
 def records(tmp_path: Path, content: bytes, batch_size: int = 3, skip: int = 0):

@@ -7,8 +7,8 @@ import random
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from producers.cli import main
-from producers.payments import Payments
+from metro.producers.cli import main
+from metro.producers.payments import Payments
 
 
 def test_amounts_are_exact_and_hit_every_boundary():

@@ -9,8 +9,8 @@ from datetime import date
 
 import pytest
 
-from producers import cards
-from producers.cli import main
+from metro.producers import cards
+from metro.producers.cli import main
 
 AS_OF = date(2030, 1, 15)
 

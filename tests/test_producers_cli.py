@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.cli import main
+from metro.producers.cli import main
 
 
 def test_via_accepts_direct_and_kafka(capsys):

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from producers import cards
-from producers.cli import main
+from metro.producers import cards
+from metro.producers.cli import main
 
 CARDS = 2000
 
@@ -110,7 +110,7 @@ def test_recharges_credit_exactly_what_they_report(conn, loaded, db, monkeypatch
 
 def start_producer(db: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "METRO_DATABASE_URL": db}
-    return subprocess.Popen([sys.executable, "-m", "producers.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "metro.producers.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producers.events import Entry, Exit, Outcome, Result
-from producers.stats import LatencyHistogram, Stats, bucket, format_summary
+from metro.producers.events import Entry, Exit, Outcome, Result
+from metro.producers.stats import LatencyHistogram, Stats, bucket, format_summary
 
 
 def histogram_of(samples: list[int]) -> LatencyHistogram:

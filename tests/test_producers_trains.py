@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from metro.errors import MetroError
-from producers.cli import main
-from producers.line import load_line
-from producers.trains import movements, round_trip_seconds
+from metro.producers.cli import main
+from metro.producers.line import load_line
+from metro.producers.trains import movements, round_trip_seconds
 
 LINE = load_line()
 

@@ -1,15 +1,14 @@
 """The README's psql walkthrough runs as written and prints what the README shows."""
 
 import re
+from pathlib import Path
 
 from commands import run_metro
-
-from metro import settings
 
 
 def walkthrough():
     """(statement, expected rows) pairs from the README's psql block."""
-    text = (settings.PROJECT_ROOT / "README.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = text.split("## Calling it from psql", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():

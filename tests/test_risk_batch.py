@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka_fixtures import skip_inbound_backlog, wait_until
 from test_risk_kafka import payment, risk_topics  # noqa: F401 (a fixture)
 
-from bridge.inbound import apply_records
+from metro.bridge.inbound import apply_records
 
 BATCH = ("SELECT * FROM evaluate_transactions(%s::text[], %s::bigint[], %s::numeric[],"
          " %s::timestamptz[])")

@@ -15,8 +15,8 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka_fixtures import skip_inbound_backlog, wait_until
 
-from bridge.messages import InvalidMessage, Payment, call_for, parse_payment
-from producers.cli import main
+from metro.bridge.messages import InvalidMessage, Payment, call_for, parse_payment
+from metro.producers.cli import main
 
 # transaction_topic has two partitions, so its offsets are kept per partition too.
 RISK_TOPICS = {"transaction_topic": 2, "transaction_decisions": 1}

@@ -21,7 +21,7 @@ from typing import TextIO
 import psycopg
 from psycopg import sql
 
-from bridge.topics import STREAMS
+from metro.topics import STREAMS
 
 BUSIEST_SHOWN = 6
 

@@ -1,4 +1,4 @@
-"""Which stream goes to which topic and which topic feeds which function (DESIGN.md)."""
+"""Kafka topic names: which topic feeds which function (DESIGN.md), and the position header."""
 
 from __future__ import annotations
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 import psycopg
 
-from bridge import command as bridge_command
-from metro import database, kafka, schema
+from metro import config, database, schema
 from metro.embedded import bin_dir
 from metro.errors import MetroError
+
+from ..bridge import command as bridge_command
+from . import demo, kafka_broker
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -19,7 +22,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         if args.action == "url":
             print(database.conninfo() or "(libpq defaults from the PG* variables)")
             return 0
-        print(f"metro uses an external PostgreSQL ({_describe_external()}); "
+        print(f"metro uses an external PostgreSQL ({config.external_database_source()}); "
               "db start/stop/status apply only to the embedded server")
         return 0 if args.action == "status" else 2
     server = database.embedded_server()
@@ -40,10 +43,6 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_external() -> str:
-    return "METRO_DATABASE_URL" if os.environ.get("METRO_DATABASE_URL") else "PG* variables"
-
-
 def cmd_install(args: argparse.Namespace) -> int:
     dsn = database.conninfo()
     revision = schema.install(dsn)
@@ -60,16 +59,15 @@ def cmd_psql(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from metro import demo
-
     return demo.run(demo.DemoOptions(seconds=args.seconds, rate=args.rate, cards=args.cards,
                                      kafka=args.kafka))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as run_benchmarks
-
-    return run_benchmarks([*(["--quick"] if args.quick else []), "--only", args.only])
+    # The benchmarks are their own program (python -m metro.bench), above the services.
+    command = [sys.executable, "-m", "metro.bench", *(["--quick"] if args.quick else []),
+               *(["--only", args.only] if args.only else [])]
+    return subprocess.run(command, check=False).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", default="", help="comma-separated benchmark names")
     bench.set_defaults(func=cmd_bench)
 
-    kafka.add_parser(sub)
+    kafka_broker.add_parser(sub)
     bridge_command.add_parser(sub)
     return parser
 

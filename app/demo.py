@@ -24,16 +24,18 @@ from types import FrameType
 
 import psycopg
 
-from bridge.runner import Bridge, BridgeOptions, describe
-from bridge.topics import STREAMS
-from metro import dashboard, database, demo_outbound, demo_simulators, schema, settings
-from metro.dashboard import Baseline, Screen
-from metro.demo_outbound import Outbound
+from metro import config, database, schema
 from metro.errors import MetroError
-from metro.sample_data import ensure_cards, load_reference_data
-from producers.engine import RunResult
-from producers.events import Result
-from producers.simulation import Simulation
+from metro.topics import STREAMS
+
+from ..bridge.runner import Bridge, BridgeOptions, describe
+from ..producers.engine import RunResult
+from ..producers.events import Result
+from ..producers.simulation import Simulation
+from . import demo_outbound, demo_simulators, demo_view
+from .demo_outbound import Outbound
+from .demo_view import Baseline, Screen
+from .sample_data import ensure_cards, load_reference_data
 
 REFRESH_SECONDS = 1.0
 DRAIN_SECONDS = 15.0        # how long the bridge may take to forward the last rows
@@ -159,7 +161,7 @@ def watch(conn: psycopg.Connection, dsn: str, simulations: list[Simulation], out
     started = time.monotonic()
 
     def refresh() -> None:
-        screen.show(dashboard.collect(conn, baseline, time.monotonic() - started))
+        screen.show(demo_view.collect(conn, baseline, time.monotonic() - started))
 
     bridge.start()
     try:
@@ -283,5 +285,5 @@ def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
         left.append("the Kafka broker (`metro kafka stop`)")
     if left:
         lines.append(f"left running for the next run: {' and '.join(left)}; data under "
-                     f"{settings.metro_home()}")
+                     f"{config.metro_home()}")
     return "\n".join(lines)

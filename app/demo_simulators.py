@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from producers import line, reference
-from producers.engine import Run, RunResult
-from producers.recharges import Recharges
-from producers.riders import Riders
-from producers.simulation import Simulation
-from producers.sinks import DirectSink
-from producers.trains import Trains
+from ..producers import line, reference
+from ..producers.engine import Run, RunResult
+from ..producers.recharges import Recharges
+from ..producers.riders import Riders
+from ..producers.simulation import Simulation
+from ..producers.sinks import DirectSink
+from ..producers.trains import Trains
 
 TIME_SCALE = 20
 TRAINS = 8                  # trains 1..8 of data/trains.csv

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import psycopg
 
-from loader import cli as loader_cli
-from metro import settings
+from metro import config
 from metro.errors import MetroError
-from producers import cards
 
-REFERENCE_FILES = (settings.DATA_DIR / "stations.csv", settings.DATA_DIR / "trains.csv")
+from ..loader import cli as loader_cli
+from ..producers import cards
+
+REFERENCE_FILES = (config.DATA_DIR / "stations.csv", config.DATA_DIR / "trains.csv")
 
 
 def report_dir() -> Path:
     """Where the loader's report files go: METRO_HOME/log."""
-    return settings.metro_home() / "log"
+    return config.metro_home() / "log"
 
 
 def load_csv(conn: psycopg.Connection, path: Path, *options: str) -> None:
@@ -51,7 +52,7 @@ def ensure_cards(conn: psycopg.Connection, wanted: int) -> tuple[int, int]:
     if missing <= 0:
         return present, 0
     today = datetime.now(UTC).date()
-    path = settings.metro_home() / "cards.csv"
+    path = config.metro_home() / "cards.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as output:
         cards.write_csv(cards.generate(missing, today, first_id=highest + 1), output, today)

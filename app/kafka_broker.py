@@ -25,15 +25,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metro import settings
+from metro import config
 from metro.errors import MetroError
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
 # Kafka 4.1 logs through the SLF4J 1.7 API; the simple binding writes to stderr.
 SLF4J_VERSION = "1.7.36"
-DEFAULT_PORT = 19092
-DEFAULT_HEAP = "256m"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 
@@ -91,16 +89,7 @@ class KafkaUnavailable(MetroError):
 
 def cache_dir() -> Path:
     """Where fetched broker jars are kept between runs: METRO_KAFKA_CACHE or ~/.cache/metro."""
-    configured = os.environ.get("METRO_KAFKA_CACHE")
-    base = Path(configured) if configured else Path.home() / ".cache" / "metro"
-    return base.expanduser().resolve() / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}"
-
-
-def default_port() -> int:
-    value = os.environ.get("METRO_KAFKA_PORT", str(DEFAULT_PORT))
-    if not value.isdigit() or not 0 < int(value) < 65535:
-        raise KafkaUnavailable(f"METRO_KAFKA_PORT must be a TCP port number, got {value!r}")
-    return int(value)
+    return config.kafka_cache().resolve() / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}"
 
 
 def fetch_jars(cache: Path | None = None) -> Path:
@@ -140,8 +129,8 @@ def _strip_ansi(text: str) -> str:
 
 def java_executable() -> str:
     """Java 17 or newer, from JAVA_HOME or PATH."""
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    home = config.java_home()
+    java = str(home / "bin" / "java") if home else shutil.which("java")
     if not java or not Path(java).exists():
         raise KafkaUnavailable("Java 17 or newer is needed to run the Kafka broker; "
                                "install it (apt-get install openjdk-17-jre-headless)")
@@ -179,8 +168,8 @@ class KafkaBroker:
     """One broker: state under home/kafka, listening on 127.0.0.1:port (controller: port+1)."""
 
     home: Path
-    port: int = DEFAULT_PORT
-    heap: str = DEFAULT_HEAP
+    port: int = config.DEFAULT_KAFKA_PORT
+    heap: str = config.DEFAULT_KAFKA_HEAP
     # The broker outlives `metro kafka start`; a caller that keeps this object (the
     # tests) also keeps the child process handle, to collect its exit status.
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
@@ -204,6 +193,11 @@ class KafkaBroker:
     @property
     def pid_file(self) -> Path:
         return self.state_dir / "broker.pid"
+
+    @property
+    def address_file(self) -> Path:
+        """Read by metro's clients (metro.config) to find the broker while it runs."""
+        return self.state_dir / "bootstrap"
 
     @property
     def bootstrap(self) -> str:
@@ -251,6 +245,7 @@ class KafkaBroker:
                 start_new_session=True)
         self._process = process
         self.pid_file.write_text(f"{process.pid}\n")
+        self.address_file.write_text(f"{self.bootstrap}\n")
         try:
             self.wait_ready(timeout, process)
         except KafkaUnavailable:
@@ -305,6 +300,7 @@ class KafkaBroker:
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
+            self.address_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -317,6 +313,7 @@ class KafkaBroker:
                 _reap(pid)
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+        self.address_file.unlink(missing_ok=True)
         if self._process is not None:
             self._process.wait()
             self._process = None
@@ -339,9 +336,23 @@ def _reap(pid: int) -> None:
 
 
 def local_broker(port: int | None = None) -> KafkaBroker:
-    """The broker of `metro kafka`, under METRO_HOME."""
-    return KafkaBroker(settings.metro_home(), port if port is not None else default_port(),
-                       os.environ.get("METRO_KAFKA_HEAP", DEFAULT_HEAP))
+    """The broker of `metro kafka`, under METRO_HOME: on the port it runs on when it
+    runs, else on --port or METRO_KAFKA_PORT."""
+    home = config.metro_home()
+    running = KafkaBroker(home, _recorded_port(), config.kafka_heap())
+    if running.running():
+        return running
+    try:
+        chosen = port if port is not None else config.kafka_port()
+    except config.ConfigError as error:
+        raise KafkaUnavailable(str(error)) from None
+    return KafkaBroker(home, chosen, config.kafka_heap())
+
+
+def _recorded_port() -> int:
+    """The port in the address the broker recorded when it started (0: none)."""
+    _, _, port = config.local_kafka_bootstrap().rpartition(":")
+    return int(port) if port.isdigit() else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -349,7 +360,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     kafka.add_argument("action", choices=["start", "stop", "status"])
     kafka.add_argument("--port", type=int, default=None,
                        help=f"broker port on 127.0.0.1 (default METRO_KAFKA_PORT or "
-                            f"{DEFAULT_PORT}); the controller uses the next one")
+                            f"{config.DEFAULT_KAFKA_PORT}); the controller uses the next one")
     kafka.set_defaults(func=command)
 
 

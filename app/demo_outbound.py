@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from metro import kafka, settings
+from metro import config
 from metro.errors import MetroError
+
+from . import kafka_broker
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Outbound:
 
 
 def jsonlines_path() -> Path:
-    return settings.metro_home() / "demo" / "streams.jsonl"
+    return config.metro_home() / "demo" / "streams.jsonl"
 
 
 def answers(bootstrap: str) -> bool:
@@ -46,30 +48,30 @@ def answers(bootstrap: str) -> bool:
 
 
 def choose(cli_kafka: str | None, say: Callable[[str], None]) -> Outbound:
-    selected = settings.kafka_bootstrap(cli_kafka)
+    selected = config.kafka_bootstrap(cli_kafka)
     if selected:
         if not answers(selected):
             raise MetroError(f"Kafka at {selected} does not answer (--kafka or METRO_KAFKA); "
                              "start it, or unset METRO_KAFKA to use the project's broker")
         say(f"Kafka: the broker at {selected}")
         return Outbound(kafka=selected)
-    broker = kafka.local_broker()
+    broker = kafka_broker.local_broker()
     if broker.running():
-        broker.wait_ready(kafka.START_TIMEOUT)
+        broker.wait_ready(kafka_broker.START_TIMEOUT)
         say(f"Kafka: reusing the project's broker at {broker.bootstrap}")
         return Outbound(kafka=broker.bootstrap, local_broker=True)
     try:
-        kafka.java_executable()
+        kafka_broker.java_executable()
         say("Kafka: starting the project's broker"
-            + ("" if (kafka.cache_dir() / "libs" / ".complete").exists()
+            + ("" if (kafka_broker.cache_dir() / "libs" / ".complete").exists()
                else " (fetching it from Maven Central with mvn, once)") + " ...")
         broker.start()
-    except kafka.KafkaUnavailable as error:
+    except kafka_broker.KafkaUnavailable as error:
         path = jsonlines_path()
         say(f"Kafka: not available ({error})")
         say(f"Kafka: stream rows go to the JSON-lines file {path} instead "
             "(one line per row: topic, key, position, value)")
         return Outbound(file=path)
-    say(f"Kafka: broker {kafka.KAFKA_VERSION} running at {broker.bootstrap} "
+    say(f"Kafka: broker {kafka_broker.KAFKA_VERSION} running at {broker.bootstrap} "
         f"(data {broker.state_dir})")
     return Outbound(kafka=broker.bootstrap, broker_started=True, local_broker=True)
