@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import psycopg
+from psycopg import sql
 
 from metro import config, database, schema
 from metro.embedded import bin_dir
@@ -15,6 +16,10 @@ from metro.errors import MetroError
 
 from ..bridge import command as bridge_command
 from . import demo, kafka_broker
+
+SANDBOX = "metro_sandbox"
+# Commands whose arguments are psql's.
+PSQL_COMMANDS = ("psql", "sandbox")
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -51,11 +56,27 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_psql(args: argparse.Namespace) -> int:
+    _exec_psql(database.conninfo(), args.psql_args)
+    return 0  # not reached
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
     dsn = database.conninfo()
+    with database.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(SANDBOX)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SANDBOX)))
+    sandbox = database.with_dbname(dsn, SANDBOX)
+    revision = schema.install(sandbox)
+    print(f"fresh database {SANDBOX} with the metro schema at revision {revision}", flush=True)
+    _exec_psql(sandbox, args.psql_args)
+    return 0  # not reached
+
+
+def _exec_psql(dsn: str, psql_args: list[str]) -> None:
     psql = str(bin_dir() / "psql")
     sys.stdout.flush()
-    os.execv(psql, [psql, "-d", dsn, *args.psql_args])
-    return 0  # not reached
+    os.execv(psql, [psql, "-d", dsn, *psql_args])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -75,15 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="control the embedded PostgreSQL")
-    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("action", choices=["start", "stop", "status", "url"],
+                    help="start: initialize on first use and start; stop; status: running or "
+                         "not (exit 3 when stopped); url: the connection URL")
     db.set_defaults(func=cmd_db)
 
     install = sub.add_parser("install", help="create or upgrade the metro schema (idempotent)")
     install.set_defaults(func=cmd_install)
 
-    psql = sub.add_parser("psql", help="run psql against the selected database")
+    # Every argument, --help included, is psql's own.
+    psql = sub.add_parser("psql", add_help=False, help="run psql against the selected database "
+                                                       "(metro psql --help: psql's options)")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql")
     psql.set_defaults(func=cmd_psql)
+
+    sandbox = sub.add_parser("sandbox", add_help=False,
+                             help=f"psql on a fresh database {SANDBOX} with the schema "
+                                  "installed, made anew each time (the README's walkthrough)")
+    sandbox.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql")
+    sandbox.set_defaults(func=cmd_sandbox)
 
     demo = sub.add_parser("demo", help="run the whole system for a minute with a live view: "
                                        "simulated riders, trains and recharges, bridge, Kafka")
@@ -114,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # psql takes its own options (-c, -f, -q ...), which argparse would reject.
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "psql":
+    if extra and args.command not in PSQL_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "psql":
+    if args.command in PSQL_COMMANDS:
         args.psql_args = [*extra, *args.psql_args]
     try:
         return int(args.func(args))

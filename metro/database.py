@@ -25,6 +25,12 @@ def conninfo(start: bool = True) -> str:
     """Connection string of the selected database, starting the embedded server if needed."""
     external = config.external_database_url()
     if external is not None:
+        try:
+            psycopg.conninfo.conninfo_to_dict(external)
+        except psycopg.Error as error:
+            raise DatabaseUnavailable(
+                f"{config.external_database_source()} is not a PostgreSQL connection string "
+                f"({_one_line(error)}); example: postgresql://user@host:5432/dbname") from None
         return external
     server = embedded_server()
     if start:
@@ -38,9 +44,12 @@ def connect(dsn: str | None = None, **kwargs: object) -> psycopg.Connection:
     try:
         return psycopg.connect(target, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as error:
-        # libpq's message spans lines; users get one.
-        message = " ".join(str(error).split())
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {message}") from None
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_one_line(error)}") from None
+
+
+def _one_line(error: Exception) -> str:
+    """libpq's messages span lines; users get one."""
+    return " ".join(str(error).split())
 
 
 def with_dbname(dsn: str, dbname: str) -> str:

@@ -197,7 +197,7 @@ def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60, *,
     parser.add_argument("--display-interval", type=_positive(float), default=5.0, metavar="S",
                         help="seconds between live statistics lines (default %(default)s)")
     parser.add_argument("--stats-file", metavar="PATH", help="write the final summary as JSON")
-    parser.add_argument("--via", type=_via, default="direct",
+    parser.add_argument("--via", type=_via, default="direct", metavar="{" + ",".join(vias) + "}",
                         help="how events reach the system: direct calls the functions, kafka "
                              "publishes to the bridge's inbound topics (default %(default)s)")
     parser.add_argument("--kafka", metavar="HOST:PORT",
@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     generate = sub.add_parser("cards", help="write a cards CSV with the documented mix")
-    generate.add_argument("--count", type=_positive(int), required=True, metavar="N")
+    generate.add_argument("--count", type=_positive(int), required=True, metavar="N",
+                          help="how many cards to write")
     generate.add_argument("--output", default="-", metavar="PATH",
                           help="CSV file to write (default: standard output)")
     generate.add_argument("--seed", type=int, help="same seed, same cards")
