@@ -38,9 +38,16 @@ def test_start_status_stop(tmp_path, kafka_broker):
         # Starting a running broker is a no-op.
         assert metro_kafka(tmp_path, "start", port=str(port)).returncode == 0
         assert int((state / "broker.pid").read_text()) == pid
+        # Another METRO_KAFKA_PORT does not hide the broker that runs: it is reported and
+        # used where it listens.
+        other = str(free_port_pair())
+        assert metro_kafka(tmp_path, "status", port=other).stdout == status.stdout
+        assert metro_kafka(tmp_path, "start", port=other).stdout == started.stdout
+        assert (state / "bootstrap").read_text() == f"{address}\n"
     finally:
         stopped = metro_kafka(tmp_path, "stop", port=str(port))
     assert stopped.stdout == "Kafka broker stopped\n"
+    assert not (state / "bootstrap").exists()
     assert metro_kafka(tmp_path, "status", port=str(port)).returncode == 3
     assert metro_kafka(tmp_path, "stop", port=str(port)).stdout == "Kafka broker was not running\n"
 
