@@ -94,11 +94,14 @@ class EmbeddedServer:
             self._initdb()
         if not self.running():
             self.socket_dir.mkdir(parents=True, exist_ok=True)
+            self.socket_dir.chmod(0o700)
             self._give_to_server_user(self.socket_dir)
             self._give_to_server_user(self.log_file, touch=True)
+            self._write_access_rules()
             result = self._run(
                 ["pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60",
-                 "-o", f"-k '{self.socket_dir}' -p {PORT}", "start"],
+                 "-o", f"-k '{self.socket_dir}' -p {PORT} -c unix_socket_permissions=0700",
+                 "start"],
                 check=False,
             )
             if result.returncode != 0:
@@ -119,12 +122,30 @@ class EmbeddedServer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
         self._give_to_server_user(self.pgdata)
-        self._run(["initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
+        self._run(["initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=peer",
                    "--encoding=UTF8", "--locale=C"])
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write("\n# metro settings\n")
             for name, value in SERVER_SETTINGS.items():
                 conf.write(f"{name} = {value}\n")
+
+    def _write_access_rules(self) -> None:
+        """Only the owner of METRO_HOME may connect, as the superuser: peer authentication
+        over the Unix socket (in a directory only the server's user can enter), with a map
+        from the owner's OS user name. Written on every start, so older data directories
+        that trusted every local user are closed too."""
+        owner = pwd.getpwuid(self.home.stat().st_uid).pw_name
+        server = _server_user()
+        users = dict.fromkeys([owner, server.pw_name if server else owner])
+        (self.pgdata / "pg_hba.conf").write_text(
+            "# Written by metro on every start; edits are overwritten.\n"
+            "local all all peer map=metro\n")
+        (self.pgdata / "pg_ident.conf").write_text(
+            "# Written by metro on every start: OS users that may connect as "
+            f"{SUPERUSER}.\n" + "".join(f"metro {user} {SUPERUSER}\n" for user in users))
+        if server is not None:
+            for name in ("pg_hba.conf", "pg_ident.conf"):
+                os.chown(self.pgdata / name, server.pw_uid, server.pw_gid)
 
     def _create_database(self) -> None:
         exists = self._psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
