@@ -10,6 +10,7 @@ starts again from the durable cursors after a short back-off.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 import psycopg
 from kafka.errors import KafkaError
 
-from bridge.inbound import InboundConsumer
+from bridge.inbound import CONSUMER_GROUP, InboundConsumer
 from bridge.jsonlines import JsonLinesTarget
 from bridge.outbound import DeliveryFailed, Forwarder, Stopped, new_producer
 from bridge.topics import INBOUND_TOPICS, STREAMS
@@ -46,6 +47,9 @@ BUSY_POLL_MAX = 0.02
 # round: fewer, larger rounds cost the database (and the hot path) less.
 GATHER = 0.02
 
+log = logging.getLogger("metro.bridge")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -65,6 +69,9 @@ class BridgeOptions:
     # Without Kafka: append the stream rows to this JSON-lines file instead, with the
     # same cursor (bridge.jsonlines); the inbound topics are not consumed then.
     outbound_file: Path | None = None
+    # The Kafka consumer group the inbound offsets are mirrored to, for kafka-consumer-groups
+    # and lag monitors; the offsets stored in PostgreSQL stay the truth.
+    consumer_group: str = CONSUMER_GROUP
 
 
 def describe(error: BaseException, kafka: str) -> str:
@@ -89,6 +96,7 @@ class Bridge:
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
+        configure_logging()
         backoff = RETRY_FIRST
         while not self.stop.is_set():
             started = time.monotonic()
@@ -109,6 +117,10 @@ class Bridge:
         """Print the error and record it as the bridge's last error when PostgreSQL answers."""
         message = (f"{part}: " if part else "") + describe(error, self.options.kafka)
         self.say(message)
+        self._record_error(message)
+
+    def _record_error(self, message: str) -> None:
+        """Record message as the bridge's last error, when PostgreSQL answers."""
         try:
             with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=2) as conn:
                 conn.execute("UPDATE metro.bridge_state SET last_error = %s, last_error_at = now()",
@@ -232,21 +244,40 @@ class Bridge:
                 self.say(f"pruned {pruned} delivered rows of {stream}")
 
     def _consume_inbound(self, session_over: threading.Event) -> None:
-        """Inbound topics into the functions, until the session ends; errors are retried."""
+        """Inbound topics into the functions, until the session ends. A bad message never
+        gets here (it is dead-lettered); what does is an outage of PostgreSQL or Kafka,
+        logged and retried from the offsets stored in PostgreSQL."""
         backoff = RETRY_FIRST
         while not session_over.is_set():
+            started = time.monotonic()
             try:
                 with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
                                      application_name="metro bridge inbound") as conn:
-                    consumer = InboundConsumer(conn, self.options.kafka)
+                    consumer = InboundConsumer(conn, self.options.kafka,
+                                               self.options.consumer_group)
                     try:
                         consumer.run(session_over)
                     finally:
                         consumer.close()
-            except Exception as error:  # reported and retried: the thread must not die
-                self.report(error, "inbound")
+            except Exception as error:  # logged and retried: the thread must not die
+                message = "inbound: " + describe(error, self.options.kafka)
+                if time.monotonic() - started > 2 * RETRY_MAX:
+                    backoff = RETRY_FIRST
+                if isinstance(error, RETRIED):
+                    log.error("%s; retrying in %.1f s", message, backoff)
+                else:
+                    log.exception("%s; retrying in %.1f s", message, backoff)
+                self._record_error(message)
                 session_over.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
+
+
+def configure_logging() -> None:
+    """Log INFO and above to stderr with timestamps, unless the application set up
+    logging itself."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def _print(message: str) -> None:

@@ -26,16 +26,19 @@ T = datetime(2026, 11, 21, 8, 15, 0, 250000, tzinfo=UTC)
     ("2026-11-21 08:15:00.250", T),
     ("2026-11-21 09:15:00.250+01", T.astimezone(timezone(timedelta(hours=1)))),
     ("1795248900250000", T),
+    ("1795248900250", T),
+    ("1795248900.25", T),
 ])
-def test_timestamps_in_iso_8601_or_epoch_microseconds(text, expected):
+def test_timestamps_in_iso_8601_or_epoch_numbers(text, expected):
     assert parse_timestamp(text) == expected
 
 
 @pytest.mark.parametrize("text, reason", [
-    ("1795248900250", "timestamp 1795248900250 is not in epoch microseconds "
-                      "(it would be before 1973; milliseconds or seconds?)"),
-    ("yesterday", "timestamp 'yesterday' is neither ISO 8601 nor epoch microseconds"),
-    ("99999999999999999999", "timestamp 99999999999999999999 is out of range"),
+    ("179524890025", "timestamp 179524890025 is outside 2000-01-01..2200-01-01 (UTC) read as "
+                     "epoch seconds, milliseconds or microseconds"),
+    ("yesterday", "timestamp 'yesterday' is neither ISO 8601 nor an epoch number"),
+    ("99999999999999999999", "timestamp 99999999999999999999 is outside 2000-01-01..2200-01-01"
+                             " (UTC) read as epoch seconds, milliseconds or microseconds"),
 ])
 def test_bad_timestamps_are_named(text, reason):
     with pytest.raises(InvalidMessage) as error:
