@@ -98,12 +98,21 @@ class _Shown(reprlib.Repr):
         self.maxlong = 40
         self.maxlevel = 3
 
+    def repr_int(self, value: int, level: int) -> str:
+        return _number_text(str(value))
+
     def repr_Decimal(self, value: Decimal, level: int) -> str:  # noqa: N802 (reprlib's naming)
-        text = str(value)
-        return text if len(text) <= self.maxlong else f"{text[:18]}...{text[-18:]}"
+        return _number_text(str(value))
 
     def repr_float(self, value: float, level: int) -> str:
         return repr(value)
+
+
+def _number_text(text: str) -> str:
+    """A number's text, its middle left out when it is long."""
+    if len(text) <= 40:
+        return text
+    return f"{text[:18]}...{text[-18:]} ({len(text)} characters)"
 
 
 _show = _Shown().repr
@@ -151,7 +160,7 @@ def parse_timestamp(value: Any) -> datetime:
         return _from_epoch(value, _show(value))
     text = value.strip()
     if _NUMBER.fullmatch(text):
-        return _from_epoch(Decimal(text), _show(text)[1:-1])
+        return _from_epoch(Decimal(text), _number_text(text))
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -186,7 +195,7 @@ def _integer(value: Any, name: str, bits: int = 32) -> int:
         if not _INTEGER.fullmatch(text):
             raise InvalidMessage(f"{name} must be an integer, got {_show(text)}")
         if len(text.lstrip("+-").lstrip("0")) > 20:
-            raise InvalidMessage(f"{name} {_show(text)[1:-1]} does not fit in {bits} bits")
+            raise InvalidMessage(f"{name} {_number_text(text)} does not fit in {bits} bits")
         value = int(text)
     bound = _INT_BOUNDS[bits]
     if not -bound <= value < bound:

@@ -119,7 +119,8 @@ def inbound_group_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
 
 # (topic, value, reason): values that once stopped their partition for good.
 BAD = [
-    ("RECHARGE", b"400000,1,1,\xc2\xb2", "timestamp '\u00b2' is neither ISO 8601 nor an epoch number"),
+    ("RECHARGE", b"400000,1,1,\xc2\xb2",
+     "timestamp '\u00b2' is neither ISO 8601 nor an epoch number"),
     ("RECHARGE", b"42," + b"9" * 5000 + b",3",
      "amount 999999999999999999...999999999999999999 (5000 characters) does not fit in 32 bits"),
     ("RECHARGE", b"[" * 100_000, "value is not valid JSON: nested too deeply"),

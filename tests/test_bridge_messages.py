@@ -122,7 +122,8 @@ ESCAPES = [
     (b'{"card_id": 42, "amount": 2000, "station_id": 3, "ts": 0}',
      "timestamp 0 is outside 2000-01-01..2200-01-01 (UTC) read as epoch seconds, milliseconds"
      " or microseconds"),
-    (b'{"card_id": 42, "amount": [2000], "station_id": 3}', "amount must be an integer, got [2000]"),
+    (b'{"card_id": 42, "amount": [2000], "station_id": 3}',
+     "amount must be an integer, got [2000]"),
     (b'{"card_id": 42, "amount": 2000, "station_id": 3, "ts": {"at": 1}}',
      "timestamp must be ISO 8601 text or an epoch number, got {'at': 1}"),
 ]
