@@ -6,8 +6,10 @@ delivers again is recognised by its offset and skipped. Those stored offsets are
 the truth: on start the consumer is positioned from them. After each
 transaction commits, the same offsets are also committed to the Kafka consumer
 group (CONSUMER_GROUP, `metro-bridge` unless told otherwise), so
-`kafka-consumer-groups --describe` and lag monitors see the bridge; a failed
-group commit is logged and made good by the next one.
+`kafka-consumer-groups --describe` and lag monitors see the bridge. The group
+is written by a client of its own and never read: the consumer that fetches has
+no group, so an unavailable group coordinator never holds up consumption. A
+failed group commit is logged and made good by a later one.
 
 Each message is handled on its own: one that cannot be parsed, or whose
 function call fails for any reason but the database's unavailability, is
@@ -35,7 +37,6 @@ from typing import Any
 
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bridge.messages import (
@@ -60,6 +61,8 @@ TRANSIENT_CLASSES = ("08", "40", "53", "55", "57", "58")
 PARTITION_REFRESH_SECONDS = 2.0
 POLL_MS = 500
 GROUP_COMMIT_TIMEOUT_MS = 5000
+# After a failed group commit, the next attempt waits this long (polls go on meanwhile).
+GROUP_RETRY_SECONDS = 10.0
 
 
 @dataclass
@@ -200,24 +203,32 @@ def apply_records(conn: psycopg.Connection, topic: str, partition: int,
 
 class InboundConsumer:
     """A consumer of the inbound topics, positioned from the offsets stored in PostgreSQL,
-    mirroring them to the Kafka consumer group `group`."""
+    mirroring them to the Kafka consumer group `group` (None: to no group)."""
 
     def __init__(self, conn: psycopg.Connection, bootstrap: str,
-                 group: str = CONSUMER_GROUP) -> None:
+                 group: str | None = CONSUMER_GROUP) -> None:
         self.conn = conn
         self.group = group
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=1000, fetch_max_wait_ms=200,
             client_id="metro-bridge-inbound", request_timeout_ms=15000,
+            bootstrap_timeout_ms=5000)
+        # Commits to the group only; it fetches nothing and joins nothing.
+        self.group_client = None if not group else KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+            client_id="metro-bridge-group", request_timeout_ms=GROUP_COMMIT_TIMEOUT_MS,
             bootstrap_timeout_ms=5000)
         self._refreshed = 0.0
         # Offsets stored in PostgreSQL and not yet committed to the group.
         self._uncommitted: dict[TopicPartition, int] = {}
         self._group_failing = False
+        self._group_retry_at = 0.0
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        self.consumer.close()
+        if self.group_client is not None:
+            self.group_client.close(autocommit=False)
 
     def _stored_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.conn.execute("SELECT topic, kafka_partition, next_offset"
@@ -248,18 +259,20 @@ class InboundConsumer:
     def commit_group(self) -> None:
         """Commit the offsets PostgreSQL holds to the consumer group; failures are logged
         (once until the next success) and retried with the next commit."""
-        if not self._uncommitted:
+        if (self.group_client is None or not self._uncommitted
+                or time.monotonic() < self._group_retry_at):
             return
         offsets = {tp: OffsetAndMetadata(offset, "", -1)
                    for tp, offset in self._uncommitted.items()}
         try:
-            self.consumer.commit(offsets, timeout_ms=GROUP_COMMIT_TIMEOUT_MS)
-        except KafkaError as error:
+            self.group_client.commit(offsets, timeout_ms=GROUP_COMMIT_TIMEOUT_MS)
+        except Exception as error:  # KafkaError and anything else: the group is only a mirror
             if not self._group_failing:
-                log.warning("could not commit offsets to consumer group %s (retried with the "
-                            "next poll): %s", self.group, str(error).strip() or
-                            type(error).__name__)
+                log.warning("could not commit offsets to consumer group %s (trying again "
+                            "every %.0f s): %s", self.group, GROUP_RETRY_SECONDS,
+                            str(error).strip() or type(error).__name__)
             self._group_failing = True
+            self._group_retry_at = time.monotonic() + GROUP_RETRY_SECONDS
             return
         if self._group_failing:
             log.info("committing offsets to consumer group %s again", self.group)

@@ -70,8 +70,8 @@ class BridgeOptions:
     # same cursor (bridge.jsonlines); the inbound topics are not consumed then.
     outbound_file: Path | None = None
     # The Kafka consumer group the inbound offsets are mirrored to, for kafka-consumer-groups
-    # and lag monitors; the offsets stored in PostgreSQL stay the truth.
-    consumer_group: str = CONSUMER_GROUP
+    # and lag monitors (None: none); the offsets stored in PostgreSQL stay the truth.
+    consumer_group: str | None = CONSUMER_GROUP
 
 
 def describe(error: BaseException, kafka: str) -> str:
