@@ -30,6 +30,8 @@ from bridge.outbound import DeliveryFailed, Forwarder, Stopped, new_producer
 from bridge.topics import INBOUND_TOPICS, STREAMS
 from metro.errors import MetroError
 
+log = logging.getLogger("metro.bridge")
+
 CHANNEL = "metro_bridge"
 # Advisory locks (int, int), per database: 'mtrb', 1 is the lease; 'mtrb', 2 is
 # held while the bridge sleeps, telling writers to NOTIFY (procedures/07_bridge.sql).
@@ -46,9 +48,6 @@ BUSY_POLL_MAX = 0.02
 # After a batch that was not full, let rows gather this long before the next
 # round: fewer, larger rounds cost the database (and the hot path) less.
 GATHER = 0.02
-
-log = logging.getLogger("metro.bridge")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def default_holder() -> str:
@@ -85,6 +84,14 @@ def describe(error: BaseException, kafka: str) -> str:
 
 
 RETRIED = (psycopg.OperationalError, KafkaError, DeliveryFailed, OSError)
+
+
+def configure_logging() -> None:
+    """Log INFO and above to stderr with timestamps, unless the application set up
+    logging itself (the command does the same on the reorganised tree)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class Bridge:
@@ -270,14 +277,6 @@ class Bridge:
                 self._record_error(message)
                 session_over.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
-
-
-def configure_logging() -> None:
-    """Log INFO and above to stderr with timestamps, unless the application set up
-    logging itself."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def _print(message: str) -> None:
