@@ -26,9 +26,11 @@ from kafka.errors import KafkaError
 from metro.errors import MetroError
 from metro.topics import INBOUND_TOPICS, STREAMS
 
-from .inbound import InboundConsumer
+from .inbound import CONSUMER_GROUP, InboundConsumer
 from .jsonlines import JsonLinesTarget
 from .outbound import DeliveryFailed, Forwarder, Stopped, new_producer
+
+log = logging.getLogger("metro.bridge")
 
 log = logging.getLogger("metro.bridge")
 
@@ -68,6 +70,9 @@ class BridgeOptions:
     # Without Kafka: append the stream rows to this JSON-lines file instead, with the
     # same cursor (bridge.jsonlines); the inbound topics are not consumed then.
     outbound_file: Path | None = None
+    # The Kafka consumer group the inbound offsets are mirrored to, for kafka-consumer-groups
+    # and lag monitors (None: none); the offsets stored in PostgreSQL stay the truth.
+    consumer_group: str | None = CONSUMER_GROUP
 
 
 def describe(error: BaseException, kafka: str) -> str:
@@ -114,6 +119,10 @@ class Bridge:
         """Print the error and record it as the bridge's last error when PostgreSQL answers."""
         message = (f"{part}: " if part else "") + describe(error, self.options.kafka)
         self.warn(message)
+        self._record_error(message)
+
+    def _record_error(self, message: str) -> None:
+        """Record message as the bridge's last error, when PostgreSQL answers."""
         try:
             with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=2) as conn:
                 conn.execute("UPDATE metro.bridge_state SET last_error = %s, last_error_at = now()",
@@ -237,18 +246,29 @@ class Bridge:
                 self.say(f"pruned {pruned} delivered rows of {stream}")
 
     def _consume_inbound(self, session_over: threading.Event) -> None:
-        """Inbound topics into the functions, until the session ends; errors are retried."""
+        """Inbound topics into the functions, until the session ends. A bad message never
+        gets here (it is dead-lettered); what does is an outage of PostgreSQL or Kafka,
+        logged and retried from the offsets stored in PostgreSQL."""
         backoff = RETRY_FIRST
         while not session_over.is_set():
+            started = time.monotonic()
             try:
                 with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
                                      application_name="metro bridge inbound") as conn:
-                    consumer = InboundConsumer(conn, self.options.kafka)
+                    consumer = InboundConsumer(conn, self.options.kafka,
+                                               self.options.consumer_group)
                     try:
                         consumer.run(session_over)
                     finally:
                         consumer.close()
-            except Exception as error:  # reported and retried: the thread must not die
-                self.report(error, "inbound")
+            except Exception as error:  # logged and retried: the thread must not die
+                message = "inbound: " + describe(error, self.options.kafka)
+                if time.monotonic() - started > 2 * RETRY_MAX:
+                    backoff = RETRY_FIRST
+                if isinstance(error, RETRIED):
+                    log.error("%s; retrying in %.1f s", message, backoff)
+                else:
+                    log.exception("%s; retrying in %.1f s", message, backoff)
+                self._record_error(message)
                 session_over.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)

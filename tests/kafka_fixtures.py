@@ -211,3 +211,41 @@ def start_bridge(kafka: str, tmp_path: Path) -> Iterator[Callable[..., BridgePro
     for bridge in bridges:
         if bridge.process.poll() is None:
             bridge.kill()
+
+
+# transaction_topic has two partitions, so its offsets are kept per partition too.
+PAYMENT_TOPIC_PARTITIONS = 2
+
+
+@pytest.fixture
+def payment_topic(kafka: str) -> str:
+    """The session broker with transaction_topic created (two partitions); its bootstrap."""
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        admin.create_topics([NewTopic("transaction_topic", PAYMENT_TOPIC_PARTITIONS, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    return kafka
+
+
+def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The offsets committed to a consumer group, per (topic, partition)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()
+            if meta.offset >= 0}
+
+
+def stored_offsets(dsn: str) -> dict[tuple[str, int], int]:
+    """The inbound offsets PostgreSQL holds, per (topic, partition)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT topic, kafka_partition, next_offset"
+                            " FROM metro.bridge_inbound_offsets").fetchall()
+    return {(topic, partition): offset for topic, partition, offset in rows}
