@@ -139,11 +139,18 @@ def _one_line(error: BaseException) -> str:
 
 def _connect() -> psycopg.Connection:
     """The selected database; any failure to reach it (a malformed METRO_DATABASE_URL
-    too) is a LoadError."""
+    too) is a LoadError. Timestamps without an offset are read as UTC, whatever the
+    server's or the database's TimeZone."""
     try:
-        return database.connect(database.conninfo(), autocommit=True)
+        conn = database.connect(database.conninfo(), autocommit=True)
     except psycopg.Error as error:
         raise LoadError(f"cannot connect to PostgreSQL: {_one_line(error)}") from None
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _target(conn: psycopg.Connection, path: Path, args: argparse.Namespace) -> Table | Function:
