@@ -186,6 +186,10 @@ def load_file(conn: psycopg.Connection, path: Path, args: argparse.Namespace,
         except MetroError as error:
             report.close([f"{path.name}: {error}"])
             raise
+        except BaseException as error:  # the report files are closed whatever stops the load
+            report.close([f"{path.name}: " + ("interrupted" if isinstance(error, KeyboardInterrupt)
+                                              else f"stopped: {_one_line(error)}")])
+            raise
         finally:
             progress.finish()
     lines = _closing_lines(path, report, source, stopped_at, args, target)
