@@ -64,6 +64,8 @@ class CsvSource:
         self.blank_lines = 0
         self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by __exit__
         self._pending: deque[bytes] = deque()  # lines split off a CR-ended line, not yet read
+        self._joined: bytes | None = None
+        self._mixed = False
         self.skipped_lines = self._read(skip)
         self.bytes_read = sum(map(len, self.skipped_lines))
         self._line_no = len(self.skipped_lines) + 1
@@ -75,10 +77,14 @@ class CsvSource:
         self._file.close()
 
     def _read(self, count: int) -> list[bytes]:
-        """Up to count lines of the file, each with its line end as read."""
+        """Up to count lines of the file, each with its line end as read. When they are
+        one chunk read as is, self._joined holds them joined (the batch's data)."""
         lines: list[bytes] = []
+        self._joined = None
+        self._mixed = False  # whether the lines mix line ends (COPY would refuse them)
         while len(lines) < count:
             if self._pending:
+                self._mixed = True  # split off a line with a lone CR
                 take = min(count - len(lines), len(self._pending))
                 lines.extend(self._pending.popleft() for _ in range(take))
                 continue
@@ -86,12 +92,20 @@ class CsvSource:
             chunk = list(itertools.islice(self._file, count - len(lines)))
             if not chunk:
                 break
-            if b"\r" in b"".join(chunk):
+            joined = b"".join(chunk)
+            crs = joined.count(b"\r") if b"\r" in joined else 0
+            crlfs = joined.count(b"\r\n") if crs else 0
+            if crs and crlfs != joined.count(b"\n"):  # CRLF here, LF there
+                self._mixed = True
+            if crs != crlfs:  # a lone CR ends a line
+                self._mixed = True
                 chunk = [piece for line in chunk
                          for piece in (_LINE.findall(line) if _lone_cr(line) else (line,))]
                 room = count - len(lines)
                 self._pending.extend(chunk[room:])
                 chunk = chunk[:room]
+            elif not lines and len(chunk) == count:
+                self._joined = joined
             lines.extend(chunk)
         return lines
 
@@ -100,12 +114,12 @@ class CsvSource:
             lines = self._read(self.batch_size)
             if not lines:
                 return
-            data = b"".join(lines)
+            data = self._joined if self._joined is not None else b"".join(lines)
             self.bytes_read += len(data)
             first = self._line_no
             if self.quote not in data and not _has_blank(lines):
                 self._line_no += len(lines)
-                if _mixed_ends(data):
+                if self._mixed:
                     rows = [_lf(line) for line in lines]
                     yield Batch(lines, range(first, self._line_no), True, b"".join(rows), rows)
                 else:
