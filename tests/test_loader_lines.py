@@ -121,3 +121,17 @@ def test_cr_only_lines_across_batches(run, conn, tmp_path, type_errors):
     assert rows(conn, "SELECT count(*) FROM trains") == [(100 - len(bad),)]
     assert [int(entry.split()[2].rstrip(":")) for entry in log_entries(tmp_path, "trains")] \
         == bad
+
+
+def test_cr_only_line_ends_in_a_procedure_file(run, conn, stations, tmp_path):
+    conn.execute("INSERT INTO cards (card_id, balance) VALUES (42, 1000)")
+    path = write(tmp_path, "swipes.csv", "42,3,2025-03-01 08:00:00+00\r42,99,2025-03-01 "
+                                         "08:10:00+00\r43,3,2025-03-01 08:20:00+00\r")
+    status, out, _ = run("-p", "validate_entry", path)
+    assert status == 1
+    assert out.splitlines()[0] == \
+        "swipes.csv: read 3, loaded 2, invalid 1 (accepted 1, refused 1)"
+    assert log_entries(tmp_path, "swipes") == [
+        "swipes.csv line 2: Unknown station: 99: No row in metro.stations has station_id 99."]
+    assert rows(conn, "SELECT card_id, accept FROM card_events ORDER BY event_id") == [
+        (42, 1), (43, 0)]
