@@ -25,7 +25,6 @@ from psycopg import sql
 from loader.errors import LoadError
 from metro.schema import SCHEMA
 
-
 TABLES = ("stations", "trains", "cards", "card_events", "train_events", "risk_tags",
           "risk_rules")
 FUNCTIONS = ("validate_entry", "process_exit", "recharge_card", "record_train_event",

@@ -53,11 +53,13 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 
 def _prog() -> str:
-    """The program's name as the user typed it (`loader`, `python -m loader`)."""
+    """The program's name as the user typed it: `loader` (or the script's name),
+    `python -m loader` (whatever the package is called)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return f"python -m {spec.name.removesuffix('.__main__')}"
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    if name in ("", "-c", "__main__.py", "cli.py"):
-        return "python -m loader"
-    return name
+    return "loader" if name in ("", "-c") else name
 
 
 def _plural(count: int, one: str, many: str) -> str:

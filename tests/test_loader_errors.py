@@ -1,6 +1,8 @@
 """Which database errors reject one row and which stop the load; every failure to reach
 or select the database is one line and exit status 2."""
 
+# ruff: noqa: F811 - the fixtures (run, type_errors) come from test_loader
+
 from __future__ import annotations
 
 import os
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from test_loader import log_entries, rows, run, write  # noqa: F401 - run is a fixture
+from test_loader import log_entries, rows, run, write  # noqa: F401 - fixtures
 
 from loader.errors import is_row_error
 from metro.database import with_dbname

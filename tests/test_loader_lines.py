@@ -1,6 +1,8 @@
 """Line ends (LF, CRLF, lone CR, mixed) and huge fields: exact counts, every good row
 loaded, one line and an exit status for everything else, never a traceback."""
 
+# ruff: noqa: F811 - the fixtures (run, type_errors) come from test_loader
+
 from __future__ import annotations
 
 from test_loader import log_entries, rows, run, type_errors, write  # noqa: F401 - fixtures

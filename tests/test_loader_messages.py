@@ -1,12 +1,14 @@
 """What a newcomer reads: summaries, report files, hints, help."""
 
+# ruff: noqa: F811 - the fixtures (run, type_errors) come from test_loader
+
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
-from test_loader import rows, run, write  # noqa: F401 - run is a fixture
+from test_loader import rows, run, write  # noqa: F401 - fixtures
 
 from loader import cli
 from loader.catalog import FUNCTIONS, TABLES

@@ -1,11 +1,13 @@
 """What the loader may write to: metro's public tables and functions only, checked before
 anything is loaded or written, with a message that says what exists."""
 
+# ruff: noqa: F811 - the fixtures (run, type_errors) come from test_loader
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from test_loader import rows, run, write  # noqa: F401 - run is a fixture
+from test_loader import rows, run, write  # noqa: F401 - fixtures
 
 from loader.catalog import FUNCTIONS, TABLES
 
