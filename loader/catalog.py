@@ -88,7 +88,8 @@ def _public(conn: psycopg.Connection, kind: str, name: str, option: str | None,
     what = f"loader loads into {', '.join(choices)}" if kind == "table" else \
         f"--procedure calls {', '.join(choices)}"
     if schema != SCHEMA:
-        raise LoadError(f"{schema}.{bare} is outside schema {SCHEMA}: {what}")
+        named = "" if option else " (the file's stem; name the target with --table)"
+        raise LoadError(f"{schema}.{bare} is outside schema {SCHEMA}{named}: {what}")
     if bare in choices:
         return schema, bare
     if kind == "table":

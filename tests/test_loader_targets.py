@@ -31,7 +31,8 @@ def test_a_system_catalog_is_not_a_target(run, conn, tmp_path):
 
 def test_a_file_stem_outside_metro_is_not_a_target(run, conn, tmp_path):
     path = write(tmp_path, "public.trains.csv", "1,a\n")
-    assert run(path) == (2, "", "loader: public.trains is outside schema metro: "
+    assert run(path) == (2, "", "loader: public.trains is outside schema metro (the file's "
+                                "stem; name the target with --table): "
                                 f"loader loads into {TABLE_LIST}\n")
     assert nothing_written(tmp_path)
 
