@@ -3,7 +3,8 @@
 A row is invalid when it cannot be split into the function's arguments or
 when the function raises an error for it (MT001 Unknown station...); the
 function's message is the reason. A function that answers with a decision
-(`accepted` false) has treated the row: the row counts as loaded.
+(`accepted` false, a payment `blocked`) has treated the row: the row counts
+as loaded, and the summary counts the decisions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from psycopg import sql
 from .catalog import Function
 from .errors import describe, fatal, is_row_error
 from .report import Report
-from .source import Batch
+from .source import Batch, split_fields
+
+# A function's first result column that is a decision, and how the summary names
+# its true and false answers.
+DECISIONS = {"accepted": ("accepted", "refused"), "blocked": ("blocked", "passed")}
 
 
 class CallLoader:
@@ -44,15 +49,17 @@ class CallLoader:
                 self.report.invalid(line, raw, fields)
                 continue
             try:
-                result = self.conn.execute(self.calls[len(fields)], fields).fetchone()
+                cursor = self.conn.execute(self.calls[len(fields)], fields)
+                result = cursor.fetchone()
             except psycopg.Error as error:
                 if not is_row_error(error):
                     raise fatal(error, self.function.qualified) from None
-                self.report.invalid(line, raw, describe(error))
+                self.report.invalid(line, raw, describe(error), error.sqlstate)
                 continue
             self.report.loaded(1)
-            if result and isinstance(result[0], bool):
-                self.report.decided(result[0])
+            labels = DECISIONS.get(cursor.description[0].name) if cursor.description else None
+            if labels and result and isinstance(result[0], bool):
+                self.report.decided(result[0], labels)
 
     def _fields(self, raw: bytes) -> list[str | None] | str:
         """The row's arguments, or why the row cannot be a call."""
@@ -61,11 +68,9 @@ class CallLoader:
         except UnicodeDecodeError as error:
             return f'invalid byte sequence for encoding "UTF8": 0x{raw[error.start]:02x}'
         try:
-            rows = list(csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter,
-                                   quotechar=self.quote, strict=True))
+            fields = split_fields(text.rstrip("\r\n"), self.delimiter, self.quote, strict=True)
         except csv.Error:
             return "unterminated CSV quoted field"
-        fields = rows[0] if rows else []
         if len(fields) not in self.calls:
             low, high = min(self.calls), max(self.calls)
             wanted = str(high) if low == high else f"{low} to {high}"

@@ -1,7 +1,12 @@
 """The `loader` command: load CSV files into metro tables with COPY, reporting every bad row.
 
+Each file loads into the metro table its stem names (stations.csv -> metro.stations),
+or into --table, or is given row by row to a metro function (--procedure). Bad rows
+are set aside: per file, the report directory gets <stem>.invalid.csv (the invalid
+rows exactly as read), <stem>.log (line number and reason of each) and <stem>.summary.
+
 Exit status: 0 every row loaded, 1 some rows invalid (and reported),
-2 fatal error (file missing, unknown table, database unreachable...).
+2 fatal error (file missing, unknown table, database unreachable...), one line.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from metro import database
 from metro.errors import MetroError
 
 from .calling import CallLoader
-from .catalog import find_function, find_table
+from .catalog import FUNCTIONS, TABLES, Function, Table, find_function, find_table
 from .copying import CopyLoader
-from .errors import LoadError, fatal
+from .errors import LoadError, fatal, use_error_codes
 from .progress import Progress
 from .report import MaxErrorsReached, Report
 from .source import CsvSource
@@ -48,33 +53,58 @@ def _count(minimum: int) -> Callable[[str], int]:
     return check
 
 
+def _prog() -> str:
+    """The program's name as the user typed it: `loader` (or the script's name),
+    `python -m loader` (whatever the package is called)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return f"python -m {spec.name.removesuffix('.__main__')}"
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "loader" if name in ("", "-c") else name
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="loader", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE.csv",
-                        help="CSV files; each loads into the table named by its stem")
+                        help="CSV files (UTF-8); each loads into the metro table named by its "
+                             "stem, or as --table / --procedure say")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--table", metavar="NAME",
-                        help="load into this table instead (schema metro unless qualified)")
+                        help="load every file into this metro table instead; one of: "
+                             + ", ".join(TABLES))
     target.add_argument("--procedure", "-p", metavar="NAME",
-                        help="call this function once per row, the row's fields as arguments")
+                        help="call this metro function once per row, the row's fields as its "
+                             "arguments; one of: " + ", ".join(FUNCTIONS))
     parser.add_argument("--reportdir", type=Path, default=Path("log"), metavar="DIR",
                         help="where the report files go (default: ./log)")
-    parser.add_argument("--header", action="store_true", help="the first line is a header")
+    parser.add_argument("--header", action="store_true",
+                        help="the first line (after --skip) is a header: neither loaded nor "
+                             "reported")
     parser.add_argument("--skip", type=_count(0), default=0, metavar="N",
-                        help="skip N lines first (before the header, if any)")
-    parser.add_argument("--delimiter", type=_one_byte("--delimiter"), default=",")
-    parser.add_argument("--quotechar", type=_one_byte("--quotechar"), default='"')
+                        help="skip N lines first (before the header, if any; default 0)")
+    parser.add_argument("--delimiter", type=_one_byte("--delimiter"), default=",", metavar="C",
+                        help="the character between fields, one byte (default: ,)")
+    parser.add_argument("--quotechar", type=_one_byte("--quotechar"), default='"', metavar="C",
+                        help="the character around a field that holds the delimiter, a line "
+                             "break or itself (doubled inside); one byte (default: \")")
     parser.add_argument("--null", metavar="STRING",
                         help="unquoted text that means NULL (default: an unquoted empty field)")
     parser.add_argument("--max-errors", type=_count(-1), default=100, metavar="N",
-                        help="stop after N invalid rows (default 100; -1: no limit)")
+                        help="stop after N invalid rows, keeping what loaded before "
+                             "(default 100; -1: no limit)")
     parser.add_argument("--batch", type=_count(1), default=50_000, metavar="N",
                         help="rows per COPY and per transaction (default 50000)")
     parser.add_argument("--truncate", action="store_true",
-                        help="empty the table first, in the same transaction as the whole load")
+                        help="empty the table first, in the same transaction as the whole load: "
+                             "if the load stops, the table keeps its old contents")
     parser.add_argument("--upsert", action="store_true",
-                        help="replace rows that have the same primary key")
+                        help="replace rows that have the same primary key (the last one in the "
+                             "file wins); not for card_events")
     return parser
 
 
@@ -86,15 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in args.files:
             if not path.is_file():
                 raise LoadError(f"no such file: {path}")
-        with database.connect(database.conninfo(), autocommit=True) as conn:
+        with _connect() as conn:
+            # Every target is checked before anything is loaded or written.
+            targets = [_target(conn, path, args) for path in args.files]
             status = EXIT_OK
-            for path in args.files:
-                status = max(status, load_file(conn, path, args))
+            for path, target in zip(args.files, targets, strict=True):
+                status = max(status, load_file(conn, path, args, target))
             return status
     except MetroError as error:
         print(f"loader: {error}", file=sys.stderr)
     except psycopg.OperationalError as error:
-        print(f"loader: lost the connection to PostgreSQL: {str(error).strip()}", file=sys.stderr)
+        print(f"loader: lost the connection to PostgreSQL: {_one_line(error)}", file=sys.stderr)
+    except psycopg.Error as error:
+        print(f"loader: PostgreSQL refused: {_one_line(error)}", file=sys.stderr)
     except OSError as error:
         print(f"loader: {error.strerror or error}: {error.filename}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -102,39 +136,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FATAL
 
 
-def load_file(conn: psycopg.Connection, path: Path, args: argparse.Namespace) -> int:
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _connect() -> psycopg.Connection:
+    """The selected database; any failure to reach it (a malformed METRO_DATABASE_URL
+    too) is a LoadError. Timestamps without an offset are read as UTC, whatever the
+    server's or the database's TimeZone."""
+    try:
+        conn = database.connect(database.conninfo(), autocommit=True)
+    except psycopg.Error as error:
+        raise LoadError(f"cannot connect to PostgreSQL: {_one_line(error)}") from None
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _target(conn: psycopg.Connection, path: Path, args: argparse.Namespace) -> Table | Function:
+    if args.procedure:
+        return find_function(conn, args.procedure)
+    if args.table:
+        return find_table(conn, args.table, "--table")
+    return find_table(conn, path.stem)
+
+
+def load_file(conn: psycopg.Connection, path: Path, args: argparse.Namespace,
+              target: Table | Function | None = None) -> int:
     """Loads one file and prints its summary; the exit status it deserves."""
+    if target is None:
+        target = _target(conn, path, args)
+    use_error_codes(conn)
     skip = args.skip + (1 if args.header else 0)
     with CsvSource(path, args.quotechar.encode(), skip, args.batch) as source:
-        report = Report(args.reportdir, path, source.skipped_lines, args.max_errors)
+        report = Report(args.reportdir, path, args.max_errors)
         progress = Progress(path.name, path.stat().st_size)
         options = {"delimiter": args.delimiter, "quote": args.quotechar, "null": args.null}
         stopped_at = None
         try:
-            if args.procedure:
-                caller = CallLoader(conn, find_function(conn, args.procedure), report, **options)
+            if isinstance(target, Function):
+                caller = CallLoader(conn, target, report, **options)
                 for batch in source.batches():
                     caller.load(batch)
                     progress.update(source.bytes_read, report.counts.read)
             else:
-                _load_table(conn, source, report, progress, args, options)
+                _load_table(conn, target, source, report, progress, args, options)
         except MaxErrorsReached:
             stopped_at = report.last_line
         except MetroError as error:
             report.close([f"{path.name}: {error}"])
             raise
+        except BaseException as error:  # the report files are closed whatever stops the load
+            report.close([f"{path.name}: " + ("interrupted" if isinstance(error, KeyboardInterrupt)
+                                              else f"stopped: {_one_line(error)}")])
+            raise
         finally:
             progress.finish()
-    lines = _closing_lines(path, report, source, stopped_at, args)
+    lines = _closing_lines(path, report, source, stopped_at, args, target)
     report.close(lines)
     print("\n".join(lines))
     return EXIT_INVALID if report.counts.invalid else EXIT_OK
 
 
-def _load_table(conn: psycopg.Connection, source: CsvSource, report: Report, progress: Progress,
-                args: argparse.Namespace, options: dict[str, Any]) -> None:
-    name = args.table or source.path.stem
-    table = find_table(conn, name)
+def _load_table(conn: psycopg.Connection, table: Table, source: CsvSource, report: Report,
+                progress: Progress, args: argparse.Namespace, options: dict[str, Any]) -> None:
     copier = CopyLoader(conn, table, report, batch_size=args.batch, upsert=args.upsert, **options)
     if args.truncate:
         # One transaction: TRUNCATE and every batch commit together or not at all.
@@ -170,18 +238,24 @@ def _load_table(conn: psycopg.Connection, source: CsvSource, report: Report, pro
 
 
 def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: int | None,
-                   args: argparse.Namespace) -> list[str]:
+                   args: argparse.Namespace, target: Table | Function) -> list[str]:
     counts = report.counts
     lines = [f"{path.name}: {counts.summary()}"]
     if stopped_at is not None:
         lines.append(f"{path.name}: stopped at line {stopped_at} after {counts.invalid} "
                      f"invalid rows (--max-errors {args.max_errors}); later lines were not read")
     if source.blank_lines:
-        lines.append(f"{path.name}: {source.blank_lines} blank lines skipped")
+        lines.append(f"{path.name}: "
+                     f"{_plural(source.blank_lines, 'blank line', 'blank lines')} skipped")
     if counts.invalid:
         lines.append(f"{path.name}: invalid rows in {report.invalid_path}, "
                      f"reasons in {report.log_path}")
         first = report.first_invalid
         if first and first[0] == 1 and first[1].startswith("invalid input syntax"):
             lines.append(f"{path.name}: line 1 looks like a header: skip it with --header")
+        # Only duplicate keys, as when a file is loaded again: say how to replace them.
+        if counts.duplicates == counts.invalid and isinstance(target, Table) and not args.upsert:
+            rows = _plural(counts.duplicates, "row has a key", "rows have keys")
+            lines.append(f"{path.name}: {rows} already in {target.qualified}: "
+                         f"to replace those rows, load with --upsert")
     return lines

@@ -19,7 +19,6 @@ the path above for those rows too.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable, Sequence
 
@@ -30,7 +29,7 @@ from psycopg.pq import TransactionStatus
 from .catalog import Table
 from .errors import LoadError, copy_line, describe, fatal, is_row_error
 from .report import Report
-from .source import Batch
+from .source import Batch, split_fields
 
 # Windows never shrink below this many rows (bisection goes further).
 MIN_WINDOW = 64
@@ -38,6 +37,8 @@ _TEMP = sql.Identifier("loader_upsert")
 INTRANS = TransactionStatus.INTRANS
 # COPY ... (ON_ERROR ignore, LOG_VERBOSITY verbose) exists from this version on.
 ON_ERROR_FROM = 170000
+# Why a row is invalid: the message for the report, and its SQLSTATE when it has one.
+Reason = tuple[str, str | None]
 _SKIPPED = re.compile(r'^skipping row due to data type incompatibility at line (\d+) '
                       r'for column "(.+?)": ')
 
@@ -104,7 +105,7 @@ class CopyLoader:
             if self.skip_sql:
                 self.conn.remove_notice_handler(self._notice)
 
-    def _settle(self, batch: Batch, rows: Sequence[int], bad: dict[int, str],
+    def _settle(self, batch: Batch, rows: Sequence[int], bad: dict[int, Reason],
                 shrink: bool = False) -> tuple[int, int]:
         """Loads rows (indexes into batch, in file order) but the bad ones, and reports
         them in file order. With shrink, a window whose first bad row comes early is cut
@@ -122,9 +123,9 @@ class CopyLoader:
             if named is not None:
                 if shrink and not bad and isinstance(rows, range):
                     rows = rows[:max(MIN_WINDOW, 2 * (named - rows.start + 1))]
-                bad[named] = describe(error)
+                bad[named] = (describe(error), error.sqlstate)
             elif len(todo) == 1:
-                bad[todo[0]] = describe(error)
+                bad[todo[0]] = (describe(error), error.sqlstate)
             else:
                 half = len(rows) // 2
                 found = 0
@@ -133,7 +134,7 @@ class CopyLoader:
                                                         if i in part})[0]
                 return found, rows[-1] + 1
 
-    def _finish(self, batch: Batch, loaded: Sequence[int], bad: dict[int, str]) -> int:
+    def _finish(self, batch: Batch, loaded: Sequence[int], bad: dict[int, Reason]) -> int:
         """Reports a settled window: `loaded` went in under the current savepoint."""
         order = sorted(bad)
         allowed = self.report.allowance()
@@ -150,7 +151,7 @@ class CopyLoader:
                 loaded = before
         self.report.loaded(len(loaded))
         for i in order:
-            self.report.invalid(batch.lines[i], batch.records[i], bad[i])
+            self.report.invalid(batch.lines[i], batch.records[i], *bad[i])
         return len(order)
 
     @staticmethod
@@ -168,9 +169,9 @@ class CopyLoader:
         if len(todo) == len(batch):
             data = batch.data
         elif isinstance(todo, range):
-            data = b"".join(batch.records[todo.start:todo.stop])
+            data = b"".join(batch.rows[todo.start:todo.stop])
         else:
-            records = batch.records
+            records = batch.rows
             data = b"".join([records[i] for i in todo])
         self.notices.clear()
         if self.savepoint is None:
@@ -199,24 +200,27 @@ class CopyLoader:
         if match:
             self.notices.append((int(match.group(1)), match.group(2)))
 
-    def _set_aside(self, batch: Batch, todo: Sequence[int]) -> dict[int, str]:
+    def _set_aside(self, batch: Batch, todo: Sequence[int]) -> dict[int, Reason]:
         """The rows the last COPY set aside, with the reason their field was refused."""
         rows, values, types = [], [], []
         for line, column in self.notices:
+            if not 1 <= line <= len(todo) or column not in self.table.columns:
+                raise LoadError(f"COPY into {self.table.qualified} set aside line {line} "
+                                f"(column {column}), which is not a row the loader sent")
             row = todo[line - 1]
-            text = batch.records[row].decode("utf-8", "replace").rstrip("\r\n")
-            fields = next(csv.reader([text], delimiter=self.delimiter, quotechar=self.quote))
+            text = batch.rows[row].decode("utf-8", "replace").rstrip("\r\n")
+            fields = split_fields(text, self.delimiter, self.quote)
             position = self.table.columns.index(column)
             rows.append((row, column))
-            values.append(fields[position])
+            values.append(fields[position] if position < len(fields) else "")
             types.append(self.table.types[position])
         reasons = self.conn.execute(
-            """SELECT e.message, e.detail
+            """SELECT e.message, e.detail, e.sql_error_code
                FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS f(value, type, n)
                CROSS JOIN LATERAL pg_input_error_info(f.value, f.type) AS e
                ORDER BY f.n""", (values, types)).fetchall()
-        return {row: f"{message} (column {column})" + (f": {detail}" if detail else "")
-                for (row, column), (message, detail) in zip(rows, reasons, strict=True)}
+        return {row: (f"{message} (column {column})" + (f": {detail}" if detail else ""), state)
+                for (row, column), (message, detail, state) in zip(rows, reasons, strict=True)}
 
     # --upsert: COPY into a temporary table, then one INSERT ... ON CONFLICT
     # per attempt; within an attempt the last row of a key wins.
