@@ -95,13 +95,16 @@ def loader_command(tmp_path: Path, url: str, *args: str) -> subprocess.Completed
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("url", ["notaurl", "postgresql://[::1", "postgresql://localhost:1/x",
-                                 "host=/nonexistent/socket/dir dbname=x"])
-def test_a_database_that_cannot_be_reached_is_one_line(tmp_path, url):
+@pytest.mark.parametrize("url, says", [
+    ("notaurl", "METRO_DATABASE_URL is not a PostgreSQL connection string (missing"),
+    ("postgresql://[::1", "METRO_DATABASE_URL is not a PostgreSQL connection string (end"),
+    ("postgresql://localhost:1/x", "cannot connect to PostgreSQL: "),
+    ("host=/nonexistent/socket/dir dbname=x", "cannot connect to PostgreSQL: ")])
+def test_a_database_that_cannot_be_reached_is_one_line(tmp_path, url, says):
     write(tmp_path, "trains.csv", "1,a\n")
     done = loader_command(tmp_path, url, "trains.csv")
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr.startswith("loader: cannot connect to PostgreSQL: ")
+    assert done.stderr.startswith(f"loader: {says}")
     assert len(done.stderr.splitlines()) == 1
     assert not (tmp_path / "log").exists()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from test_loader import rows, run, write  # noqa: F401 - fixtures
 
-from metro import settings
+from metro import config
 from metro.loader import cli
 from metro.loader.catalog import FUNCTIONS, TABLES
 
@@ -33,7 +33,7 @@ def test_the_header_is_not_copied_into_the_invalid_rows(run, tmp_path):
 
 
 def test_reloading_the_data_files_suggests_upsert_once(run, conn, tmp_path):
-    files = [str(settings.DATA_DIR / "stations.csv"), str(settings.DATA_DIR / "trains.csv")]
+    files = [str(config.DATA_DIR / "stations.csv"), str(config.DATA_DIR / "trains.csv")]
     assert run("--header", *files)[0] == 0
     status, out, _ = run("--header", *files)
     assert status == 1
