@@ -10,6 +10,8 @@ import psycopg
 
 from bridge import command as bridge_command
 from metro import database, kafka, schema
+from metro.app import topics as topics_command
+from metro.app.web import command as dashboard_command
 from metro.embedded import bin_dir
 from metro.errors import MetroError
 
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka.add_parser(sub)
     bridge_command.add_parser(sub)
+    dashboard_command.add_parser(sub)
+    topics_command.add_parser(sub)
     return parser
 
 

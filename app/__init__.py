@@ -1,0 +1,1 @@
+"""Applications: the command lines, the demo and its views, the dashboard, the local servers."""
