@@ -20,6 +20,8 @@ import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from metro.errors import MetroError
+
 from .. import topics
 from . import queries
 
@@ -78,7 +80,7 @@ class MetroCollector(Collector):
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect()
                 return queries.totals(self._conn)
-            except (psycopg.Error, OSError) as error:
+            except (psycopg.Error, MetroError, OSError) as error:
                 log.warning("metrics: database not answering: %s", " ".join(str(error).split()))
                 if self._conn is not None:
                     self._conn.close()

@@ -30,8 +30,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.responses import StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -194,7 +199,19 @@ def check_database(dsn: str) -> None:
 
 
 def serve(host: str, port: int, kafka: str | None) -> int:
+    import signal
+    from types import FrameType
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        """Ctrl-C or SIGTERM stop the server and end the command normally (exit 0), as
+        `metro bridge` does; uvicorn itself would re-raise the signal once stopped."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
 
     dsn = database.conninfo()
     check_database(dsn)
@@ -205,7 +222,7 @@ def serve(host: str, port: int, kafka: str | None) -> int:
     config = uvicorn.Config(create_app(dsn, kafka), log_level="warning", access_log=False,
                             timeout_graceful_shutdown=1)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         sock.close()
     return 0
