@@ -85,7 +85,7 @@ def consumer(bootstrap: str) -> Any:
     try:
         return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                              enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                             api_version_auto_timeout_ms=int(CONNECT_TIMEOUT * 1000))
+                             session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
@@ -125,7 +125,7 @@ def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
     except KafkaError:
         return {}
     finally:

@@ -142,7 +142,7 @@ def test_the_page_shows_the_network_live(dashboard_db, conn, reader_role, start_
     conn.execute("SELECT metro.record_train_event(2, 10, 1, %s)", (base,))
 
     dashboard = start_dashboard(as_user(dashboard_db, reader_role))
-    browser = Chromium(tmp_path / "chromium")
+    browser = Chromium(tmp_path / "chromium", height=1250)
     try:
         browser.navigate(dashboard.url + "/")
         browser.wait_for("document.body.dataset.updated", what="the first snapshot")

@@ -79,8 +79,8 @@ function drawChart(seconds) {
 
 function drawLine(stations, trains) {
   const line = $("line");
-  const W = 1000, mid = 105, n = stations.length;
-  const x = (i) => (n > 1 ? 40 + (i * (W - 80)) / (n - 1) : W / 2);
+  const W = 1000, mid = 95, n = stations.length;
+  const x = (i) => (n > 1 ? 50 + (i * (W - 100)) / (n - 1) : W / 2);
   const max = Math.max(1, ...stations.map((s) => s.swipes));
   const where = new Map(stations.map((s, i) => [s.station_id, i]));
   const nodes = [svg("line", { x1: x(0), x2: x(Math.max(0, n - 1)), y1: mid, y2: mid,
@@ -90,10 +90,9 @@ function drawLine(stations, trains) {
     const g = svg("g", { "data-station": s.station_id, "data-swipes": s.swipes });
     g.appendChild(svg("circle", { cx: x(i), cy: mid, r, fill: s.swipes ? "#4fb3ff" : "#182029",
                                   stroke: "#d8e0e8", "stroke-width": 2 }));
-    const label = svg("text", { x: x(i), y: mid + 36, fill: "#d8e0e8", "font-size": 12,
-                                "text-anchor": "end",
-                                transform: `rotate(-35 ${x(i)} ${mid + 36})` }, s.name);
-    g.appendChild(label);
+    // Names alternate between two rows below the line, so long ones never overlap.
+    g.appendChild(svg("text", { x: x(i), y: mid + (i % 2 ? 52 : 34), fill: "#d8e0e8",
+                                "font-size": 12, "text-anchor": "middle" }, s.name));
     g.appendChild(svg("text", { x: x(i), y: mid - 26, fill: "#d8e0e8", "font-size": 12,
                                 "text-anchor": "middle" }, fmt(s.swipes)));
     g.appendChild(svg("text", { x: x(i), y: mid - 12 - 30, fill: "#8a98a6", "font-size": 10,
