@@ -99,13 +99,17 @@ class Chromium:
     def wait_for(self, expression: str, timeout: float = 20, what: str = "") -> Any:
         """Evaluate until the value is truthy; fail after timeout seconds."""
         deadline = time.monotonic() + timeout
+        last = ""
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except AssertionError as error:    # e.g. the page is still loading
+                value, last = None, str(error)
             if value:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for "
-                                     f"{what or expression}")
+                                     f"{what or expression}; last value {value!r} {last}")
             time.sleep(0.2)
 
     def screenshot(self, path: Path) -> bytes:

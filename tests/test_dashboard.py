@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -368,3 +369,13 @@ def test_static_assets_ship_with_the_package():
                                                          "index.html"]
     page = (static / "index.html").read_text()
     assert "http://" not in page and "https://" not in page   # no CDN: every asset is ours
+
+
+def test_the_sample_grafana_dashboard_uses_exported_metrics_only():
+    text = (PROJECT_ROOT / "docs" / "monitoring" / "grafana-dashboard.json").read_text()
+    panels = json.loads(text)["panels"]
+    used = {name for panel in panels for target in panel["targets"]
+            for name in re.findall(r"\bmetro_[a-z_]+", target["expr"])}
+    assert used and used <= set(metrics.DOCUMENTED), used - set(metrics.DOCUMENTED)
+    scrape = (PROJECT_ROOT / "docs" / "monitoring" / "prometheus.yml").read_text()
+    assert "metrics_path: /metrics" in scrape and '"127.0.0.1:8080"' in scrape
