@@ -16,6 +16,8 @@ from metro.errors import MetroError
 
 from ..bridge import command as bridge_command
 from . import demo, kafka_broker
+from . import topics as topics_command
+from .web import command as dashboard_command
 
 SANDBOX = "metro_sandbox"
 # Commands whose arguments are psql's.
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka_broker.add_parser(sub)
     bridge_command.add_parser(sub)
+    dashboard_command.add_parser(sub)
+    topics_command.add_parser(sub)
     return parser
 
 

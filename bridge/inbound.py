@@ -39,7 +39,7 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from metro.topics import INBOUND_TOPICS
+from metro.topics import BRIDGE_GROUP, INBOUND_TOPICS
 
 from .messages import (
     BATCH_CALLS,
@@ -53,7 +53,7 @@ from .messages import (
 log = logging.getLogger("metro.bridge.inbound")
 
 # The Kafka consumer group the bridge commits its consumed offsets to (for monitoring only).
-CONSUMER_GROUP = "metro-bridge"
+CONSUMER_GROUP = BRIDGE_GROUP
 # SQLSTATE classes that mean "PostgreSQL cannot do it now, try again": connection
 # exceptions, transaction rollback (serialization failure, deadlock), insufficient
 # resources, object not in prerequisite state (lock not available), operator

@@ -25,3 +25,7 @@ TRAIN_TOPIC = "TRAINTOPIC"
 RECHARGE_TOPIC = "RECHARGE"
 PAYMENT_TOPIC = "transaction_topic"
 INBOUND_TOPICS = (TRAIN_TOPIC, RECHARGE_TOPIC, PAYMENT_TOPIC)
+
+# The Kafka consumer group the bridge mirrors its inbound offsets to (for monitoring:
+# PostgreSQL's stored offsets are the truth).
+BRIDGE_GROUP = "metro-bridge"

@@ -21,8 +21,8 @@ from metro import config, schema
 from metro.database import with_dbname
 from metro.embedded import EmbeddedServer
 
-# The session Kafka broker and its fixtures.
-pytest_plugins = ["kafka_fixtures"]
+# The session Kafka broker, the dashboard's server, and their fixtures.
+pytest_plugins = ["kafka_fixtures", "dashboard_fixtures"]
 
 _counter = itertools.count()
 

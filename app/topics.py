@@ -1,0 +1,271 @@
+"""`metro topics list|tail`: what the Kafka topics hold, without Kafka's own tools.
+
+`list` prints every topic's partitions with their end offsets and the lag of the
+bridge's consumer group (`metro-bridge`: its committed offset, when it has one).
+`tail TOPIC` prints messages as they arrive (or from the beginning): partition,
+offset, key, the `position` header, the record's timestamp and the value as
+pretty JSON. The broker is `--kafka HOST:PORT`, else METRO_KAFKA, else the
+project's local broker (`metro kafka start`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from metro import config
+from metro.errors import MetroError
+from metro.topics import BRIDGE_GROUP, POSITION_HEADER
+
+CONNECT_TIMEOUT = 3.0
+REQUEST_TIMEOUT_MS = 10_000
+
+
+class KafkaNotAnswering(MetroError):
+    """No broker of the bootstrap list accepted a connection or answered."""
+
+
+class UnknownTopic(MetroError):
+    """The broker has no such topic."""
+
+
+def bootstrap_address(cli_value: str | None) -> str:
+    """--kafka, else METRO_KAFKA, else the project's local broker."""
+    return config.kafka_servers(cli_value)
+
+
+def _servers(bootstrap: str) -> list[tuple[str, int]]:
+    servers = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise MetroError(f"not a Kafka address (HOST:PORT): {item.strip()!r}")
+        servers.append((host.strip("[]"), int(port)))
+    return servers
+
+
+def reachable(bootstrap: str, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Whether some broker of the list accepts a TCP connection.
+
+    Probed before any Kafka client is made: kafka-python retries a refused
+    connection on its own for a long time and leaks a socket per attempt.
+    """
+    for host, port in _servers(bootstrap):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def quiet_kafka_logging() -> None:
+    """kafka-python logs every reconnection; the commands report failures in one line."""
+    logger = logging.getLogger("kafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+def consumer(bootstrap: str) -> Any:
+    """A consumer without a group (it commits nothing), or KafkaNotAnswering."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    if not reachable(bootstrap):
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
+    try:
+        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                             session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
+    except KafkaError as error:
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
+                                f"{type(error).__name__}") from None
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    topic: str
+    partition: int
+    end_offset: int
+    committed: int | None          # the bridge group's committed offset
+    lag: int | None                # end_offset - committed
+
+
+def user_topics(client: Any) -> list[str]:
+    """Topics of the cluster without Kafka's internal ones (__consumer_offsets ...)."""
+    return sorted(t for t in client.topics() if not t.startswith("__"))
+
+
+def end_offsets(client: Any, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """End offset of each (topic, partition)."""
+    from kafka import TopicPartition
+
+    ends = client.end_offsets([TopicPartition(topic, p) for topic, p in pairs])
+    return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+
+
+def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """Committed offsets of a consumer group (empty when the group never committed)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap,
+                                 request_timeout_ms=REQUEST_TIMEOUT_MS)
+    except KafkaError as error:
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
+                                f"{type(error).__name__}") from None
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    except KafkaError:
+        return {}
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()
+            if meta.offset is not None and meta.offset >= 0}
+
+
+def describe(bootstrap: str) -> list[PartitionInfo]:
+    client = consumer(bootstrap)
+    try:
+        pairs = [(topic, p) for topic in user_topics(client)
+                 for p in sorted(client.partitions_for_topic(topic) or ())]
+        ends = end_offsets(client, pairs) if pairs else {}
+    finally:
+        client.close()
+    committed = group_offsets(bootstrap, BRIDGE_GROUP)
+    result = []
+    for pair in pairs:
+        done = committed.get(pair)
+        result.append(PartitionInfo(pair[0], pair[1], ends[pair], done,
+                                    None if done is None else max(0, ends[pair] - done)))
+    return result
+
+
+def render_list(partitions: list[PartitionInfo], bootstrap: str) -> str:
+    if not partitions:
+        return f"no topics on {bootstrap}"
+    width = max(5, *(len(p.topic) for p in partitions))
+    lines = [f"{'topic':<{width}} {'partition':>9} {'end offset':>11} "
+             f"{BRIDGE_GROUP + ' offset':>20} {'lag':>8}"]
+    for p in partitions:
+        committed = "-" if p.committed is None else str(p.committed)
+        lag = "-" if p.lag is None else str(p.lag)
+        lines.append(f"{p.topic:<{width}} {p.partition:>9} {p.end_offset:>11} "
+                     f"{committed:>20} {lag:>8}")
+    return "\n".join(lines)
+
+
+def _header(record: Any, name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value.decode("utf-8", "replace") if value is not None else None
+    return None
+
+
+def format_record(record: Any) -> str:
+    """One message: where it is, key, position header, timestamp, then the value."""
+    key = record.key.decode("utf-8", "replace") if record.key is not None else "-"
+    position = _header(record, POSITION_HEADER) or "-"
+    stamp = datetime.fromtimestamp(record.timestamp / 1000, UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+    head = (f"{record.topic}[{record.partition}] offset {record.offset}  key {key}  "
+            f"position {position}  {stamp}")
+    if record.value is None:
+        return f"{head}\n(null)"
+    text = record.value.decode("utf-8", "replace")
+    try:
+        body = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        body = text
+    return f"{head}\n{body}"
+
+
+def records(bootstrap: str, topic: str, from_beginning: bool) -> Iterator[Any]:
+    """The topic's records, from its beginning or from now on, until the caller stops."""
+    from kafka import TopicPartition
+
+    client = consumer(bootstrap)
+    try:
+        known = user_topics(client)
+        if topic not in known:
+            raise UnknownTopic(f"unknown topic {topic!r} on {bootstrap} (topics: "
+                               f"{', '.join(known) or 'none'})")
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(client.partitions_for_topic(topic) or ())]
+        client.assign(partitions)
+        if from_beginning:
+            client.seek_to_beginning(*partitions)
+        else:
+            client.seek_to_end(*partitions)
+        for tp in partitions:      # resolve the positions now, before anything new arrives
+            client.position(tp)
+        while True:
+            for batch in client.poll(timeout_ms=500).values():
+                yield from batch
+    finally:
+        client.close()
+
+
+def tail(bootstrap: str, topic: str, *, from_beginning: bool = False, key: str | None = None,
+         limit: int | None = None, output: TextIO = sys.stdout) -> int:
+    """Print the topic's messages (those with key, when given); stop after limit of them."""
+    shown = 0
+    if limit == 0:
+        return 0
+    for record in records(bootstrap, topic, from_beginning):
+        if key is not None and (record.key is None or record.key.decode("utf-8", "replace") != key):
+            continue
+        output.write(format_record(record) + "\n")
+        output.flush()
+        shown += 1
+        if limit is not None and shown >= limit:
+            break
+    return 0
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    topics = sub.add_parser("topics", help="list the Kafka topics with their offsets and the "
+                                           "bridge's lag, or print a topic's messages")
+    actions = topics.add_subparsers(dest="topics_action", required=True)
+    listing = actions.add_parser("list", help="topics, partitions, end offsets and the lag of "
+                                              f"the consumer group {BRIDGE_GROUP}")
+    tailing = actions.add_parser("tail", help="print a topic's messages as they arrive")
+    tailing.add_argument("topic")
+    tailing.add_argument("--from-beginning", action="store_true",
+                         help="start at the oldest message instead of the end")
+    tailing.add_argument("--key", help="only messages with this key")
+    tailing.add_argument("--limit", type=_non_negative, metavar="N",
+                         help="stop after N messages (default: follow until Ctrl-C)")
+    for parser in (listing, tailing):
+        parser.add_argument("--kafka", metavar="HOST:PORT",
+                            help="bootstrap servers (default METRO_KAFKA, else the broker of "
+                                 "`metro kafka start`)")
+    topics.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    quiet_kafka_logging()
+    bootstrap = bootstrap_address(args.kafka)
+    if args.topics_action == "list":
+        print(render_list(describe(bootstrap), bootstrap))
+        return 0
+    return tail(bootstrap, args.topic, from_beginning=args.from_beginning, key=args.key,
+                limit=args.limit)

@@ -1,0 +1,35 @@
+"""`metro dashboard`: options; the server itself (server.py) is imported only when run."""
+
+from __future__ import annotations
+
+import argparse
+
+from metro import config
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    dashboard = sub.add_parser("dashboard", help="serve the live dashboard page and Prometheus "
+                                                 "metrics (/metrics)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default %(default)s)")
+    dashboard.add_argument("--port", type=_port, default=8080,
+                           help="port to listen on (default %(default)s)")
+    dashboard.add_argument("--kafka", metavar="HOST:PORT",
+                           help="Kafka bootstrap servers for metro_kafka_up and the inbound "
+                                "lag (default METRO_KAFKA; none: no Kafka metrics)")
+    dashboard.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    # The web stack is imported only when the dashboard runs: other commands start faster.
+    from .. import topics
+    from . import server
+
+    topics.quiet_kafka_logging()
+    return server.serve(args.host, args.port, config.kafka_bootstrap(args.kafka))
