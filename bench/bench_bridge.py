@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         args.rate, args.cards, latency_seconds = 200, 2_000, 1
         global SETTLE
         SETTLE = 0.5
+        pgbench.smoke_size()
 
     BridgeProcess.batch_size = args.batch_size
     dsn = scratch_database("metro_bench_bridge", smoke=args.smoke)

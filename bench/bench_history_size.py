@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.sizes, args.seconds, args.repeats = [0, 5_000], 1, 1
         args.hot_cards, args.hot_events, args.cards = 5, 200, 2_000
+        pgbench.smoke_size()
 
     dsn = scratch_database("metro_bench_history_size", smoke=args.smoke)
     print(f"loading {args.cards:,} cards ...", flush=True)

@@ -89,9 +89,19 @@ def write_cards(path: Path, rows: int, bad_fraction: float, seed: int = 7) -> in
     return len(bad_at)
 
 
+_smoke_dsn: list[str] = []
+
+
 def run_once(path: Path, rows: int, bad: int, report_dir: Path,
              on_error: bool, smoke: bool = False) -> dict[str, Any]:
-    dsn = scratch_database("metro_bench_loader", smoke=smoke)
+    if smoke and _smoke_dsn:  # a smoke run empties one database instead of making new ones
+        dsn = _smoke_dsn[0]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("TRUNCATE metro.cards")
+    else:
+        dsn = scratch_database("metro_bench_loader", smoke=smoke)
+        if smoke:
+            _smoke_dsn.append(dsn)
     env = {**os.environ, "METRO_DATABASE_URL": dsn}
     loader = [str(Path(sys.executable).parent / "loader")] if on_error else \
         [sys.executable, "-c", _WITHOUT_ON_ERROR]

@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.seconds, args.repeats, args.cards = 1, 1, 2_000
         args.clients, args.rates, args.bulk = [2], [200], [(20, 2), (10, 1)]
+        pgbench.smoke_size()
     cards = args.cards
 
     dsn = scratch_database("metro_bench_validate_entry", smoke=args.smoke)

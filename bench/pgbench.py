@@ -66,6 +66,17 @@ class Run:
                 self.p99_ms, self.max_ms, self.failed]
 
 
+# --smoke: closed-loop runs of this many transactions per client instead of -T seconds,
+# and open-loop runs of a tenth of a second: proof that each script works, not figures.
+SMOKE_TRANSACTIONS: int | None = None
+
+
+def smoke_size(transactions: int = 20) -> None:
+    """Make every later run tiny (the benchmarks' --smoke)."""
+    global SMOKE_TRANSACTIONS
+    SMOKE_TRANSACTIONS = transactions
+
+
 COLUMNS = ["workload", "clients", "offered", "swipes/s", "p50 ms", "p95 ms", "p99 ms",
            "max ms", "failed"]
 
@@ -109,6 +120,9 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
     the end of the run may have committed unseen, at most one per client).
     """
     seconds = max(1, int(seconds))
+    offered_seconds: float = seconds
+    if SMOKE_TRANSACTIONS is not None:
+        offered_seconds = 0.1
     before = _count(dsn, rows[0]) if rows else 0
     with tempfile.TemporaryDirectory(prefix="metro-pgbench-") as scratch:
         script_path = Path(scratch) / "script.sql"
@@ -118,9 +132,12 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
                 "-l", f"--log-prefix={scratch}/tx"]
         if rate:
             # A fixed number of transactions: every one offered is run or skipped.
-            args += ["-R", str(rate), "-t", str(max(1, round(rate * seconds / clients)))]
+            per_client = max(1, round(rate * offered_seconds / clients))
+            args += ["-R", str(rate), "-t", str(per_client)]
             if latency_limit_ms is not None:
                 args += ["--latency-limit", f"{latency_limit_ms:g}"]
+        elif SMOKE_TRANSACTIONS is not None:
+            args += ["-t", str(SMOKE_TRANSACTIONS)]
         else:
             args += ["-T", str(seconds)]
         result = subprocess.run(args, capture_output=True, text=True,
@@ -147,11 +164,11 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
               f"{name}: {completed:,} transactions completed, {per} row(s) each, but the"
               f" table grew by {grown:,} rows")
     scheduled = completed + skipped + failed
-    offered = max(1, round(rate * seconds / clients)) * clients if rate else scheduled
+    offered = max(1, round(rate * offered_seconds / clients)) * clients if rate else scheduled
     not_started = max(0, offered - scheduled) if rate else 0
     lost = skipped + failed + not_started
     tps = completed / seconds
-    if rate:  # the run lasts as long as it takes: pgbench's own rate
+    if rate or SMOKE_TRANSACTIONS is not None:  # the run lasts as long as it takes
         tps_match = re.search(r"tps = ([\d.]+) \(without initial connection time\)",
                               result.stdout)
         tps = float(tps_match.group(1)) if tps_match else tps
