@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # setuptools explains editable installs at length on every install; the lines say nothing new.
 PIP := PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(VENV)/.metro: pyproject.toml
 	@echo "installing metro into $(VENV) ..."
@@ -23,7 +23,15 @@ $(VENV)/.metro-test: $(VENV)/.metro
 demo: $(VENV)/.metro
 	$(BIN)/metro demo
 
-test: $(VENV)/.metro-test
+# The dashboard's browser test drives Debian's Chromium, never a downloaded browser.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the dashboard's browser test ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make test: Debian's chromium is missing and cannot be installed here (needs root and apt-get); install it with: apt-get install chromium" >&2; exit 1; fi; }
+
+test: $(VENV)/.metro-test chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -1,4 +1,17 @@
-"""Shared pieces of the benchmarks: a scratch database, percentiles, the table and the JSON."""
+"""Shared pieces of the benchmarks: a scratch database, percentiles, medians with their
+range, correctness checks, the table and the JSON.
+
+Rules every benchmark follows (see README, Benchmarks):
+- a figure is the median of at least MIN_RUNS runs, printed with its range (min-max);
+  a target is met only when the median meets it;
+- each figure carries its own setup (cards, clients, seconds, batch...);
+- each benchmark checks its own results (counts, mismatches) and exits non-zero
+  through `check` when they are wrong, whatever the timings;
+- percentiles come from `percentile` below, nowhere else.
+
+`--smoke` (every benchmark has it) runs at a tiny size to prove the benchmark still
+works; METRO_BENCH_RESULTS moves the JSON files (the smoke test writes elsewhere).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,7 @@ import json
 import math
 import os
 import platform
+import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +34,58 @@ from ..app.sample_data import load_reference_data
 
 # Beside the benchmarks in a checkout (bench/results).
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MIN_RUNS = 3
+SMOKE_SUFFIX = "_smoke"
 
 
-def scratch_database(name: str) -> str:
+def results_dir() -> Path:
+    """Where the JSON goes: METRO_BENCH_RESULTS, or bench/results."""
+    configured = os.environ.get("METRO_BENCH_RESULTS")
+    return Path(configured) if configured else RESULTS_DIR
+
+
+class CheckFailed(SystemExit):
+    """A benchmark found its own results wrong: the run exits with status 1."""
+
+
+def check(condition: bool, message: str) -> None:
+    """A correctness check of a benchmark: a wrong count ends the run (exit status 1)
+    however good the timings, so a benchmark that measures the wrong thing fails."""
+    if not condition:
+        raise CheckFailed(f"benchmark check failed: {message}")
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else math.nan
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """The median of several runs with its range, as every figure is reported."""
+    values = [float(v) for v in values]
+    return {"median": median(values), "min": min(values, default=math.nan),
+            "max": max(values, default=math.nan), "runs": values}
+
+
+def spread_text(values: Sequence[float], unit: str = "") -> str:
+    """`5,756 (5,100-5,900)`: the median and, in brackets, the range of the runs."""
+    found = spread(values)
+    suffix = f" {unit}" if unit else ""
+    if len(found["runs"]) < 2:
+        return f"{_cell(found['median'])}{suffix} (1 run)"
+    return (f"{_cell(found['median'])}{suffix} ({_cell(found['min'])}-{_cell(found['max'])},"
+            f" {len(found['runs'])} runs)")
+
+
+def met(value: float, target: float, higher_is_better: bool = True) -> bool:
+    """Whether a median meets its target."""
+    return value >= target if higher_is_better else value <= target
+
+
+def scratch_database(name: str, smoke: bool = False) -> str:
     """DSN of a freshly created database `name` on the selected server, schema installed,
-    the project's stations and trains loaded."""
+    the project's stations and trains loaded (a smoke run gets its own database)."""
+    if smoke:
+        name += SMOKE_SUFFIX
     admin_dsn = database.with_dbname(database.conninfo(), "postgres")
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
@@ -66,24 +127,48 @@ def _cell(value: Any) -> str:
 def summary_row(workload: str, parameters: str, throughput: float, unit: str,
                 p50_ms: float | None = None, p95_ms: float | None = None,
                 p99_ms: float | None = None, baseline_ratio: float | None = None,
-                baseline: str | None = None) -> dict[str, Any]:
+                baseline: str | None = None, *, setup: dict[str, Any] | None = None,
+                runs: Sequence[float] | None = None, target: str | None = None,
+                met: bool | None = None) -> dict[str, Any]:
     """One line of the suite's table (python -m bench): every benchmark writes a list of
-    these under "summary" in its JSON."""
+    these under "summary" in its JSON. throughput and the percentiles are medians of
+    `runs` (the throughput of each run); setup names what was measured (cards,
+    clients, seconds, batch ...); met says whether the median meets `target`."""
+    values = [float(v) for v in runs] if runs is not None else [float(throughput)]
     return {"workload": workload, "parameters": parameters, "throughput": throughput,
             "unit": unit, "p50_ms": p50_ms, "p95_ms": p95_ms, "p99_ms": p99_ms,
-            "baseline_ratio": baseline_ratio, "baseline": baseline}
+            "baseline_ratio": baseline_ratio, "baseline": baseline, "setup": setup or {},
+            "runs": len(values), "min": min(values), "max": max(values),
+            "target": target, "met": met}
 
 
-def write_json(name: str, results: dict[str, Any]) -> Path:
-    """Write results with the machine they were measured on to bench/results/<name>.json."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_json(name: str, results: dict[str, Any], smoke: bool = False) -> Path:
+    """Write results with the machine they were measured on to bench/results/<name>.json
+    (a smoke run's to bench/results/smoke/, unless METRO_BENCH_RESULTS says where)."""
+    directory = results_dir()
+    if smoke and not os.environ.get("METRO_BENCH_RESULTS"):
+        directory = directory / "smoke"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     payload = {
         "benchmark": name,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "smoke": smoke,
         **results,
     }
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(_finite(payload), indent=2, default=str, allow_nan=False)
+                    + "\n")
     print(f"results written to {path}")
     return path

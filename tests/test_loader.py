@@ -160,7 +160,20 @@ def type_errors(request, monkeypatch) -> str:
 
 
 def test_scattered_bad_rows_across_batches_are_all_found_in_file_order(run, conn, tmp_path,
-                                                                       type_errors):
+                                                                       type_errors,
+                                                                       monkeypatch):
+    if type_errors == "on_error" and conn.info.server_version < copying.ON_ERROR_FROM:
+        pytest.skip("COPY ON_ERROR needs PostgreSQL 17 or later")
+    # Every COPY statement the loader sends, recorded on its way to the server: they prove
+    # which path ran.
+    sent: list[bytes] = []
+    real_copy = psycopg.Cursor.copy
+
+    def recording_copy(cursor, statement, *args, **kwargs):
+        sent.append(statement if isinstance(statement, bytes) else statement.as_bytes(cursor))
+        return real_copy(cursor, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", recording_copy)
     bad = set(range(7, 3000, 97)) | {1500, 1501, 1502, 2999}
     kinds = ["x", "-1", "", "1,2"]  # wrong type, CHECK, NOT NULL, extra column
     lines = [f"{card},1,0,{kinds[card % 4] if card in bad else 100},,,,,0\n"
@@ -183,6 +196,11 @@ def test_scattered_bad_rows_across_batches_are_all_found_in_file_order(run, conn
         'cards.csv line 299: null value in column "balance" of relation "cards" violates '
         'not-null constraint: Failing row contains (298, t, 0, null, null, null, null, null, 0).')
     assert rows(conn, "SELECT count(*) FROM cards WHERE balance = 100") == [(3000 - len(bad),)]
+    with_on_error = [b"ON_ERROR ignore" in statement for statement in sent]
+    if type_errors == "on_error":
+        assert sent and all(with_on_error)
+    else:
+        assert sent and not any(with_on_error)
 
 
 def test_a_first_line_header_gets_a_hint(run, tmp_path):

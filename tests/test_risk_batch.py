@@ -42,6 +42,12 @@ def reset(conn: psycopg.Connection, decided_before: list[tuple]) -> None:
         conn.execute(SINGLE, args)
 
 
+def refusal(error: psycopg.Error) -> bool:
+    """The project's own refusals (MTxxx, 22023): anything else is a failure of the test."""
+    return error.sqlstate is not None and (error.sqlstate.startswith("MT")
+                                           or error.sqlstate == "22023")
+
+
 def one_by_one(conn: psycopg.Connection, payments: list[tuple]) -> list[tuple] | tuple:
     """The decisions of evaluate_transaction called in order in one transaction, or the
     (sqlstate, message) of the first refusal, which leaves nothing written."""
@@ -49,6 +55,8 @@ def one_by_one(conn: psycopg.Connection, payments: list[tuple]) -> list[tuple] |
         with conn.transaction():
             return [tuple(conn.execute(SINGLE, p).fetchone()) for p in payments]
     except psycopg.Error as error:
+        if not refusal(error):
+            raise
         return error.sqlstate, error.diag.message_primary
 
 
@@ -58,18 +66,29 @@ def batch(conn: psycopg.Connection, payments: list[tuple]) -> list[tuple] | tupl
         rows = conn.execute(BATCH, tuple(map(list, zip(*payments, strict=True)))
                             if payments else ([], [], [], [])).fetchall()
     except psycopg.Error as error:
+        if not refusal(error):
+            raise
         return error.sqlstate, error.diag.message_primary
     assert [r[0] for r in rows] == list(range(1, len(payments) + 1))
     return [tuple(r[1:]) for r in rows]
 
 
 AMOUNTS = ["0.01", "5000.00", "5000.01", "10000.00", "10000.01", "25000"]
+TRANSACTION_IDS = st.sampled_from(["p-1", "p-2", "p-3", "p-4", "p-5"])
+TIMES = st.integers(0, 5).map(lambda n: at(n))
 payments = st.tuples(
-    st.sampled_from(["p-1", "p-2", "p-3", "p-4", "p-5"]),
+    TRANSACTION_IDS,
     st.integers(1, 4),
     st.one_of(st.sampled_from(AMOUNTS), st.sampled_from(["0", "-1", "0.001", "1e12"])
               ).map(Decimal),
-    st.integers(0, 5).map(lambda n: at(n)))
+    TIMES)
+# Payments every rule set below decides: valid amounts, any account, repeated ids.
+valid_payments = st.tuples(TRANSACTION_IDS, st.integers(1, 4),
+                           st.one_of(st.sampled_from(AMOUNTS).map(Decimal),
+                                     st.decimals("0.01", "30000", places=2)),
+                           TIMES)
+# Rule sets that still cover every amount (the catch-all stays): the elevated rule's range.
+ELEVATED_RANGES = ["(5000,10000]", "(8000,10000]", "[5000,10000)", "(0,25000]"]
 
 
 def set_catch_all(conn: psycopg.Connection, amount_range: str | None) -> None:
@@ -103,6 +122,39 @@ def test_batch_equals_single_calls(conn):
         check()
     finally:
         set_catch_all(conn, "(,)")
+
+
+def test_valid_batches_equal_single_calls(conn):
+    """Batches that no rule refuses, so every example compares every decision and every
+    row written, not only a first error."""
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(valid_payments, min_size=2, max_size=12),
+           st.lists(valid_payments, max_size=3), st.sampled_from(ELEVATED_RANGES))
+    def check(batch_payments, decided_before, elevated):
+        conn.execute("UPDATE risk_rules SET amount_range = %s"
+                     " WHERE rule = 'elevated_risk_above_5000'", (elevated,))
+        reset(conn, decided_before)
+        alone, after_alone = one_by_one(conn, batch_payments), state(conn)
+        assert isinstance(alone, list) and len(alone) == len(batch_payments), alone
+        reset(conn, decided_before)
+        assert batch(conn, batch_payments) == alone
+        assert state(conn) == after_alone
+
+    try:
+        check()
+    finally:
+        conn.execute("UPDATE risk_rules SET amount_range = '(5000,10000]'"
+                     " WHERE rule = 'elevated_risk_above_5000'")
+
+
+def function_calls(conn: psycopg.Connection) -> dict[str, int]:
+    """Completed calls of the payment functions counted by track_functions (a call that
+    ends in an error is not counted)."""
+    return dict(conn.execute(
+        "SELECT funcname, calls FROM pg_stat_user_functions WHERE schemaname = 'metro'"
+        " AND funcname IN ('evaluate_transaction', 'evaluate_transactions') AND calls > 0"
+    ).fetchall())
 
 
 def test_duplicates_and_transactions_decided_before(conn):
@@ -215,12 +267,27 @@ def test_the_bridge_applies_a_poll_once_and_dead_letters_bad_payments(db, conn, 
     offsets = [future.get(timeout=10).offset for future in sent]
     tp = TopicPartition("transaction_topic", 1)
     with psycopg.connect(db, autocommit=True) as applier:
+        # Count the calls of PL/pgSQL functions made by this session: they prove which path
+        # applied the poll.
+        applier.execute("SET track_functions = 'pl'")
         records = deliver(kafka, tp, offsets[0], len(values))
         result = apply_records(applier, tp.topic, tp.partition, records)
         assert (result.applied, result.dead_lettered, result.skipped) == (
             (3, 2, 0) if refused else (4, 1, 0))
+        applier.execute("SELECT pg_stat_force_next_flush()")
+        calls = function_calls(conn)
         again = apply_records(applier, tp.topic, tp.partition, records)
         assert (again.applied, again.dead_lettered, again.skipped) == (0, 0, 5)
+        applier.execute("SELECT pg_stat_force_next_flush()")
+    if refused:
+        # The batch call was refused (not counted): inside it, evaluate_transaction decided
+        # k-1, k-2 and k-1 again before k-3's refusal (3 calls), then the bridge applied the
+        # poll message by message: k-1, k-2, k-1 (3 calls) and k-3 refused (not counted).
+        assert calls == {"evaluate_transaction": 6}
+    else:
+        # One set-wise call decided the whole poll; no payment was decided alone.
+        assert calls == {"evaluate_transactions": 1}
+    assert function_calls(conn) == calls  # nothing applied the second time
     dead = [(offsets[1], "expected 3 or 4 comma-separated fields (transaction_id,account_id,"
                          "amount,ts), got 1")]
     if refused:

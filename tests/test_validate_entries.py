@@ -45,18 +45,27 @@ def state(conn):
     return [conn.execute(query).fetchall() for query in STATE]
 
 
+# Seconds after T0: within a second of each other, and across more than an hour, with
+# pairs exactly one window apart (the window [ts - 1 hour, ts) includes its start).
+OFFSETS = [0, 0.3, 0.9, 1.2, 60, 600, 1800, 1800.5, 3000, 3599, 3599.9, 3600, 3600.3, 3601,
+           4200, 5400, 7200, 7200.2]
 swipe = st.tuples(st.integers(1, 6), st.integers(1, 15),
-                  st.sampled_from([0, 0.3, 0.9, 1.2, 60, 600, 1800]))
+                  st.one_of(st.sampled_from(OFFSETS), st.integers(0, 75_000).map(lambda n: n / 10)))
+# The rules' thresholds, drawn: the settings row applies to the next call.
+rule_settings = st.tuples(st.sampled_from(["1 hour", "30 minutes", "90 minutes", "1 second"]),
+                          st.integers(1, 6), st.integers(1, 12))
 
 
 def test_batch_equals_single_calls(conn, stations):
-    @settings(max_examples=40, deadline=None,
+    @settings(max_examples=60, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(st.lists(swipe, min_size=1, max_size=25))
-    def check(swipes):
+    @given(st.lists(swipe, min_size=1, max_size=25), rule_settings)
+    def check(swipes, thresholds):
         cards = [c for c, _, _ in swipes]
         stations_ = [s for _, s, _ in swipes]
         times = [at(seconds) for _, _, seconds in swipes]
+        conn.execute("UPDATE settings SET fraud_window = %s, fraud_station_limit = %s,"
+                     " fraud_entry_limit = %s", thresholds)
 
         reset(conn)
         alone = [tuple(conn.execute("SELECT * FROM validate_entry(%s, %s, %s)",
@@ -71,7 +80,11 @@ def test_batch_equals_single_calls(conn, stations):
         assert [tuple(r[1:]) for r in batch] == alone
         assert state(conn) == after_alone
 
-    check()
+    try:
+        check()
+    finally:
+        conn.execute("UPDATE settings SET fraud_window = '1 hour', fraud_station_limit = 5,"
+                     " fraud_entry_limit = 10")
 
 
 def test_messages_of_a_batch(conn, stations):

@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def command(args: argparse.Namespace) -> int:
     # The web stack is imported only when the dashboard runs: other commands start faster.
-    from .. import topics
+    from metro import kafka_clients
+
     from . import server
 
-    topics.quiet_kafka_logging()
+    kafka_clients.quiet_kafka_logging()
     return server.serve(args.host, args.port, config.kafka_bootstrap(args.kafka))

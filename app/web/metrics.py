@@ -20,9 +20,9 @@ import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from metro import kafka_clients
 from metro.errors import MetroError
 
-from .. import topics
 from . import queries
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,11 @@ class MetroCollector(Collector):
         """End offsets of the inbound partitions, or None when Kafka does not answer."""
         assert self._kafka is not None
         try:
-            client = topics.consumer(self._kafka)
-        except topics.KafkaNotAnswering:
+            client = kafka_clients.consumer(self._kafka)
+        except kafka_clients.KafkaNotAnswering:
             return None
         try:
-            return topics.end_offsets(client, pairs) if pairs else {}
+            return kafka_clients.end_offsets(client, pairs) if pairs else {}
         except Exception as error:  # kafka-python raises many kinds; any means "not answering"
             log.warning("metrics: Kafka not answering: %s", error)
             return None

@@ -1,0 +1,73 @@
+"""Connections to Kafka for the tools that read it (metro topics, the dashboard's metrics):
+a reachability probe, a consumer that commits nothing, end offsets, and quiet logging."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from metro.errors import MetroError
+
+CONNECT_TIMEOUT = 3.0
+REQUEST_TIMEOUT_MS = 10_000
+
+
+class KafkaNotAnswering(MetroError):
+    """No broker of the bootstrap list accepted a connection or answered."""
+
+
+def _servers(bootstrap: str) -> list[tuple[str, int]]:
+    servers = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise MetroError(f"not a Kafka address (HOST:PORT): {item.strip()!r}")
+        servers.append((host.strip("[]"), int(port)))
+    return servers
+
+
+def reachable(bootstrap: str, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Whether some broker of the list accepts a TCP connection.
+
+    Probed before any Kafka client is made: kafka-python retries a refused
+    connection on its own for a long time and leaks a socket per attempt.
+    """
+    for host, port in _servers(bootstrap):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def quiet_kafka_logging() -> None:
+    """kafka-python logs every reconnection; the commands report failures in one line."""
+    logger = logging.getLogger("kafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+def consumer(bootstrap: str) -> Any:
+    """A consumer without a group (it commits nothing), or KafkaNotAnswering."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    if not reachable(bootstrap):
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
+    try:
+        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                             session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
+    except KafkaError as error:
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
+                                f"{type(error).__name__}") from None
+
+
+def end_offsets(client: Any, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """End offset of each (topic, partition)."""
+    from kafka import TopicPartition
+
+    ends = client.end_offsets([TopicPartition(topic, p) for topic, p in pairs])
+    return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}

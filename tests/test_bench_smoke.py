@@ -1,0 +1,70 @@
+"""Every benchmark at a tiny size (`--smoke`: about a second per run, a few thousand cards),
+so a broken benchmark is found the day it breaks. Correctness only: each benchmark checks
+its own counts and exits non-zero when they are wrong; no timing is asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_risk_kafka import risk_topics  # noqa: F401 (a fixture)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# name, whether it needs the session's Kafka broker
+BENCHMARKS = [("validate_entry", False), ("history_size", False), ("loader", False),
+              ("producers", False), ("bridge", True), ("risk", True)]
+
+
+def run_smoke(name: str, server_dsn: str, results: Path,
+              kafka: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_RESULTS=str(results))
+    env.pop("METRO_KAFKA", None)
+    if kafka is not None:
+        env["METRO_KAFKA"] = kafka
+    return subprocess.run([sys.executable, "-m", f"metro.bench.bench_{name}", "--smoke"],
+                          capture_output=True, text=True, env=env, cwd=PROJECT_ROOT,
+                          timeout=180, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "needs_kafka"), BENCHMARKS,
+                         ids=[name for name, _ in BENCHMARKS])
+def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, needs_kafka):
+    kafka = request.getfixturevalue("risk_topics") if needs_kafka else None
+    result = run_smoke(name, server_dsn, tmp_path, kafka)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "benchmark check failed" not in result.stderr
+    written = json.loads((tmp_path / f"{name}.json").read_text())
+    assert written["benchmark"] == name and written["smoke"] is True
+    assert written["summary"], "no summary row"
+    for row in written["summary"]:
+        # Every figure states its own setup and how many runs it is the median of.
+        assert row["setup"], row
+        assert row["runs"] >= 1 and row["min"] <= row["throughput"] <= row["max"], row
+
+
+def test_a_failed_check_exits_non_zero():
+    result = subprocess.run(
+        [sys.executable, "-c", "from metro.bench.common import check; check(1 == 2, 'one is two')"],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "benchmark check failed: one is two"
+
+
+def test_percentiles_count_lost_transactions_as_the_slowest():
+    from metro.bench.common import percentile, spread
+    from metro.bench.pgbench import percentile_with_lost
+
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 0.5) == 50.0 and percentile(samples, 0.99) == 99.0
+    assert percentile_with_lost(samples, 0, 0.99) == 99.0
+    assert percentile_with_lost(samples, 1, 0.99) == 100.0   # rank 100 of 101
+    assert percentile_with_lost(samples, 2, 0.99) == float("inf")   # rank 101 of 102
+    assert percentile_with_lost(samples, 100, 0.5) == 100.0
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0,
+                                       "runs": [3.0, 1.0, 2.0]}
