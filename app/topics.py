@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from metro import config
 from metro.errors import MetroError
 from metro.kafka_clients import (
+    REQUEST_TIMEOUT_MS,
     KafkaNotAnswering,
     consumer,
     end_offsets,
