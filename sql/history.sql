@@ -1,5 +1,5 @@
 -- Materialized per-second history. Maintained incrementally by the
--- card_events triggers (procedures/02_history.sql) in the same transaction as
+-- card_events triggers (procedures/history.sql) in the same transaction as
 -- every write; never refreshed. Only the trigger writes these tables, so they
 -- carry no CHECKs (PostgreSQL re-reads every CHECK expression on each
 -- statement, and these are written on every swipe); their invariants are

@@ -32,6 +32,7 @@ RETURNS TABLE (rule smallint) LANGUAGE sql STABLE AS $$
               LIMIT s.fraud_entry_limit) e
     ) recent
 $$;
+COMMENT ON FUNCTION fraud_rule(bigint, timestamptz) IS 'Which fraud rule an entry of the card at ts breaks: 0 none, 1 same second, 2 too many stations, 3 too many entries in the window; inlined into its callers';
 
 -- Would an entry of card_id at station_id at ts be refused as fraud?
 -- Read-only: records nothing.
@@ -47,5 +48,6 @@ BEGIN
     RETURN (SELECT f.rule FROM fraud_rule($1, $3) f) <> 0;
 END
 $$;
+COMMENT ON FUNCTION is_fraud(bigint, integer, timestamptz) IS 'Would an entry of card_id at station_id at ts be refused as fraud? Reads only. MT004 NULL argument, MT001 unknown station';
 REVOKE ALL ON FUNCTION is_fraud(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION is_fraud(bigint, integer, timestamptz) TO metro_app;

@@ -94,15 +94,9 @@ COMMENT ON COLUMN transaction_decisions.risk_level IS 'Risk level of the account
 COMMENT ON COLUMN transaction_decisions.blocked IS 'Whether the payment was blocked';
 COMMENT ON COLUMN transaction_decisions.rule IS 'Name of the rule that decided';
 COMMENT ON COLUMN transaction_decisions.message IS 'Reason of that rule';
-CREATE INDEX transaction_decisions_txid_position ON transaction_decisions (txid, position);
 
--- The bridge forwards the decisions like the other streams: one more cursor row.
-ALTER TABLE bridge_cursors DROP CONSTRAINT bridge_cursors_stream_check;
-ALTER TABLE bridge_cursors ADD CONSTRAINT bridge_cursors_stream_check
-    CHECK (stream IN ('fraud', 'card_alert_export', 'trips', 'transaction_decisions'));
-INSERT INTO bridge_cursors (stream, topic, key_column)
-VALUES ('transaction_decisions', 'transaction_decisions', 'transaction_id');
+-- streams
+SELECT register_stream('transaction_decisions', 'transaction_decisions', 'transaction_id', 'ts');
 
 -- grants
-GRANT SELECT, DELETE ON transaction_decisions TO metro_bridge;
 GRANT SELECT ON risk_rules TO metro_reader;
