@@ -173,7 +173,7 @@ def test_the_app_calls_evaluate_transaction_but_cannot_read_tags(conn):
     assert evaluate(conn, "t-1", 7, "10000.01") == (True, *HIGH)
     for statement in ("SELECT * FROM risk_tags", "SELECT * FROM risk_decisions",
                       "UPDATE risk_rules SET action = 'pass'",
-                      "SELECT * FROM match_risk_rule(7, 1)"):
+                      "SELECT * FROM risk_rule(7, 1)"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
     conn.execute("SET ROLE metro_reader")
