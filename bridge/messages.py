@@ -184,7 +184,7 @@ CALLS = {
                      "SELECT * FROM metro.recharge_card(%s, %s, %s,"
                      " coalesce(%s::timestamptz, now()))"),
     PAYMENT_TOPIC: (parse_payment,
-                    "SELECT * FROM metro.evaluate_transaction(%s, %s, %s,"
+                    "SELECT * FROM metro.evaluate_transaction(%s, %s::text, %s,"
                     " coalesce(%s::timestamptz, now()))"),
 }
 
@@ -194,7 +194,7 @@ CALLS = {
 # single calls in input order would.
 BATCH_CALLS = {
     PAYMENT_TOPIC: "SELECT count(*) FROM metro.evaluate_transactions(%s::text[],"
-                   " %s::bigint[], %s::numeric[], %s::timestamptz[])",
+                   " %s::text[], %s::numeric[], %s::timestamptz[])",
 }
 
 

@@ -6,8 +6,8 @@ SET search_path = metro, pg_catalog;
 -- Credits amount cents to an enabled card exactly once, records the purchase
 -- and writes a card_alert_export row. Unknown and disabled cards are refused
 -- (and recorded); a non-positive amount is an error and writes nothing.
--- The payment risk rules apply with the card as the account and the amount
--- in currency units: a blocked recharge credits nothing, is refused with the
+-- The payment risk rules apply with the card number as the account (its
+-- text, 42 -> '42') and the amount in currency units: a blocked recharge credits nothing, is refused with the
 -- rule's reason, recorded as refused (accept -1) and written to fraud.
 CREATE OR REPLACE FUNCTION recharge_card(card_id bigint, amount integer, station_id integer, ts timestamptz DEFAULT now())
 RETURNS decision LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
@@ -40,9 +40,9 @@ BEGIN
     ELSIF NOT c.enabled THEN
         v_message := 'Card Disabled';
     ELSE
-        SELECT * INTO v_risk FROM risk_rule(p_card, p_amount::numeric / 100);
+        SELECT * INTO v_risk FROM risk_rule(p_card::text, p_amount::numeric / 100);
         IF v_risk.rule IS NULL THEN
-            PERFORM raise_no_risk_rule(p_card, p_amount::numeric / 100, v_risk.risk_level);
+            PERFORM raise_no_risk_rule(p_card::text, p_amount::numeric / 100, v_risk.risk_level);
         END IF;
         IF v_risk.blocked THEN
             v_accept := -1;

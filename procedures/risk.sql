@@ -12,7 +12,7 @@ SET search_path = metro, pg_catalog;
 -- that is not positive, has more than two decimals or is 10^12 or more; one
 -- row (NULL, NULL) when they are fine. ts is not checked here: the batch
 -- reads a NULL ts as now(). Inlined, so it names nothing unqualified.
-CREATE OR REPLACE FUNCTION payment_refusal(transaction_id text, account_id bigint, amount numeric)
+CREATE OR REPLACE FUNCTION payment_refusal(transaction_id text, account_id text, amount numeric)
 RETURNS TABLE (sqlstate text, argument text) LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN 'MT004'
                 WHEN btrim($1) = '' OR length($1) > 200 THEN 'MT007'
@@ -23,14 +23,14 @@ RETURNS TABLE (sqlstate text, argument text) LANGUAGE sql IMMUTABLE AS $$
                 WHEN btrim($1) = '' OR length($1) > 200 THEN 'transaction_id'
                 WHEN $3 <= 0 OR $3 <> round($3, 2) OR $3 >= 1e12 THEN 'amount' END
 $$;
-COMMENT ON FUNCTION payment_refusal(text, bigint, numeric) IS 'Why a payment''s arguments are refused: (MT004, argument) NULL, (MT007, transaction_id) empty or too long, (MT003, amount) not positive, over two decimals or too large; (NULL, NULL) when fine. Inlined into evaluate_transaction and evaluate_transactions';
+COMMENT ON FUNCTION payment_refusal(text, text, numeric) IS 'Why a payment''s arguments are refused: (MT004, argument) NULL, (MT007, transaction_id) empty or too long, (MT003, amount) not positive, over two decimals or too large; (NULL, NULL) when fine. Inlined into evaluate_transaction and evaluate_transactions';
 
 -- The rule deciding a payment of amount (currency units) from account_id:
 -- the first, in rule_order, whose amount range holds the amount and whose
 -- minimum level the account's tag reaches (no tag: level 1). One row; rule
 -- NULL when no rule matches (the callers raise MT008). Inlined, so it names
 -- its tables in full.
-CREATE OR REPLACE FUNCTION risk_rule(account_id bigint, amount numeric)
+CREATE OR REPLACE FUNCTION risk_rule(account_id text, amount numeric)
 RETURNS TABLE (risk_level smallint, blocked boolean, rule text, message text)
 LANGUAGE sql STABLE AS $$
     SELECT m.risk_level, r.blocked, r.rule, r.message
@@ -42,10 +42,10 @@ LANGUAGE sql STABLE AS $$
                        ORDER BY k.rule_order
                        LIMIT 1) r ON true
 $$;
-COMMENT ON FUNCTION risk_rule(bigint, numeric) IS 'The risk rule deciding a payment: the account''s level (1 without a tag), blocked, rule and message of the first matching rule in rule_order (rule NULL when none matches); inlined into evaluate_transaction(s) and recharge_card';
+COMMENT ON FUNCTION risk_rule(text, numeric) IS 'The risk rule deciding a payment: the account''s level (1 without a tag), blocked, rule and message of the first matching rule in rule_order (rule NULL when none matches); inlined into evaluate_transaction(s) and recharge_card';
 
 -- Raises MT008: no rule of risk_rules covers the payment.
-CREATE OR REPLACE FUNCTION raise_no_risk_rule(account_id bigint, amount numeric, risk_level smallint)
+CREATE OR REPLACE FUNCTION raise_no_risk_rule(account_id text, amount numeric, risk_level smallint)
 RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'No risk rule covers amount % for account % (risk level %)',
@@ -54,13 +54,13 @@ BEGIN
               HINT = 'Keep a last rule with amount_range ''(,)'' and min_risk_level 1 in metro.risk_rules.';
 END
 $$;
-COMMENT ON FUNCTION raise_no_risk_rule(bigint, numeric, smallint) IS 'Raises MT008 naming the amount, the account and its risk level';
+COMMENT ON FUNCTION raise_no_risk_rule(text, numeric, smallint) IS 'Raises MT008 naming the amount, the account and its risk level';
 
 -- Decides a payment with the risk rules and records the decision once:
 -- a transaction_id seen before gets its recorded decision back and nothing
 -- is written. A new decision is also written to the transaction_decisions
 -- stream. Bad arguments raise MT003/MT004/MT007 and write nothing.
-CREATE OR REPLACE FUNCTION evaluate_transaction(transaction_id text, account_id bigint, amount numeric,
+CREATE OR REPLACE FUNCTION evaluate_transaction(transaction_id text, account_id text, amount numeric,
                                                 ts timestamptz DEFAULT now())
 RETURNS risk_verdict LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
@@ -110,9 +110,9 @@ BEGIN
     RETURN ROW(m.blocked, m.rule, m.message)::risk_verdict;
 END
 $$;
-COMMENT ON FUNCTION evaluate_transaction(text, bigint, numeric, timestamptz) IS 'Decides a payment with the risk rules: (blocked, rule, message), recorded once per transaction_id in risk_decisions and the transaction_decisions stream; a transaction_id seen before gets its recorded decision and writes nothing. MT004 NULL argument, MT007 invalid transaction_id, MT003 invalid amount, MT008 no rule covers it';
-REVOKE ALL ON FUNCTION evaluate_transaction(text, bigint, numeric, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION evaluate_transaction(text, bigint, numeric, timestamptz)
+COMMENT ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) IS 'Decides a payment with the risk rules: (blocked, rule, message), recorded once per transaction_id in risk_decisions and the transaction_decisions stream; a transaction_id seen before gets its recorded decision and writes nothing. MT004 NULL argument, MT007 invalid transaction_id, MT003 invalid amount, MT008 no rule covers it';
+REVOKE ALL ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz)
     TO metro_app, metro_bridge;
 
 -- Decides payments i = 1..n (transaction_ids[i], account_ids[i], amounts[i],
@@ -125,7 +125,7 @@ GRANT EXECUTE ON FUNCTION evaluate_transaction(text, bigint, numeric, timestampt
 -- be refused (MT003, MT004, MT007, MT008), the batch is decided by
 -- evaluate_transaction one payment at a time, so the caller gets exactly the
 -- error of the first refused payment, and the whole call writes nothing.
-CREATE OR REPLACE FUNCTION evaluate_transactions(transaction_ids text[], account_ids bigint[],
+CREATE OR REPLACE FUNCTION evaluate_transactions(transaction_ids text[], account_ids text[],
                                                  amounts numeric[], ts timestamptz[] DEFAULT NULL)
 RETURNS TABLE (ordinal integer, blocked boolean, rule text, message text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
@@ -202,9 +202,9 @@ BEGIN
         ORDER BY u.n;
 END
 $$;
-COMMENT ON FUNCTION evaluate_transactions(text[], bigint[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
+COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
 
 -- grants
-REVOKE ALL ON FUNCTION evaluate_transactions(text[], bigint[], numeric[], timestamptz[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION evaluate_transactions(text[], bigint[], numeric[], timestamptz[])
+REVOKE ALL ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[])
     TO metro_app, metro_bridge;

@@ -76,7 +76,7 @@ CALLS: Calls = {
                 lambda e: (e.train_id, e.station_id, e.activity, e.ts)),
     # A blocked payment counts as rejected, with the rule's reason as its message.
     Payment: (Statement("evaluate_transaction", "SELECT NOT blocked, message FROM"
-                        " metro.evaluate_transaction(%s::text, %s::bigint, %s::numeric,"
+                        " metro.evaluate_transaction(%s::text, %s::text, %s::numeric,"
                         " %s::timestamptz)"),
               lambda e: (e.transaction_id, e.account_id, e.amount, e.ts)),
 }
