@@ -4,23 +4,23 @@ SET search_path = metro, pg_catalog;
 
 -- tables
 CREATE TABLE stations (
-    station_id integer PRIMARY KEY CHECK (station_id > 0),
+    station_id integer PRIMARY KEY CHECK (station_id >= 0),
     name text NOT NULL CHECK (name <> ''),
     fare cents NOT NULL DEFAULT 250,
     weight integer NOT NULL DEFAULT 1 CHECK (weight >= 0)
 );
 COMMENT ON TABLE stations IS 'Stations of the line; CSV id,name,fare,weight';
-COMMENT ON COLUMN stations.station_id IS 'Station number, positive';
+COMMENT ON COLUMN stations.station_id IS 'Station number, from 0 (VoltDB''s stations.csv starts with 0,Airport)';
 COMMENT ON COLUMN stations.name IS 'Name shown in alerts and dashboards';
 COMMENT ON COLUMN stations.fare IS 'Fare charged on entry, in cents';
 COMMENT ON COLUMN stations.weight IS 'Relative share of riders who enter here (used by the simulators)';
 
 CREATE TABLE trains (
-    train_id integer PRIMARY KEY CHECK (train_id > 0),
+    train_id integer PRIMARY KEY CHECK (train_id >= 0),
     name text NOT NULL CHECK (name <> '')
 );
 COMMENT ON TABLE trains IS 'Trains running on the line; CSV id,name';
-COMMENT ON COLUMN trains.train_id IS 'Train number, positive';
+COMMENT ON COLUMN trains.train_id IS 'Train number, from 0 (VoltDB''s TrainProducer numbers trains from 0)';
 COMMENT ON COLUMN trains.name IS 'Train name';
 
 CREATE TABLE train_events (

@@ -9,6 +9,8 @@ Applies 0006_accounts_ids_gate_swipes.sql, frozen (see 0001):
   (existing integer ids keep their digits: 7 -> '7'); evaluate_transaction and
   evaluate_transactions take text account ids; recharges use the card number's
   text as the account.
+- stations and trains accept id 0 (VoltDB's stations.csv starts with 0,Airport,
+  its TrainProducer numbers trains from 0); negative ids stay refused.
 """
 
 from pathlib import Path

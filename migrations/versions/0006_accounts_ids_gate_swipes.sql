@@ -12,6 +12,15 @@ ALTER TABLE risk_decisions ALTER COLUMN account_id TYPE text USING account_id::t
 ALTER TABLE transaction_decisions ALTER COLUMN account_id TYPE text USING account_id::text;
 COMMENT ON COLUMN risk_tags.account_id IS 'Payment account, as the payment system names it (account123); for recharges the card number as text (42)';
 
+-- ---- ids from 0: VoltDB's stations.csv starts with 0,Airport and its
+-- TrainProducer numbers trains from 0; negative ids stay refused.
+ALTER TABLE stations DROP CONSTRAINT stations_station_id_check,
+    ADD CONSTRAINT stations_station_id_check CHECK (station_id >= 0);
+COMMENT ON COLUMN stations.station_id IS 'Station number, from 0 (VoltDB''s stations.csv starts with 0,Airport)';
+ALTER TABLE trains DROP CONSTRAINT trains_train_id_check,
+    ADD CONSTRAINT trains_train_id_check CHECK (train_id >= 0);
+COMMENT ON COLUMN trains.train_id IS 'Train number, from 0 (VoltDB''s TrainProducer numbers trains from 0)';
+
 -- ---- functions as the tree has them (risk.sql, recharge.sql)
 -- Payment risk control: which payments are refused, which rule decides a
 -- payment (shared by payments and recharges), evaluate_transaction and its
