@@ -11,6 +11,9 @@ Applies 0006_accounts_ids_gate_swipes.sql, frozen (see 0001):
   text as the account.
 - stations and trains accept id 0 (VoltDB's stations.csv starts with 0,Airport,
   its TrainProducer numbers trains from 0); negative ids stay refused.
+- fraud rule 1 counts gate swipes only (entries and exits, whatever their
+  outcome): fraud_rule reads card_events' (card_id, ts) index for the second;
+  card_history_second still counts every event, recharges included.
 """
 
 from pathlib import Path

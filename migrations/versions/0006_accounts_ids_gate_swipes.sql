@@ -21,7 +21,75 @@ ALTER TABLE trains DROP CONSTRAINT trains_train_id_check,
     ADD CONSTRAINT trains_train_id_check CHECK (train_id >= 0);
 COMMENT ON COLUMN trains.train_id IS 'Train number, from 0 (VoltDB''s TrainProducer numbers trains from 0)';
 
--- ---- functions as the tree has them (risk.sql, recharge.sql)
+-- ---- fraud rule 1 counts gate swipes only (entries and exits): a recharge in
+-- the same second no longer makes the next entry fraudulent. The rule reads
+-- card_events' (card_id, ts) index; card_history_second keeps counting every
+-- event, as VoltDB's CARD_HISTORY_SECOND does.
+COMMENT ON TABLE card_history_second IS 'Card events per card and second (VoltDB CARD_HISTORY_SECOND)';
+
+-- ---- functions as the tree has them (fraud.sql, risk.sql, recharge.sql)
+-- Fraud rules, checked against the card's earlier events before a swipe is
+-- recorded. Thresholds come from settings, read on every call.
+SET search_path = metro, pg_catalog;
+
+-- functions
+
+-- Which rule fires for an entry of card_id at ts: 0 none,
+-- 1 the card already has a gate swipe (entry or exit, whatever its outcome)
+--   in the same second; purchases (recharges) do not count,
+-- 3 fraud_entry_limit or more entries in [ts - fraud_window, ts),
+-- 2 fraud_station_limit or more distinct stations among those entries.
+-- Both read card_events_card_ts: rule 1 the card's events of one second,
+-- rules 2 and 3 at most fraud_entry_limit entries, so the cost is bounded by
+-- the thresholds, not by the card's history. A plain SQL function returning
+-- a set, so that PostgreSQL inlines it into the caller's query: validate_entry
+-- runs it without a nested executor, validate_entries runs it set-wise (each
+-- round sees the events of the rounds before). It names its tables in full
+-- because an inlined function cannot carry a SET search_path clause.
+CREATE OR REPLACE FUNCTION fraud_rule(card_id bigint, ts timestamptz)
+RETURNS TABLE (rule smallint) LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM metro.card_events g
+                             WHERE g.card_id = $1
+                               AND g.ts >= date_trunc('second', $2)
+                               AND g.ts < date_trunc('second', $2) + interval '1 second'
+                               AND g.activity_code IN (1, -1))
+                    THEN 1
+                WHEN recent.entries >= s.fraud_entry_limit THEN 3
+                WHEN recent.stations >= s.fraud_station_limit THEN 2
+                ELSE 0 END::smallint
+    FROM metro.settings s
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS entries, count(DISTINCT e.station_id) AS stations
+        FROM (SELECT e.station_id FROM metro.card_events e
+              WHERE e.card_id = $1 AND e.activity_code = 1
+                AND e.ts >= $2 - s.fraud_window AND e.ts < $2
+              ORDER BY e.ts DESC
+              LIMIT s.fraud_entry_limit) e
+    ) recent
+$$;
+COMMENT ON FUNCTION fraud_rule(bigint, timestamptz) IS 'Which fraud rule an entry of the card at ts breaks: 0 none, 1 a gate swipe (entry or exit) in the same second, 2 too many stations, 3 too many entries in the window; inlined into its callers';
+
+-- Would an entry of card_id at station_id at ts be refused as fraud?
+-- Read-only: records nothing.
+CREATE OR REPLACE FUNCTION is_fraud(card_id bigint, station_id integer, ts timestamptz DEFAULT now())
+RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+BEGIN
+    IF $1 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'card_id'); END IF;
+    IF $2 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'station_id'); END IF;
+    IF $3 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'ts'); END IF;
+    IF NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = $2) THEN
+        PERFORM raise_unknown_station($2);
+    END IF;
+    RETURN (SELECT f.rule FROM fraud_rule($1, $3) f) <> 0;
+END
+$$;
+COMMENT ON FUNCTION is_fraud(bigint, integer, timestamptz) IS 'Would an entry of card_id at station_id at ts be refused as fraud? Reads only. MT004 NULL argument, MT001 unknown station';
+REVOKE ALL ON FUNCTION is_fraud(bigint, integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION is_fraud(bigint, integer, timestamptz) TO metro_app;
+
+RESET search_path;
+SET search_path = metro, pg_catalog;
+
 -- Payment risk control: which payments are refused, which rule decides a
 -- payment (shared by payments and recharges), evaluate_transaction and its
 -- set-wise form evaluate_transactions. Each rule is written once, as a plain
