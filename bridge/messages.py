@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Any
 
+from metro import calls
 from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -337,18 +338,11 @@ def parse_payment(value: bytes) -> Payment:
 
 # The SQL type evaluate_transaction(s) take account ids in: the one place to change
 # when the functions move from bigint to text account ids.
-ACCOUNT_ID_TYPE = "bigint"
-
-# The function call each inbound topic feeds; ts NULL means now().
+# The function call each inbound topic feeds (metro.calls); ts NULL means now().
 CALLS: dict[str, tuple[Callable[[bytes], Any], str]] = {
-    TRAIN_TOPIC: (parse_train_event,
-                  "SELECT metro.record_train_event(%s, %s, %s, %s)"),
-    RECHARGE_TOPIC: (parse_recharge,
-                     "SELECT * FROM metro.recharge_card(%s, %s, %s,"
-                     " coalesce(%s::timestamptz, now()))"),
-    PAYMENT_TOPIC: (parse_payment,
-                    f"SELECT * FROM metro.evaluate_transaction(%s, %s::{ACCOUNT_ID_TYPE}, %s,"
-                    " coalesce(%s::timestamptz, now()))"),
+    TRAIN_TOPIC: (parse_train_event, calls.RECORD_TRAIN_EVENT.sql),
+    RECHARGE_TOPIC: (parse_recharge, calls.RECHARGE_CARD.sql),
+    PAYMENT_TOPIC: (parse_payment, calls.EVALUATE_TRANSACTION.sql),
 }
 
 
@@ -356,8 +350,7 @@ CALLS: dict[str, tuple[Callable[[bytes], Any], str]] = {
 # function takes one array per message field, in field order, and decides them as
 # single calls in input order would.
 BATCH_CALLS = {
-    PAYMENT_TOPIC: "SELECT count(*) FROM metro.evaluate_transactions(%s::text[],"
-                   f" %s::{ACCOUNT_ID_TYPE}[], %s::numeric[], %s::timestamptz[])",
+    PAYMENT_TOPIC: calls.EVALUATE_TRANSACTIONS.sql,
 }
 
 

@@ -57,7 +57,7 @@ RECORD_TRAIN_EVENT = Call(
 # A blocked payment reads as not accepted, with the rule's reason as its message.
 EVALUATE_TRANSACTION = Call(
     "evaluate_transaction", "SELECT NOT blocked, message FROM metro.evaluate_transaction("
-    "%s::text, %s::bigint, %s::numeric, coalesce(%s::timestamptz, now()))")
+    "%s::text, %s::text, %s::numeric, coalesce(%s::timestamptz, now()))")
 EVALUATE_TRANSACTIONS = Call(
     "evaluate_transactions", "SELECT ordinal, NOT blocked, message FROM"
-    " metro.evaluate_transactions(%s::text[], %s::bigint[], %s::numeric[], %s::timestamptz[])")
+    " metro.evaluate_transactions(%s::text[], %s::text[], %s::numeric[], %s::timestamptz[])")

@@ -1,25 +1,68 @@
-"""Installing the metro schema: alembic for the upgrade path, the SQL tree as the truth."""
+"""Installing the metro schema.
+
+The current schema is the tree of sql/ (tables, views, roles) and procedures/
+(functions), by domain, edited in place; TREE is its install order. The
+upgrade path is migrations/: frozen alembic revisions, each applying its own
+frozen SQL file (migrations/versions/NNNN_name.sql) that never changes again.
+
+`install` puts an empty database on the tree and stamps the head revision (a
+fresh install never replays history); a database that has the schema is
+brought to the head with `alembic upgrade head`. tests/test_migrations.py
+checks that both give the same catalog.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
 from alembic import command, op
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
+from sqlalchemy import create_engine, pool
 
 from metro import config, database
 
 SCHEMA = "metro"
 SEARCH_PATH = "metro, public"
 
+# The install order of the current tree: (directory, file). sql/ files create
+# tables, views and grants; procedures/ files create functions and triggers.
+# procedures/bridge.sql (register_stream) comes before the files that
+# register their stream tables with it.
+TREE: tuple[tuple[str, str], ...] = (
+    ("sql", "schema.sql"),            # schema, shared types and domains, settings
+    ("sql", "roles.sql"),             # metro_app, metro_reader, metro_bridge
+    ("sql", "errors.sql"),            # error_codes
+    ("procedures", "support.sql"),    # raise helpers, money text, the settings row
+    ("sql", "network.sql"),           # stations, trains, train events, departures
+    ("sql", "cards.sql"),             # cards, card_events
+    ("sql", "history.sql"),           # per-second history
+    ("sql", "bridge.sql"),            # streams registry, bridge cursors and state
+    ("procedures", "bridge.sql"),     # register_stream, the bridge's functions
+    ("sql", "streams.sql"),           # fraud, card_alert_export, trips
+    ("sql", "risk.sql"),              # risk tags, rules, decisions, transaction_decisions
+    ("sql", "views.sql"),             # dashboard views
+    ("procedures", "history.sql"),    # history triggers on card_events
+    ("procedures", "fraud.sql"),      # fraud rules, is_fraud
+    ("procedures", "gates.sql"),      # validate_entry(ies), process_exit
+    ("procedures", "risk.sql"),       # risk rule, evaluate_transaction(s)
+    ("procedures", "recharge.sql"),   # recharge_card
+    ("procedures", "trains.sql"),     # record_train_event
+)
+
+
+def tree_dirs() -> dict[str, Path]:
+    return {"sql": config.SQL_DIR, "procedures": config.PROCEDURES_DIR}
+
 
 def sql_tree() -> list[Path]:
-    """sql/ then procedures/, each in name order: the canonical schema."""
-    return sorted(config.SQL_DIR.glob("*.sql")) + sorted(config.PROCEDURES_DIR.glob("*.sql"))
+    """The files of the current schema, in install order (TREE)."""
+    dirs = tree_dirs()
+    return [dirs[directory] / name for directory, name in TREE]
 
 
 def apply_files(conn: psycopg.Connection, files: Iterable[Path]) -> None:
@@ -31,14 +74,16 @@ def apply_files(conn: psycopg.Connection, files: Iterable[Path]) -> None:
         conn.execute("RESET search_path")
 
 
-def apply_revision_files(table_files: Sequence[str] = (),
-                         procedure_files: Sequence[str] = ()) -> None:
-    """An alembic revision's upgrade: its sql/ files, then its procedures/ files, in the
-    revision's transaction."""
+def apply_tree(conn: psycopg.Connection) -> None:
+    """Create the current schema on conn (an empty database), in the caller's transaction."""
+    apply_files(conn, sql_tree())
+
+
+def run_revision_sql(path: Path) -> None:
+    """An alembic revision's upgrade: its own frozen SQL file, in the revision's transaction."""
     conn = op.get_bind().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
-    apply_files(conn, [config.SQL_DIR / name for name in table_files]
-                + [config.PROCEDURES_DIR / name for name in procedure_files])
+    apply_files(conn, [path])
 
 
 def alembic_config(dsn: str) -> Config:
@@ -56,7 +101,8 @@ def head_revision() -> str:
 
 
 def upgrade(dsn: str, revision: str = "head") -> None:
-    """Bring the schema of dsn to revision (creating it on an empty database)."""
+    """Bring the schema of dsn to revision through the frozen revisions (from an empty
+    database too: that replays every revision)."""
     command.upgrade(alembic_config(dsn), revision)
 
 
@@ -76,12 +122,38 @@ def current_revision(conn: psycopg.Connection) -> str | None:
     return version[0] if version else None
 
 
+def install_tree(dsn: str) -> bool:
+    """On a database without the metro schema: the current tree and the head revision's
+    stamp, in one transaction. Returns False, changing nothing, when schema metro exists."""
+    engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool,
+                           creator=lambda: psycopg.connect(dsn))
+    try:
+        with engine.begin() as connection:
+            conn = connection.connection.driver_connection
+            assert isinstance(conn, psycopg.Connection)
+            # Two installs at once: the second waits, then finds the schema.
+            conn.execute("SELECT pg_advisory_xact_lock(1836348002, 3)")
+            if conn.execute("SELECT to_regnamespace('metro') IS NOT NULL").fetchone() != (False,):
+                return False
+            apply_tree(conn)
+            context = MigrationContext.configure(connection,
+                                                 opts={"version_table_schema": SCHEMA})
+            context.stamp(ScriptDirectory.from_config(alembic_config(dsn)), "head")
+    finally:
+        engine.dispose()
+    return True
+
+
 def install(dsn: str) -> str:
-    """Create or upgrade the schema and set the search_path; idempotent. Returns the revision."""
+    """Create or upgrade the schema and set the search_path; idempotent. Returns the revision.
+
+    An empty database gets the current tree, stamped at the head revision; a database
+    with the schema is upgraded through the revisions it lacks."""
     # Connect first: an unreachable server is reported in one line, not by alembic.
     with database.connect(dsn, autocommit=True):
         pass
-    upgrade(dsn)
+    if not install_tree(dsn):
+        upgrade(dsn)
     with database.connect(dsn, autocommit=True) as conn:
         set_search_path(conn)
         revision = current_revision(conn)

@@ -8,7 +8,6 @@ from typing import Any
 import psycopg
 
 T0 = datetime(2026, 11, 2, 8, 0, 0, tzinfo=UTC)
-STREAMS = ("fraud", "card_alert_export", "trips")
 
 
 def at(seconds: float = 0, minutes: float = 0) -> datetime:
@@ -60,8 +59,9 @@ def stream(conn: psycopg.Connection, table: str) -> list[tuple[Any, ...]]:
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
     """Row counts of every table a call may write."""
+    streams = [row[0] for row in conn.execute("SELECT stream FROM metro.streams ORDER BY stream")]
     tables = ("cards", "card_events", "train_events", "station_departures",
-              "card_history_second", "station_second_slots", *STREAMS)
+              "card_history_second", "station_second_slots", "risk_decisions", *streams)
     result = {}
     for table in tables:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()

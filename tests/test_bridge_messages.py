@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from metro import calls
 from metro.bridge.messages import (
-    ACCOUNT_ID_TYPE,
     InvalidMessage,
     Payment,
     Recharge,
@@ -186,9 +186,9 @@ def test_bad_payment_fields_say_why(value, reason):
     assert str(error.value) == reason
 
 
-def test_the_payment_call_names_the_account_type_once():
+def test_the_payment_call_is_the_core_s_one_call():
     query, args = call_for("transaction_topic", json.dumps(EXAMPLE_PAYMENT).encode())
-    assert query == ("SELECT * FROM metro.evaluate_transaction(%s, %s::" + ACCOUNT_ID_TYPE
-                     + ", %s, coalesce(%s::timestamptz, now()))")
+    assert query == calls.EVALUATE_TRANSACTION.sql
+    assert "%s::text, %s::text, %s::numeric" in query
     assert args == ("tx1001", "account123", Decimal("12000.0"),
                     datetime(2025, 1, 3, 0, 4, 58, 123000, tzinfo=UTC))

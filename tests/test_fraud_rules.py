@@ -72,10 +72,41 @@ def test_same_second_is_fraud_adjacent_seconds_are_not(conn, stations):
     assert enter(conn, 42, 1, at(1.0)) == (True, "Remaining Balance: 495.00")
 
 
-def test_any_card_event_in_the_same_second_counts(conn, stations):
+def test_a_recharge_in_the_same_second_is_no_gate_swipe(conn, stations):
     add_card(conn, 42, balance=50_000)
-    call(conn, "recharge_card", 42, 500, 1, at(3.1))
-    assert enter(conn, 42, 1, at(3.6)) == (False, "Fraudulent transaction")
+    assert call(conn, "recharge_card", 42, 500, 1, at(3.1)) == (
+        True, "Recharged: 5.00, Balance: 505.00")
+    assert is_fraud(conn, 42, 1, at(3.6)) is False
+    assert enter(conn, 42, 1, at(3.6)) == (True, "Remaining Balance: 502.50")
+    assert conn.execute("SELECT count(*) FROM fraud").fetchone() == (0,)
+
+
+def test_an_exit_in_the_same_second_is_a_gate_swipe(conn, stations):
+    add_card(conn, 42, balance=50_000)
+    assert call(conn, "process_exit", 42, 1, at(3.1)) == (
+        True, "Exit recorded without an open entry")
+    assert enter(conn, 42, 2, at(3.6)) == (False, "Fraudulent transaction")
+    assert conn.execute("SELECT trans_id, station_id FROM fraud").fetchall() == [
+        (f"42_{int(at(3.6).timestamp() * 1_000_000)}", 2)]
+
+
+def test_a_refused_entry_in_the_same_second_still_counts(conn, stations):
+    add_card(conn, 42, balance=100)  # below the fare: refused, recorded
+    assert enter(conn, 42, 1, at(3.1)) == (False, "Card has insufficient balance: 1.00")
+    assert is_fraud(conn, 42, 2, at(3.9)) is True
+    assert is_fraud(conn, 42, 2, at(4.0)) is False
+
+
+def test_the_batch_counts_gate_swipes_as_single_calls_do(conn, stations):
+    for card in (42, 43):
+        add_card(conn, card, balance=50_000)
+        call(conn, "recharge_card", card, 500, 1, at(3.1))
+    call(conn, "process_exit", 43, 1, at(3.2))
+    assert conn.execute(
+        "SELECT * FROM validate_entries('{42, 43, 42}', '{1, 2, 3}', %s::timestamptz[])",
+        ([at(3.5), at(3.5), at(3.8)],)).fetchall() == [
+        (1, True, "Remaining Balance: 502.50"), (2, False, "Fraudulent transaction"),
+        (3, False, "Fraudulent transaction")]
 
 
 def test_thresholds_from_settings_apply_on_the_next_call(conn, stations):

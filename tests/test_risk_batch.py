@@ -17,7 +17,7 @@ from test_risk_kafka import payment, risk_topics  # noqa: F401 (a fixture)
 
 from metro.bridge.inbound import apply_records
 
-BATCH = ("SELECT * FROM evaluate_transactions(%s::text[], %s::bigint[], %s::numeric[],"
+BATCH = ("SELECT * FROM evaluate_transactions(%s::text[], %s::text[], %s::numeric[],"
          " %s::timestamptz[])")
 SINGLE = "SELECT * FROM evaluate_transaction(%s, %s, %s, coalesce(%s, now()))"
 COLUMNS = "transaction_id, account_id, amount, ts, risk_level, blocked, rule, message"
@@ -37,7 +37,7 @@ def state(conn: psycopg.Connection) -> list[list[tuple]]:
 
 def reset(conn: psycopg.Connection, decided_before: list[tuple]) -> None:
     conn.execute("TRUNCATE risk_decisions, transaction_decisions, risk_tags")
-    conn.execute("INSERT INTO risk_tags VALUES (2, 2), (3, 3), (4, 1)")
+    conn.execute("INSERT INTO risk_tags VALUES ('2', 2), ('3', 3), ('account4', 1)")
     for args in decided_before:
         conn.execute(SINGLE, args)
 
@@ -75,15 +75,16 @@ def batch(conn: psycopg.Connection, payments: list[tuple]) -> list[tuple] | tupl
 
 AMOUNTS = ["0.01", "5000.00", "5000.01", "10000.00", "10000.01", "25000"]
 TRANSACTION_IDS = st.sampled_from(["p-1", "p-2", "p-3", "p-4", "p-5"])
+ACCOUNTS = st.sampled_from(["account1", "2", "3", "account4"])
 TIMES = st.integers(0, 5).map(lambda n: at(n))
 payments = st.tuples(
     TRANSACTION_IDS,
-    st.integers(1, 4),
+    ACCOUNTS,
     st.one_of(st.sampled_from(AMOUNTS), st.sampled_from(["0", "-1", "0.001", "1e12"])
               ).map(Decimal),
     TIMES)
 # Payments every rule set below decides: valid amounts, any account, repeated ids.
-valid_payments = st.tuples(TRANSACTION_IDS, st.integers(1, 4),
+valid_payments = st.tuples(TRANSACTION_IDS, ACCOUNTS,
                            st.one_of(st.sampled_from(AMOUNTS).map(Decimal),
                                      st.decimals("0.01", "30000", places=2)),
                            TIMES)
@@ -158,20 +159,20 @@ def function_calls(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def test_duplicates_and_transactions_decided_before(conn):
-    conn.execute("INSERT INTO risk_tags VALUES (2, 2), (3, 3)")
-    assert batch(conn, [("old", 3, Decimal("20000"), at())]) == [HIGH]
+    conn.execute("INSERT INTO risk_tags VALUES ('2', 2), ('3', 3)")
+    assert batch(conn, [("old", "3", Decimal("20000"), at())]) == [HIGH]
     rows = batch(conn, [
-        ("a", 2, Decimal("6000"), at(1)),
-        ("old", 1, Decimal("1.00"), at(2)),    # decided before: its decision, nothing written
-        ("b", 1, Decimal("6000"), at(3)),
-        ("a", 1, Decimal("1.00"), at(4)),      # the first "a" decided it
-        ("c", 3, Decimal("10000.01"), at(5)),
+        ("a", "2", Decimal("6000"), at(1)),
+        ("old", "1", Decimal("1.00"), at(2)),    # decided before: its decision, nothing written
+        ("b", "1", Decimal("6000"), at(3)),
+        ("a", "1", Decimal("1.00"), at(4)),      # the first "a" decided it
+        ("c", "3", Decimal("10000.01"), at(5)),
     ])
     assert rows == [ELEVATED, HIGH, PASS, ELEVATED, HIGH]
-    recorded = [("old", 3, Decimal("20000.00"), at(), 3, *HIGH),
-                ("a", 2, Decimal("6000.00"), at(1), 2, *ELEVATED),
-                ("b", 1, Decimal("6000.00"), at(3), 1, *PASS),
-                ("c", 3, Decimal("10000.01"), at(5), 3, *HIGH)]
+    recorded = [("old", "3", Decimal("20000.00"), at(), 3, *HIGH),
+                ("a", "2", Decimal("6000.00"), at(1), 2, *ELEVATED),
+                ("b", "1", Decimal("6000.00"), at(3), 1, *PASS),
+                ("c", "3", Decimal("10000.01"), at(5), 3, *HIGH)]
     assert state(conn) == [sorted(recorded), recorded]
 
 
@@ -210,7 +211,7 @@ AMOUNT = "Transaction amount must be positive, below 1,000,000,000,000, with at 
     ((["a", "x" * 201], [1, 1], [1, 2], None), "MT007", f"Invalid transaction_id: '{'x' * 40}'"),
 ])
 def test_bad_batches_say_why_and_write_nothing(conn, args, sqlstate, message):
-    conn.execute("SELECT evaluate_transaction('old', 1, 1, %s)", (at(),))
+    conn.execute("SELECT evaluate_transaction('old', '1', 1, %s)", (at(),))
     before = state(conn)
     with pytest.raises(psycopg.Error) as raised:
         conn.execute(BATCH, args)
@@ -219,15 +220,15 @@ def test_bad_batches_say_why_and_write_nothing(conn, args, sqlstate, message):
 
 
 def test_no_rule_for_a_new_payment_refuses_the_batch(conn):
-    conn.execute("SELECT evaluate_transaction('old', 1, 20000, %s)", (at(),))
+    conn.execute("SELECT evaluate_transaction('old', '1', 20000, %s)", (at(),))
     conn.execute("UPDATE risk_rules SET amount_range = '(,10000]' WHERE rule = 'default_pass'")
     before = state(conn)
     # "old" was decided before, so its amount needs no rule now.
-    assert batch(conn, [("old", 1, Decimal(20000), at()), ("a", 1, Decimal(1), at())]) \
+    assert batch(conn, [("old", "1", Decimal(20000), at()), ("a", "1", Decimal(1), at())]) \
         == [PASS, PASS]
-    assert batch(conn, [("b", 1, Decimal(1), at()), ("c", 1, Decimal(20000), at())]) == (
+    assert batch(conn, [("b", "1", Decimal(1), at()), ("c", "1", Decimal(20000), at())]) == (
         "MT008", "No risk rule covers amount 20000 for account 1 (risk level 1)")
-    assert state(conn)[0] == [("a", 1, Decimal("1.00"), at(), 1, *PASS), *before[0]]
+    assert state(conn)[0] == [("a", "1", Decimal("1.00"), at(), 1, *PASS), *before[0]]
 
 
 def test_the_bridge_may_call_it_and_the_app_too(conn):
@@ -294,10 +295,10 @@ def test_the_bridge_applies_a_poll_once_and_dead_letters_bad_payments(db, conn, 
         dead.append((offsets[4], f"MT003 {AMOUNT}: 0.001"))
     assert conn.execute("SELECT kafka_offset, reason FROM bridge_dead_letters"
                         " ORDER BY kafka_offset").fetchall() == dead
-    decided = [("k-1", 2, Decimal("6000.00"), at(), 2, *ELEVATED),
-               ("k-2", 1, Decimal("6000.00"), at(), 1, *PASS)]
+    decided = [("k-1", "2", Decimal("6000.00"), at(), 2, *ELEVATED),
+               ("k-2", "1", Decimal("6000.00"), at(), 1, *PASS)]
     if not refused:
-        decided.append(("k-3", 1, Decimal("7.00"), at(), 1, *PASS))
+        decided.append(("k-3", "1", Decimal("7.00"), at(), 1, *PASS))
     assert state(conn) == [decided, decided]
     assert conn.execute("SELECT next_offset, applied, dead_lettered FROM bridge_inbound_offsets"
                         " WHERE topic = 'transaction_topic' AND kafka_partition = 1"

@@ -127,7 +127,7 @@ def test_payments_come_back_as_one_decision_each_across_restarts(db, conn, risk_
     assert blocked == {"a-2-5000.01", "a-2-10000.00", "a-3-5000.01", "a-3-10000.00",
                        "a-3-10000.01"}
     assert decided["a-3-10000.01"][0] == {
-        "transaction_id": "a-3-10000.01", "account_id": 3, "amount": Decimal("10000.01"),
+        "transaction_id": "a-3-10000.01", "account_id": "3", "amount": Decimal("10000.01"),
         "ts": "2026-11-02T08:00:00+00:00", "risk_level": 3, "blocked": True,
         "rule": "high_risk_above_10000",
         "message": "Blocked: amount above 10,000.00 from a high-risk account"}

@@ -19,14 +19,14 @@ ELEVATED = ("elevated_risk_above_5000",
 PASS = ("default_pass", "Approved")
 
 
-def tag(conn: psycopg.Connection, account_id: int, level: int) -> None:
+def tag(conn: psycopg.Connection, account_id: int | str, level: int) -> None:
     conn.execute("INSERT INTO risk_tags (account_id, risk_level) VALUES (%s, %s)",
-                 (account_id, level))
+                 (str(account_id), level))
 
 
-def evaluate(conn: psycopg.Connection, transaction_id: str, account_id: int,
+def evaluate(conn: psycopg.Connection, transaction_id: str, account_id: int | str,
              amount: str | Decimal, ts=None) -> tuple:
-    return call(conn, "evaluate_transaction", transaction_id, account_id, Decimal(amount),
+    return call(conn, "evaluate_transaction", transaction_id, str(account_id), Decimal(amount),
                 ts or at())
 
 
@@ -60,7 +60,7 @@ def test_shipped_rules_at_their_boundaries(conn, amount, level, rule):
         tag(conn, 7, level)
     blocked = rule != PASS
     assert evaluate(conn, "t-1", 7, amount) == (blocked, *rule)
-    recorded = (("t-1", 7, Decimal(amount), at(), level or 1, blocked, *rule))
+    recorded = (("t-1", "7", Decimal(amount), at(), level or 1, blocked, *rule))
     assert decisions(conn) == [recorded]
     assert decision_stream(conn) == [recorded]
 
@@ -79,7 +79,7 @@ def test_a_rule_edited_in_sql_applies_to_the_next_call(conn):
                  " WHERE rule = 'elevated_risk_above_5000'")
     assert evaluate(conn, "t-2", 7, "6000.00") == (False, *PASS)
     assert evaluate(conn, "t-3", 7, "8000.01") == (True, *ELEVATED)
-    conn.execute("UPDATE risk_tags SET risk_level = 1 WHERE account_id = 7")
+    conn.execute("UPDATE risk_tags SET risk_level = 1 WHERE account_id = '7'")
     assert evaluate(conn, "t-4", 7, "8000.01") == (False, *PASS)
     conn.execute("INSERT INTO risk_rules (rule, rule_order, amount_range, min_risk_level, action,"
                  " reason) VALUES ('tiny_amounts', 5, '[0.01,1.00)', 1, 'block', 'Card testing')")
@@ -100,7 +100,7 @@ def test_a_duplicate_transaction_id_returns_the_recorded_decision(conn):
     assert evaluate(conn, "dup", 7, "12000.00", at(5)) == first == (True, *HIGH)
     # Even other details under the same id get the recorded decision back.
     assert evaluate(conn, "dup", 8, "1.00", at(9)) == first
-    assert decisions(conn) == [("dup", 7, Decimal("12000.00"), at(0), 3, True, *HIGH)]
+    assert decisions(conn) == [("dup", "7", Decimal("12000.00"), at(0), 3, True, *HIGH)]
     assert len(decision_stream(conn)) == 1
 
 
@@ -108,10 +108,10 @@ def test_concurrent_calls_with_one_transaction_id_record_one_decision(db, conn):
     tag(conn, 7, 2)
     with psycopg.connect(db) as first, psycopg.connect(db, autocommit=True) as second, \
             ThreadPoolExecutor(1) as pool:
-        assert call(first, "evaluate_transaction", "race", 7, Decimal("7000"), at()) == (
+        assert call(first, "evaluate_transaction", "race", "7", Decimal("7000"), at()) == (
             True, *ELEVATED)
         pid = second.info.backend_pid
-        second_call = pool.submit(call, second, "evaluate_transaction", "race", 7, Decimal(1),
+        second_call = pool.submit(call, second, "evaluate_transaction", "race", "7", Decimal(1),
                                   at())
         wait_until(lambda: conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
                                         " WHERE pid = %s", (pid,)).fetchone() == (True,),
@@ -123,22 +123,22 @@ def test_concurrent_calls_with_one_transaction_id_record_one_decision(db, conn):
 
 
 @pytest.mark.parametrize(("args", "sqlstate", "message"), [
-    (("t", 7, Decimal("0"), at()), "MT003", "Transaction amount must be positive, below "
+    (("t", "7", Decimal("0"), at()), "MT003", "Transaction amount must be positive, below "
      "1,000,000,000,000, with at most two decimals: 0"),
-    (("t", 7, Decimal("-5.00"), at()), "MT003", "Transaction amount must be positive, below "
+    (("t", "7", Decimal("-5.00"), at()), "MT003", "Transaction amount must be positive, below "
      "1,000,000,000,000, with at most two decimals: -5.00"),
-    (("t", 7, Decimal("5000.001"), at()), "MT003", "Transaction amount must be positive, below "
+    (("t", "7", Decimal("5000.001"), at()), "MT003", "Transaction amount must be positive, below "
      "1,000,000,000,000, with at most two decimals: 5000.001"),
-    (("t", 7, Decimal("1e12"), at()), "MT003", "Transaction amount must be positive, below "
+    (("t", "7", Decimal("1e12"), at()), "MT003", "Transaction amount must be positive, below "
      "1,000,000,000,000, with at most two decimals: 1000000000000"),
-    (("", 7, Decimal("1"), at()), "MT007", "Invalid transaction_id: ''"),
-    (("   ", 7, Decimal("1"), at()), "MT007", "Invalid transaction_id: '   '"),
-    (("x" * 201, 7, Decimal("1"), at()), "MT007", f"Invalid transaction_id: '{'x' * 40}'"),
-    ((None, 7, Decimal("1"), at()), "MT004", "evaluate_transaction: transaction_id must not be "
+    (("", "7", Decimal("1"), at()), "MT007", "Invalid transaction_id: ''"),
+    (("   ", "7", Decimal("1"), at()), "MT007", "Invalid transaction_id: '   '"),
+    (("x" * 201, "7", Decimal("1"), at()), "MT007", f"Invalid transaction_id: '{'x' * 40}'"),
+    ((None, "7", Decimal("1"), at()), "MT004", "evaluate_transaction: transaction_id must not be "
      "NULL"),
     (("t", None, Decimal("1"), at()), "MT004", "evaluate_transaction: account_id must not be NULL"),
-    (("t", 7, None, at()), "MT004", "evaluate_transaction: amount must not be NULL"),
-    (("t", 7, Decimal("1"), None), "MT004", "evaluate_transaction: ts must not be NULL"),
+    (("t", "7", None, at()), "MT004", "evaluate_transaction: amount must not be NULL"),
+    (("t", "7", Decimal("1"), None), "MT004", "evaluate_transaction: ts must not be NULL"),
 ])
 def test_bad_input_is_refused_and_writes_nothing(conn, args, sqlstate, message):
     with pytest.raises(psycopg.Error) as error:
@@ -146,6 +146,14 @@ def test_bad_input_is_refused_and_writes_nothing(conn, args, sqlstate, message):
     assert error.value.sqlstate == sqlstate
     assert error.value.diag.message_primary == message
     assert decisions(conn) == [] and decision_stream(conn) == []
+
+
+def test_accounts_are_named_as_the_payment_system_names_them(conn):
+    tag(conn, "account123", 3)
+    assert evaluate(conn, "tx1001", "account123", "12000.00") == (True, *HIGH)
+    assert evaluate(conn, "tx1002", "account1234", "12000.00") == (False, *PASS)
+    assert [d[:3] for d in decisions(conn)] == [("tx1001", "account123", Decimal("12000.00")),
+                                               ("tx1002", "account1234", Decimal("12000.00"))]
 
 
 def test_rules_that_cover_nothing_are_an_error_not_a_decision(conn):
@@ -173,7 +181,7 @@ def test_the_app_calls_evaluate_transaction_but_cannot_read_tags(conn):
     assert evaluate(conn, "t-1", 7, "10000.01") == (True, *HIGH)
     for statement in ("SELECT * FROM risk_tags", "SELECT * FROM risk_decisions",
                       "UPDATE risk_rules SET action = 'pass'",
-                      "SELECT * FROM match_risk_rule(7, 1)"):
+                      "SELECT * FROM risk_rule('7', 1)"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
     conn.execute("SET ROLE metro_reader")
@@ -187,7 +195,7 @@ def test_the_bridge_reads_the_decision_stream_as_json(conn):
     rows = conn.execute("SELECT key, value FROM bridge_batch('transaction_decisions', '0', 0, 10)"
                         ).fetchall()
     assert [(key, json.loads(value, parse_float=Decimal)) for key, value in rows] == [
-        ("pay-1", {"transaction_id": "pay-1", "account_id": 7, "amount": Decimal("10000.01"),
+        ("pay-1", {"transaction_id": "pay-1", "account_id": "7", "amount": Decimal("10000.01"),
                    "ts": "2026-11-02T08:00:00+00:00", "risk_level": 3, "blocked": True,
                    "rule": HIGH[0], "message": HIGH[1]})]
     with pytest.raises(psycopg.Error) as error:

@@ -1,32 +1,37 @@
-"""Initial schema: the sql/ and procedures/ tree.
+"""Initial schema: stations, trains, cards, card events, per-second history, the
+gates' streams, views, roles and the gate functions.
 
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-21
 
-Later schema changes add a numbered file to sql/ (the files listed here are
-not edited once released) and a revision that applies it; a changed
-procedures/ file is re-applied by the revision that changes it
-(CREATE OR REPLACE). tests/test_migrations.py checks that the tree and the
-revisions build the same schema.
+Applies 0001_initial.sql, frozen: never edited again. Every revision applies its
+own frozen SQL file; the current schema lives in sql/ and procedures/ (install
+order: metro.schema.TREE), and tests/test_migrations.py checks that replaying the
+revisions and installing the tree give the same catalog.
+
+Until revision 0005 the revisions applied the files of the tree they listed, as
+those files were at upgrade time. 0001_initial.sql is what 0001 applied when it
+was released, before revision 0002 was added: sql/01_schema.sql ..
+sql/06_roles.sql, then procedures/01_support.sql .. procedures/06_trains.sql, at
+commit 8884bd7 (the revision was not changed before 0002 was added in dbfbed0).
+The later in-place edits of those files (87ade1d: domains instead of table
+CHECKs, row-level history trigger; 77f3443: validate_entries) reached only
+databases installed after them; revision 0005 brings both kinds to one schema.
 """
 
+from pathlib import Path
 
-from metro.schema import apply_revision_files
+from metro.schema import run_revision_sql
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-TABLE_FILES = ["01_schema.sql", "02_tables.sql", "03_history.sql", "04_streams.sql",
-               "05_views.sql", "06_roles.sql"]
-PROCEDURE_FILES = ["01_support.sql", "02_history.sql", "03_fraud.sql", "04_gates.sql",
-                   "05_recharge.sql", "06_trains.sql"]
-
 
 def upgrade() -> None:
-    apply_revision_files(TABLE_FILES, PROCEDURE_FILES)
+    run_revision_sql(Path(__file__).with_suffix(".sql"))
 
 
 def downgrade() -> None:

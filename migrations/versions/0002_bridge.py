@@ -4,25 +4,26 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-22
 
-Applies sql/07_bridge.sql and procedures/07_bridge.sql (see 0001 for how the
-tree and the revisions relate).
+Applies 0002_bridge.sql, frozen (see 0001): what 0002 applied when it was
+released, before revision 0003 was added (0117b3f): sql/07_bridge.sql, then
+procedures/07_bridge.sql, at commit 1f6292b, where the revision was last changed
+(writers notify only while the bridge sleeps). bridge_cursors then had no
+key_column; 0003 added it.
 """
+
+from pathlib import Path
 
 from alembic import op
 
-from metro.schema import apply_revision_files
+from metro.schema import run_revision_sql
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-TABLE_FILES = ["07_bridge.sql"]
-PROCEDURE_FILES = ["07_bridge.sql"]
-
-
 def upgrade() -> None:
-    apply_revision_files(TABLE_FILES, PROCEDURE_FILES)
+    run_revision_sql(Path(__file__).with_suffix(".sql"))
 
 
 def downgrade() -> None:
@@ -32,7 +33,7 @@ def downgrade() -> None:
         DROP TRIGGER card_alert_export_notify_bridge ON metro.card_alert_export;
         DROP TRIGGER trips_notify_bridge ON metro.trips;
         DROP FUNCTION metro.notify_bridge(), metro.bridge_batch(text, xid8, bigint, integer),
-            metro.bridge_has_rows(text, xid8, bigint), metro.bridge_stream_key(text),
+            metro.bridge_has_rows(text, xid8, bigint),
             metro.bridge_ack(text, xid8, bigint, bigint), metro.bridge_prune(interval, integer),
             metro.bridge_lag();
         DROP INDEX metro.fraud_txid_position, metro.card_alert_export_txid_position,

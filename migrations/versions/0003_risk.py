@@ -4,25 +4,25 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-23
 
-Applies sql/08_risk.sql and procedures/08_risk.sql, and re-applies
-procedures/05_recharge.sql, whose recharge_card now applies the risk rules
-(see 0001 for how the tree and the revisions relate).
+Applies 0003_risk.sql, frozen (see 0001): what 0003 applied when it was
+released, before revision 0004 was added (7a6971f): sql/08_risk.sql,
+procedures/08_risk.sql and procedures/05_recharge.sql (recharge_card applying
+the risk rules), at commit 0117b3f, where the revision was added and last
+changed in what it applies. That procedures/08_risk.sql also made the bridge's
+stream functions generic over bridge_cursors.key_column.
 """
 
+from pathlib import Path
 
-from metro.schema import apply_revision_files
+from metro.schema import run_revision_sql
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-TABLE_FILES = ["08_risk.sql"]
-PROCEDURE_FILES = ["08_risk.sql", "05_recharge.sql"]
-
-
 def upgrade() -> None:
-    apply_revision_files(TABLE_FILES, PROCEDURE_FILES)
+    run_revision_sql(Path(__file__).with_suffix(".sql"))
 
 
 def downgrade() -> None:

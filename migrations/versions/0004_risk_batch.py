@@ -4,24 +4,23 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-24
 
-Applies procedures/09_risk_batch.sql (see 0001 for how the tree and the revisions
-relate).
+Applies 0004_risk_batch.sql, frozen (see 0001): procedures/09_risk_batch.sql at
+commit 7a6971f, where the revision was added; the file did not change afterwards.
 """
+
+from pathlib import Path
 
 from alembic import op
 
-from metro.schema import apply_revision_files
+from metro.schema import run_revision_sql
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-PROCEDURE_FILES = ["09_risk_batch.sql"]
-
-
 def upgrade() -> None:
-    apply_revision_files(procedure_files=PROCEDURE_FILES)
+    run_revision_sql(Path(__file__).with_suffix(".sql"))
 
 
 def downgrade() -> None:

@@ -5,19 +5,24 @@ SET search_path = metro, pg_catalog;
 -- functions
 
 -- Which rule fires for an entry of card_id at ts: 0 none,
--- 1 the card already has an event in the same second,
+-- 1 the card already has a gate swipe (entry or exit, whatever its outcome)
+--   in the same second; purchases (recharges) do not count,
 -- 3 fraud_entry_limit or more entries in [ts - fraud_window, ts),
 -- 2 fraud_station_limit or more distinct stations among those entries.
--- The entry scan stops after fraud_entry_limit rows, so its cost is bounded
--- by the threshold, not by the card's history. A plain SQL function returning
+-- Both read card_events_card_ts: rule 1 the card's events of one second,
+-- rules 2 and 3 at most fraud_entry_limit entries, so the cost is bounded by
+-- the thresholds, not by the card's history. A plain SQL function returning
 -- a set, so that PostgreSQL inlines it into the caller's query: validate_entry
--- runs it without a nested executor, validate_entries runs it set-wise. It
--- names its tables in full because an inlined function cannot carry a SET
--- search_path clause.
+-- runs it without a nested executor, validate_entries runs it set-wise (each
+-- round sees the events of the rounds before). It names its tables in full
+-- because an inlined function cannot carry a SET search_path clause.
 CREATE OR REPLACE FUNCTION fraud_rule(card_id bigint, ts timestamptz)
 RETURNS TABLE (rule smallint) LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN EXISTS (SELECT 1 FROM metro.card_history_second h
-                             WHERE h.card_id = $1 AND h.second_start = date_trunc('second', $2))
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM metro.card_events g
+                             WHERE g.card_id = $1
+                               AND g.ts >= date_trunc('second', $2)
+                               AND g.ts < date_trunc('second', $2) + interval '1 second'
+                               AND g.activity_code IN (1, -1))
                     THEN 1
                 WHEN recent.entries >= s.fraud_entry_limit THEN 3
                 WHEN recent.stations >= s.fraud_station_limit THEN 2
@@ -32,6 +37,7 @@ RETURNS TABLE (rule smallint) LANGUAGE sql STABLE AS $$
               LIMIT s.fraud_entry_limit) e
     ) recent
 $$;
+COMMENT ON FUNCTION fraud_rule(bigint, timestamptz) IS 'Which fraud rule an entry of the card at ts breaks: 0 none, 1 a gate swipe (entry or exit) in the same second, 2 too many stations, 3 too many entries in the window; inlined into its callers';
 
 -- Would an entry of card_id at station_id at ts be refused as fraud?
 -- Read-only: records nothing.
@@ -47,5 +53,6 @@ BEGIN
     RETURN (SELECT f.rule FROM fraud_rule($1, $3) f) <> 0;
 END
 $$;
+COMMENT ON FUNCTION is_fraud(bigint, integer, timestamptz) IS 'Would an entry of card_id at station_id at ts be refused as fraud? Reads only. MT004 NULL argument, MT001 unknown station';
 REVOKE ALL ON FUNCTION is_fraud(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION is_fraud(bigint, integer, timestamptz) TO metro_app;

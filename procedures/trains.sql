@@ -54,5 +54,7 @@ BEGIN
     VALUES (p_train, p_station, p_activity, p_ts);
 END
 $$;
+COMMENT ON FUNCTION record_train_event(integer, integer, integer, timestamptz) IS 'Records a train arrival (0) or departure (1); a departure writes a station_departures row with the riders that waited for it. MT004 NULL argument, MT005 activity_type not 0 or 1, MT002 unknown train, MT001 unknown station';
 REVOKE ALL ON FUNCTION record_train_event(integer, integer, integer, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz) TO metro_app;
+GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz)
+    TO metro_app, metro_bridge;

@@ -41,6 +41,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
+COMMENT ON FUNCTION card_events_add_history() IS 'Trigger: adds a card event to card_history_second and station_second_slots after checking its station (MT001)';
 
 -- Events are facts: changing or deleting one would make the history lie.
 CREATE OR REPLACE FUNCTION card_events_refuse_change()
@@ -51,6 +52,7 @@ BEGIN
               HINT = 'Record a new event instead; TRUNCATE clears the events and their history together.';
 END
 $$;
+COMMENT ON FUNCTION card_events_refuse_change() IS 'Trigger: card_events is append-only, UPDATE and DELETE are refused (MT006)';
 
 -- TRUNCATE card_events empties the history derived from it.
 CREATE OR REPLACE FUNCTION card_events_clear_history()
@@ -60,6 +62,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
+COMMENT ON FUNCTION card_events_clear_history() IS 'Trigger: TRUNCATE card_events empties the history derived from it';
 
 -- triggers
 -- validate_entries writes the history of its own events set-wise and sets

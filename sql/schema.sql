@@ -1,6 +1,5 @@
--- metro schema: namespace, shared types, operator settings.
--- Files in sql/ are applied in name order, then procedures/; alembic's first
--- revision applies exactly this tree (see migrations/).
+-- metro schema: namespace, shared types and domains, operator settings.
+-- The install order of sql/ and procedures/ is metro.schema.TREE.
 
 -- schema
 CREATE SCHEMA IF NOT EXISTS metro;

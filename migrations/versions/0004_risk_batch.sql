@@ -1,3 +1,4 @@
+-- ---- procedures/09_risk_batch.sql at 7a6971f
 -- Payment risk control, set-wise: evaluate_transactions decides a batch of
 -- payments in a few statements with exactly the results of evaluate_transaction
 -- called on each payment in input order. The bridge feeds transaction_topic
@@ -107,3 +108,6 @@ $$;
 REVOKE ALL ON FUNCTION evaluate_transactions(text[], bigint[], numeric[], timestamptz[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evaluate_transactions(text[], bigint[], numeric[], timestamptz[])
     TO metro_app, metro_bridge;
+
+RESET search_path;
+

@@ -1,5 +1,5 @@
 -- Materialized per-second history. Maintained incrementally by the
--- card_events triggers (procedures/02_history.sql) in the same transaction as
+-- card_events triggers (procedures/history.sql) in the same transaction as
 -- every write; never refreshed. Only the trigger writes these tables, so they
 -- carry no CHECKs (PostgreSQL re-reads every CHECK expression on each
 -- statement, and these are written on every swipe); their invariants are
@@ -13,7 +13,7 @@ CREATE TABLE card_history_second (
     swipes integer NOT NULL,
     PRIMARY KEY (card_id, second_start)
 );
-COMMENT ON TABLE card_history_second IS 'Card events per card and second (VoltDB CARD_HISTORY_SECOND); fraud rule 1 reads it';
+COMMENT ON TABLE card_history_second IS 'Card events per card and second (VoltDB CARD_HISTORY_SECOND)';
 COMMENT ON COLUMN card_history_second.card_id IS 'Card';
 COMMENT ON COLUMN card_history_second.second_start IS 'date_trunc(''second'', ts) of the events';
 COMMENT ON COLUMN card_history_second.swipes IS 'Card events (entries, exits, purchases) of the card in that second';

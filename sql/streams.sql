@@ -1,7 +1,9 @@
--- Streams: append-only outbox tables written in the same transaction as the
--- decision. position orders rows; txid lets a reader wait until every
--- transaction that could still commit a lower position has finished
--- (rows read only below pg_snapshot_xmin(pg_current_snapshot())).
+-- The gates' streams: append-only outbox tables written in the same
+-- transaction as the decision. position orders rows; txid lets a reader wait
+-- until every transaction that could still commit a lower position has
+-- finished (rows read only below pg_snapshot_xmin(pg_current_snapshot())).
+-- register_stream() gives each its topic, key and time column, its bridge
+-- cursor, (txid, position) index, NOTIFY trigger and grants.
 SET search_path = metro, pg_catalog;
 
 -- tables
@@ -69,3 +71,8 @@ COMMENT ON COLUMN trips.entry_station IS 'Station of the accepted entry';
 COMMENT ON COLUMN trips.entry_ts IS 'Time of the accepted entry';
 COMMENT ON COLUMN trips.exit_station IS 'Station of the exit';
 COMMENT ON COLUMN trips.exit_ts IS 'Time of the exit';
+
+-- streams
+SELECT register_stream('fraud', 'FRAUD', 'trans_id', 'ts');
+SELECT register_stream('card_alert_export', 'CARD_ALERT_EXPORT', 'card_id', 'ts');
+SELECT register_stream('trips', 'TRIPS', 'trip_id', 'exit_ts');

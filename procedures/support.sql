@@ -1,10 +1,6 @@
 -- Shared helpers: argument errors and money formatting. Private (no grants).
---
--- Error codes (also in README "Errors"):
---   MT001 unknown station      MT002 unknown train
---   MT003 invalid amount       MT004 NULL argument
---   MT005 coded value outside its set   MT006 refused change (card_events,
---   the settings row)   MT007 invalid transaction_id   MT008 no risk rule applies
+-- Every SQLSTATE raised on bad input is a row of metro.error_codes
+-- (sql/errors.sql), with its meaning.
 SET search_path = metro, pg_catalog;
 
 -- functions
@@ -17,6 +13,7 @@ BEGIN
         USING ERRCODE = 'MT004', HINT = 'Pass a value for every argument; only ts has a default (now()).';
 END
 $$;
+COMMENT ON FUNCTION raise_null_argument(text, text) IS 'Raises MT004 naming the function and its NULL argument';
 
 -- Raises MT001 for a station that is not in stations.
 CREATE OR REPLACE FUNCTION raise_unknown_station(station_id integer)
@@ -27,6 +24,7 @@ BEGIN
               HINT = 'Load the stations first: loader data/stations.csv';
 END
 $$;
+COMMENT ON FUNCTION raise_unknown_station(integer) IS 'Raises MT001 naming the station';
 
 -- Amounts are printed as units.cents: 1250 -> 12.50, 5 -> 0.05.
 CREATE OR REPLACE FUNCTION cents_text(cents bigint)
@@ -34,12 +32,14 @@ RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE WHEN cents < 0 THEN '-' ELSE '' END
            || (abs(cents) / 100)::text || '.' || lpad((abs(cents) % 100)::text, 2, '0')
 $$;
+COMMENT ON FUNCTION cents_text(bigint) IS 'Cents as units.cents text: 1250 -> 12.50';
 
 -- Kafka key of a fraud row: <card_id>_<epoch microseconds>.
 CREATE OR REPLACE FUNCTION fraud_trans_id(card_id bigint, ts timestamptz)
 RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT card_id::text || '_' || (extract(epoch FROM ts) * 1000000)::bigint::text
 $$;
+COMMENT ON FUNCTION fraud_trans_id(bigint, timestamptz) IS 'Kafka key of a fraud row: <card_id>_<epoch microseconds of ts>';
 
 -- The fraud rules read the one settings row on every swipe: it may be
 -- updated, never removed.
@@ -50,6 +50,7 @@ BEGIN
         USING ERRCODE = 'MT006', HINT = 'UPDATE metro.settings SET ... changes a threshold.';
 END
 $$;
+COMMENT ON FUNCTION settings_keep_row() IS 'Trigger: refuses DELETE and TRUNCATE of settings (MT006)';
 
 -- triggers
 CREATE TRIGGER settings_keep_row BEFORE DELETE OR TRUNCATE ON settings

@@ -47,3 +47,7 @@ FROM station_departures d
 JOIN stations st USING (station_id)
 GROUP BY st.station_id, st.name;
 COMMENT ON VIEW station_wait_times IS 'Average wait per station: seconds between a rider''s entry and the next departure';
+
+-- grants
+GRANT SELECT ON station_second_stats, swipes_per_second, acceptance_rate, busiest_stations,
+    card_export_stats, station_wait_times TO metro_reader;

@@ -18,11 +18,11 @@ COMMENT ON TYPE risk_verdict IS 'Result of evaluate_transaction: blocked or not,
 
 -- tables
 CREATE TABLE risk_tags (
-    account_id bigint PRIMARY KEY,
+    account_id text PRIMARY KEY,
     risk_level risk_level NOT NULL
 );
 COMMENT ON TABLE risk_tags IS 'Risk tag per account; CSV account_id,risk_level; an account without a row counts as level 1';
-COMMENT ON COLUMN risk_tags.account_id IS 'Payment account; for recharges the card number is the account';
+COMMENT ON COLUMN risk_tags.account_id IS 'Payment account, as the payment system names it (account123); for recharges the card number as text (42)';
 COMMENT ON COLUMN risk_tags.risk_level IS '1 low, 2 medium, 3 high';
 
 CREATE TABLE risk_rules (
@@ -51,7 +51,7 @@ INSERT INTO risk_rules (rule, rule_order, amount_range, min_risk_level, action, 
 
 CREATE TABLE risk_decisions (
     transaction_id text PRIMARY KEY,
-    account_id bigint NOT NULL,
+    account_id text NOT NULL,
     amount payment_amount NOT NULL,
     ts timestamptz NOT NULL,
     risk_level risk_level NOT NULL,
@@ -75,7 +75,7 @@ CREATE TABLE transaction_decisions (
     position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     transaction_id text NOT NULL,
-    account_id bigint NOT NULL,
+    account_id text NOT NULL,
     amount payment_amount NOT NULL,
     ts timestamptz NOT NULL,
     risk_level risk_level NOT NULL,
@@ -94,15 +94,9 @@ COMMENT ON COLUMN transaction_decisions.risk_level IS 'Risk level of the account
 COMMENT ON COLUMN transaction_decisions.blocked IS 'Whether the payment was blocked';
 COMMENT ON COLUMN transaction_decisions.rule IS 'Name of the rule that decided';
 COMMENT ON COLUMN transaction_decisions.message IS 'Reason of that rule';
-CREATE INDEX transaction_decisions_txid_position ON transaction_decisions (txid, position);
 
--- The bridge forwards the decisions like the other streams: one more cursor row.
-ALTER TABLE bridge_cursors DROP CONSTRAINT bridge_cursors_stream_check;
-ALTER TABLE bridge_cursors ADD CONSTRAINT bridge_cursors_stream_check
-    CHECK (stream IN ('fraud', 'card_alert_export', 'trips', 'transaction_decisions'));
-INSERT INTO bridge_cursors (stream, topic, key_column)
-VALUES ('transaction_decisions', 'transaction_decisions', 'transaction_id');
+-- streams
+SELECT register_stream('transaction_decisions', 'transaction_decisions', 'transaction_id', 'ts');
 
 -- grants
-GRANT SELECT, DELETE ON transaction_decisions TO metro_bridge;
 GRANT SELECT ON risk_rules TO metro_reader;

@@ -1,5 +1,6 @@
--- The bridge's side of the streams: the NOTIFY wake-up, reading past the
--- commit horizon, acknowledging, pruning and lag. The bridge (bridge/) calls
+-- The bridge's side of the streams: registering a stream, the NOTIFY
+-- wake-up, reading past the commit horizon, acknowledging, pruning and lag.
+-- All of them read the registry metro.streams. The bridge (bridge/) calls
 -- these as metro_bridge; Kafka never sees a row before every transaction that
 -- could still commit an earlier row has finished.
 SET search_path = metro, pg_catalog;
@@ -24,8 +25,52 @@ BEGIN
     RETURN NULL;
 END
 $$;
+COMMENT ON FUNCTION notify_bridge() IS 'Trigger on every stream: NOTIFY metro_bridge, only while the bridge sleeps (it holds advisory lock (1836348002, 2)) and bridge_settings.notify is on';
 
--- The bridge's reads, for every stream in bridge_cursors: the next rows after
+-- Registers a stream table of schema metro: its row in streams (topic, key
+-- and time column), its bridge cursor, the (txid, position) index the bridge
+-- reads by, the NOTIFY trigger and the bridge's grants. The one step that
+-- makes a new outbox table a stream; calling it again for a registered
+-- stream changes its topic or columns and keeps its cursor. Private: the
+-- schema's owner calls it where the table is created.
+CREATE OR REPLACE FUNCTION register_stream(stream text, topic text, key_column text,
+                                           time_column text)
+RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+DECLARE
+    p_stream ALIAS FOR $1;
+    v_table regclass := to_regclass(format('metro.%I', p_stream));
+    v_column text;
+BEGIN
+    IF v_table IS NULL THEN
+        RAISE EXCEPTION 'register_stream: no table metro.%', p_stream
+            USING ERRCODE = '42P01', HINT = 'Create the stream table first.';
+    END IF;
+    FOREACH v_column IN ARRAY ARRAY['position', 'txid', key_column, time_column] LOOP
+        IF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = v_table
+                       AND a.attname = v_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'register_stream: table metro.% has no column %', p_stream, v_column
+                USING ERRCODE = '42703',
+                      HINT = 'A stream table has position and txid columns besides its key and time columns.';
+        END IF;
+    END LOOP;
+    INSERT INTO streams AS s (stream, topic, key_column, time_column)
+    VALUES (p_stream, topic, key_column, time_column)
+    ON CONFLICT ON CONSTRAINT streams_pkey DO UPDATE
+        SET topic = excluded.topic, key_column = excluded.key_column,
+            time_column = excluded.time_column;
+    INSERT INTO bridge_cursors (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (txid, position)',
+                   p_stream || '_txid_position', p_stream);
+    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', p_stream || '_notify_bridge', p_stream);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %I'
+                   ' FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge()',
+                   p_stream || '_notify_bridge', p_stream);
+    EXECUTE format('GRANT SELECT, DELETE ON %I TO metro_bridge', p_stream);
+END
+$$;
+COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) index, NOTIFY trigger and grants to metro_bridge; 42P01 no such table, 42703 a column missing';
+
+-- The bridge's reads, for every registered stream: the next rows after
 -- (after_txid, after_position) in (txid, position) order, only from
 -- transactions below the snapshot's xmin: those have all ended, so no row can
 -- later appear before the last one returned. value is the stream row without
@@ -52,6 +97,7 @@ BEGIN
         USING after_txid, after_position, horizon, max_rows;
 END
 $$;
+COMMENT ON FUNCTION bridge_batch(text, xid8, bigint, integer) IS 'The next rows of a stream after (after_txid, after_position), in (txid, position) order and below the commit horizon: (row_txid, row_position, key, value) with the Kafka key and the row as JSON; MT005 unknown stream';
 
 -- Whether committed rows of a stream follow (after_txid, after_position),
 -- readable yet or still held back by the commit horizon.
@@ -66,23 +112,25 @@ BEGIN
     RETURN found;
 END
 $$;
+COMMENT ON FUNCTION bridge_has_rows(text, xid8, bigint) IS 'Whether committed rows of a stream follow (after_txid, after_position), readable yet or held back by the commit horizon; MT005 unknown stream';
 
 -- The Kafka key column of a registered stream; MT005 for any other name, so
--- only bridge_cursors' streams ever reach the dynamic SQL above.
+-- only registered streams ever reach the dynamic SQL above.
 CREATE OR REPLACE FUNCTION bridge_stream_key(stream text)
 RETURNS text LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
 DECLARE
     v_key text;
 BEGIN
-    SELECT c.key_column INTO v_key FROM bridge_cursors c WHERE c.stream = bridge_stream_key.stream;
+    SELECT s.key_column INTO v_key FROM streams s WHERE s.stream = bridge_stream_key.stream;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'Unknown stream: %', stream
             USING ERRCODE = 'MT005',
-                  HINT = 'Streams are the rows of metro.bridge_cursors.';
+                  HINT = 'Streams are the rows of metro.streams.';
     END IF;
     RETURN v_key;
 END
 $$;
+COMMENT ON FUNCTION bridge_stream_key(text) IS 'The Kafka key column of a registered stream; MT005 unknown stream';
 
 -- Records that Kafka acknowledged a stream up to (last_txid, last_position).
 -- The cursor only moves forward; a stale bridge cannot move it back.
@@ -103,6 +151,7 @@ BEGIN
     RETURN true;
 END
 $$;
+COMMENT ON FUNCTION bridge_ack(text, xid8, bigint, bigint) IS 'Records that Kafka acknowledged a stream up to (last_txid, last_position); moves the cursor forward only and returns whether it moved';
 
 -- Deletes delivered rows acknowledged more than retention ago, at most
 -- max_rows per stream per call, and the cursor history they no longer need.
@@ -120,7 +169,7 @@ BEGIN
         ORDER BY a.txid DESC, a.position DESC LIMIT 1;
         n := 0;
         IF FOUND THEN
-            -- Table names come from bridge_cursors' CHECK list, never from a caller.
+            -- Table names come from the streams registry, never from a caller.
             EXECUTE format('DELETE FROM %I WHERE position IN (SELECT position FROM %I'
                            ' WHERE (txid, position) <= ($1, $2) ORDER BY txid, position LIMIT $3)',
                            c.stream, c.stream)
@@ -137,9 +186,10 @@ BEGIN
     END LOOP;
 END
 $$;
+COMMENT ON FUNCTION bridge_prune(interval, integer) IS 'Deletes stream rows acknowledged more than retention ago, at most max_rows per stream: (stream, pruned) per stream';
 
 -- Lag per stream: committed rows not yet acknowledged by Kafka and the event
--- time of the oldest of them (ts; exit_ts for trips).
+-- time (the registry's time_column) of the oldest of them.
 CREATE OR REPLACE FUNCTION bridge_lag()
 RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, pending bigint,
                oldest_pending timestamptz)
@@ -147,29 +197,21 @@ LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN
-    FOR c IN SELECT * FROM bridge_cursors bc ORDER BY bc.stream LOOP
+    FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
+             FROM streams s JOIN bridge_cursors bc USING (stream)
+             ORDER BY s.stream LOOP
         stream := c.stream;
         topic := c.topic;
         delivered := c.delivered;
         acked_at := c.acked_at;
         EXECUTE format('SELECT count(*), min(%I) FROM %I WHERE (txid, position) > ($1, $2)',
-                       CASE c.stream WHEN 'trips' THEN 'exit_ts' ELSE 'ts' END, c.stream)
+                       c.time_column, c.stream)
             INTO pending, oldest_pending USING c.txid, c.position;
         RETURN NEXT;
     END LOOP;
 END
 $$;
-
--- triggers
-DROP TRIGGER IF EXISTS fraud_notify_bridge ON fraud;
-CREATE TRIGGER fraud_notify_bridge AFTER INSERT ON fraud
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge();
-DROP TRIGGER IF EXISTS card_alert_export_notify_bridge ON card_alert_export;
-CREATE TRIGGER card_alert_export_notify_bridge AFTER INSERT ON card_alert_export
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge();
-DROP TRIGGER IF EXISTS trips_notify_bridge ON trips;
-CREATE TRIGGER trips_notify_bridge AFTER INSERT ON trips
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge();
+COMMENT ON FUNCTION bridge_lag() IS 'Per stream: (stream, topic, delivered, acked_at, pending, oldest_pending), rows not yet acknowledged by Kafka and the event time of the oldest of them';
 
 -- grants
 REVOKE ALL ON FUNCTION bridge_batch(text, xid8, bigint, integer),
@@ -181,6 +223,3 @@ GRANT EXECUTE ON FUNCTION bridge_batch(text, xid8, bigint, integer),
     bridge_ack(text, xid8, bigint, bigint), bridge_prune(interval, integer), bridge_lag()
     TO metro_bridge;
 GRANT EXECUTE ON FUNCTION bridge_lag() TO metro_reader;
--- Inbound topics feed these functions.
-GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz),
-    recharge_card(bigint, integer, integer, timestamptz) TO metro_bridge;

@@ -1,27 +1,9 @@
--- Reference data (stations, trains, cards) and the event tables.
+-- Cards and every swipe and purchase made with them. card_events is
+-- append-only; its per-second history (sql/history.sql) is kept by the
+-- triggers of procedures/history.sql.
 SET search_path = metro, pg_catalog;
 
 -- tables
-CREATE TABLE stations (
-    station_id integer PRIMARY KEY CHECK (station_id > 0),
-    name text NOT NULL CHECK (name <> ''),
-    fare cents NOT NULL DEFAULT 250,
-    weight integer NOT NULL DEFAULT 1 CHECK (weight >= 0)
-);
-COMMENT ON TABLE stations IS 'Stations of the line; CSV id,name,fare,weight';
-COMMENT ON COLUMN stations.station_id IS 'Station number, positive';
-COMMENT ON COLUMN stations.name IS 'Name shown in alerts and dashboards';
-COMMENT ON COLUMN stations.fare IS 'Fare charged on entry, in cents';
-COMMENT ON COLUMN stations.weight IS 'Relative share of riders who enter here (used by the simulators)';
-
-CREATE TABLE trains (
-    train_id integer PRIMARY KEY CHECK (train_id > 0),
-    name text NOT NULL CHECK (name <> '')
-);
-COMMENT ON TABLE trains IS 'Trains running on the line; CSV id,name';
-COMMENT ON COLUMN trains.train_id IS 'Train number, positive';
-COMMENT ON COLUMN trains.name IS 'Train name';
-
 CREATE TABLE cards (
     card_id bigint PRIMARY KEY,
     enabled boolean NOT NULL DEFAULT true,
@@ -65,33 +47,3 @@ COMMENT ON COLUMN card_events.accept IS '1 accepted, 0 rejected, -1 refused as f
 -- Serves the fraud rules (entries of one card in a bounded time range) and
 -- process_exit (the card's last entry or exit) without touching the heap.
 CREATE INDEX card_events_card_ts ON card_events (card_id, ts) INCLUDE (activity_code, accept, station_id);
-
-CREATE TABLE train_events (
-    train_id integer NOT NULL REFERENCES trains,
-    station_id integer NOT NULL REFERENCES stations,
-    activity_type train_activity NOT NULL,
-    ts timestamptz NOT NULL,
-    PRIMARY KEY (train_id, ts, activity_type)
-);
-COMMENT ON TABLE train_events IS 'Train arrivals and departures; CSV train_id,station_id,activity_type,ts';
-COMMENT ON COLUMN train_events.train_id IS 'Train';
-COMMENT ON COLUMN train_events.station_id IS 'Station';
-COMMENT ON COLUMN train_events.activity_type IS '0 arrival, 1 departure';
-COMMENT ON COLUMN train_events.ts IS 'When it happened';
--- Finds the previous departure from a station.
-CREATE INDEX train_events_departures ON train_events (station_id, ts) WHERE activity_type = 1;
-
-CREATE TABLE station_departures (
-    station_id integer NOT NULL REFERENCES stations,
-    train_id integer NOT NULL REFERENCES trains,
-    ts timestamptz NOT NULL,
-    riders integer NOT NULL CHECK (riders >= 0),
-    wait_seconds numeric NOT NULL CHECK (wait_seconds >= 0),
-    PRIMARY KEY (station_id, ts, train_id)
-);
-COMMENT ON TABLE station_departures IS 'Wait-time statistics, one row per departure: the entries that waited for it';
-COMMENT ON COLUMN station_departures.station_id IS 'Station the train left';
-COMMENT ON COLUMN station_departures.train_id IS 'Train that left';
-COMMENT ON COLUMN station_departures.ts IS 'Departure time';
-COMMENT ON COLUMN station_departures.riders IS 'Accepted entries since the previous departure from this station (at most settings.max_wait back)';
-COMMENT ON COLUMN station_departures.wait_seconds IS 'Total seconds those riders waited, at one-second resolution';

@@ -31,6 +31,7 @@ LANGUAGE sql STABLE AS $$
            CASE WHEN enabled AND NOT fraud AND card_type = 0 AND balance <= fare
                 THEN 'Insufficient Balance' END
 $$;
+COMMENT ON FUNCTION entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean, timestamptz) IS 'The outcome of an entry swipe (accept, amount charged, message, alert): the one place the gate messages are decided; inlined into validate_entry and validate_entries';
 
 -- Decides an entry swipe and records it whatever the outcome, with a fraud
 -- row for fraud and a card_alert_export row for an insufficient balance when
@@ -75,6 +76,7 @@ BEGIN
     RETURN ROW(o.accept = 1, o.message)::decision;
 END
 $$;
+COMMENT ON FUNCTION validate_entry(bigint, integer, timestamptz) IS 'Decides an entry swipe: (accepted, message) as Card Invalid, Card Disabled, Fraudulent transaction, Remaining Balance: 12.50, Card has insufficient balance: 1.00, Card Expires: <ts>, Card Expired; records it in card_events whatever the outcome, with a fraud or card_alert_export row when due. MT004 NULL argument, MT001 unknown station';
 REVOKE ALL ON FUNCTION validate_entry(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION validate_entry(bigint, integer, timestamptz) TO metro_app;
 
@@ -185,6 +187,7 @@ BEGIN
                  ORDER BY r.ordinal;
 END
 $$;
+COMMENT ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) IS 'Decides a batch of entry swipes set-wise: (ordinal, accepted, message) per swipe, in input order, each exactly what validate_entry gives it alone; ts NULL or a NULL element means now(). 22023 arrays of different lengths, MT004 NULL element, MT001 unknown station';
 REVOKE ALL ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) TO metro_app;
 
@@ -234,5 +237,6 @@ BEGIN
     RETURN ROW(v_accept = 1, v_message)::decision;
 END
 $$;
+COMMENT ON FUNCTION process_exit(bigint, integer, timestamptz) IS 'Records an exit swipe: (true, Exit recorded) and a trips row when it closes an accepted entry, (true, Exit recorded without an open entry), (false, Card Invalid). MT004 NULL argument, MT001 unknown station';
 REVOKE ALL ON FUNCTION process_exit(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION process_exit(bigint, integer, timestamptz) TO metro_app;

@@ -6,8 +6,8 @@ SET search_path = metro, pg_catalog;
 -- Credits amount cents to an enabled card exactly once, records the purchase
 -- and writes a card_alert_export row. Unknown and disabled cards are refused
 -- (and recorded); a non-positive amount is an error and writes nothing.
--- The payment risk rules apply with the card as the account and the amount
--- in currency units: a blocked recharge credits nothing, is refused with the
+-- The payment risk rules apply with the card number as the account (its
+-- text, 42 -> '42') and the amount in currency units: a blocked recharge credits nothing, is refused with the
 -- rule's reason, recorded as refused (accept -1) and written to fraud.
 CREATE OR REPLACE FUNCTION recharge_card(card_id bigint, amount integer, station_id integer, ts timestamptz DEFAULT now())
 RETURNS decision LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
@@ -40,7 +40,10 @@ BEGIN
     ELSIF NOT c.enabled THEN
         v_message := 'Card Disabled';
     ELSE
-        SELECT * INTO v_risk FROM match_risk_rule(p_card, p_amount::numeric / 100);
+        SELECT * INTO v_risk FROM risk_rule(p_card::text, p_amount::numeric / 100);
+        IF v_risk.rule IS NULL THEN
+            PERFORM raise_no_risk_rule(p_card::text, p_amount::numeric / 100, v_risk.risk_level);
+        END IF;
         IF v_risk.blocked THEN
             v_accept := -1;
             v_message := v_risk.message;
@@ -61,5 +64,7 @@ BEGIN
     RETURN ROW(v_accept = 1, v_message)::decision;
 END
 $$;
+COMMENT ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) IS 'Credits amount cents to an enabled card once: (true, Recharged: 20.00, Balance: 32.50) and a card_alert_export row; (false, Card Invalid), (false, Card Disabled), or refused with the reason of a risk rule that blocks it (recorded with accept -1 and a fraud row). MT004 NULL argument, MT003 amount not positive, MT001 unknown station, MT008 no risk rule covers it';
 REVOKE ALL ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) TO metro_app;
+GRANT EXECUTE ON FUNCTION recharge_card(bigint, integer, integer, timestamptz)
+    TO metro_app, metro_bridge;

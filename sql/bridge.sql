@@ -1,9 +1,25 @@
--- Bridge state: what Kafka has acknowledged per stream, who may send, what
--- came in from Kafka and what could not be applied. The stream tables stay the
--- truth; these tables only say how far the bridge got.
+-- Streams and the bridge's state. metro.streams is the registry of the
+-- outbox tables: which Kafka topic each goes to, which column is its key and
+-- which its event time. Everything else reads it: the bridge's functions,
+-- bridge_lag(), and the Python side. A stream table is registered with
+-- register_stream() (procedures/bridge.sql) in the file that creates it.
+-- The other tables say how far the bridge got, who may send, what came in
+-- from Kafka and what could not be applied; the stream tables stay the truth.
 SET search_path = metro, pg_catalog;
 
 -- tables
+CREATE TABLE streams (
+    stream text PRIMARY KEY CHECK (stream ~ '^[a-z_][a-z0-9_]*$'),
+    topic text NOT NULL UNIQUE CHECK (topic <> ''),
+    key_column text NOT NULL CHECK (key_column <> ''),
+    time_column text NOT NULL CHECK (time_column <> '')
+);
+COMMENT ON TABLE streams IS 'Registry of the outbox streams the bridge forwards to Kafka; a row is added by register_stream()';
+COMMENT ON COLUMN streams.stream IS 'Stream table in schema metro (it has position and txid columns)';
+COMMENT ON COLUMN streams.topic IS 'Kafka topic the stream is forwarded to';
+COMMENT ON COLUMN streams.key_column IS 'Column of the stream row sent as the Kafka key';
+COMMENT ON COLUMN streams.time_column IS 'Column holding the event time of a row (bridge_lag() reports the oldest pending one)';
+
 CREATE TABLE bridge_settings (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     notify boolean NOT NULL DEFAULT true
@@ -14,25 +30,18 @@ COMMENT ON COLUMN bridge_settings.notify IS 'Stream writes send a NOTIFY metro_b
 INSERT INTO bridge_settings DEFAULT VALUES;
 
 CREATE TABLE bridge_cursors (
-    stream text PRIMARY KEY CHECK (stream IN ('fraud', 'card_alert_export', 'trips')),
-    topic text NOT NULL,
-    key_column text NOT NULL,
+    stream text PRIMARY KEY REFERENCES streams,
     txid xid8 NOT NULL DEFAULT '0',
     position bigint NOT NULL DEFAULT 0 CHECK (position >= 0),
     delivered bigint NOT NULL DEFAULT 0 CHECK (delivered >= 0),
     acked_at timestamptz
 );
 COMMENT ON TABLE bridge_cursors IS 'Durable outbound cursor: every stream row at or before (txid, position) was acknowledged by Kafka';
-COMMENT ON COLUMN bridge_cursors.stream IS 'Stream table in schema metro';
-COMMENT ON COLUMN bridge_cursors.topic IS 'Kafka topic the stream is forwarded to';
-COMMENT ON COLUMN bridge_cursors.key_column IS 'Column of the stream row sent as the Kafka key';
+COMMENT ON COLUMN bridge_cursors.stream IS 'Stream (a row of streams)';
 COMMENT ON COLUMN bridge_cursors.txid IS 'Writing transaction of the last acknowledged row (rows are read in (txid, position) order)';
 COMMENT ON COLUMN bridge_cursors.position IS 'Stream position of the last acknowledged row';
 COMMENT ON COLUMN bridge_cursors.delivered IS 'Rows acknowledged since the stream was created';
 COMMENT ON COLUMN bridge_cursors.acked_at IS 'When Kafka last acknowledged a batch of this stream';
-INSERT INTO bridge_cursors (stream, topic, key_column) VALUES
-    ('fraud', 'FRAUD', 'trans_id'), ('card_alert_export', 'CARD_ALERT_EXPORT', 'card_id'),
-    ('trips', 'TRIPS', 'trip_id');
 
 CREATE TABLE bridge_acks (
     stream text NOT NULL REFERENCES bridge_cursors (stream),
@@ -43,7 +52,7 @@ CREATE TABLE bridge_acks (
 );
 CREATE INDEX bridge_acks_stream_acked_at ON bridge_acks (stream, acked_at);
 COMMENT ON TABLE bridge_acks IS 'Cursor history: when each acknowledged batch ended, so rows are pruned a retention period after delivery';
-COMMENT ON COLUMN bridge_acks.stream IS 'Stream table in schema metro';
+COMMENT ON COLUMN bridge_acks.stream IS 'Stream (a row of streams)';
 COMMENT ON COLUMN bridge_acks.txid IS 'Writing transaction of the last row of the batch';
 COMMENT ON COLUMN bridge_acks.position IS 'Stream position of the last row of the batch';
 COMMENT ON COLUMN bridge_acks.acked_at IS 'When Kafka acknowledged the batch';
@@ -75,7 +84,7 @@ CREATE TABLE bridge_inbound_offsets (
     PRIMARY KEY (topic, kafka_partition)
 );
 COMMENT ON TABLE bridge_inbound_offsets IS 'Inbound Kafka position, written in the same transaction as the function calls it covers';
-COMMENT ON COLUMN bridge_inbound_offsets.topic IS 'Inbound topic (TRAINTOPIC, RECHARGE)';
+COMMENT ON COLUMN bridge_inbound_offsets.topic IS 'Inbound topic (TRAINTOPIC, RECHARGE, transaction_topic)';
 COMMENT ON COLUMN bridge_inbound_offsets.kafka_partition IS 'Partition of the topic';
 COMMENT ON COLUMN bridge_inbound_offsets.next_offset IS 'Offset of the next message to apply; earlier ones were applied or dead-lettered';
 COMMENT ON COLUMN bridge_inbound_offsets.applied IS 'Messages applied through their function';
@@ -103,15 +112,9 @@ COMMENT ON COLUMN bridge_dead_letters.value IS 'Message value as received';
 COMMENT ON COLUMN bridge_dead_letters.reason IS 'Why it was not applied: the parse error, or SQLSTATE and message of the function';
 COMMENT ON COLUMN bridge_dead_letters.received_at IS 'When the bridge set it aside';
 
--- indexes: the bridge reads each stream in (txid, position) order
-CREATE INDEX fraud_txid_position ON fraud (txid, position);
-CREATE INDEX card_alert_export_txid_position ON card_alert_export (txid, position);
-CREATE INDEX trips_txid_position ON trips (txid, position);
-
 -- grants
-GRANT SELECT, DELETE ON fraud, card_alert_export, trips TO metro_bridge;
-GRANT SELECT ON bridge_settings TO metro_bridge;
+GRANT SELECT ON streams, bridge_settings TO metro_bridge;
 GRANT SELECT, INSERT, UPDATE, DELETE ON bridge_cursors, bridge_acks, bridge_state,
     bridge_inbound_offsets, bridge_dead_letters TO metro_bridge;
-GRANT SELECT ON bridge_cursors, bridge_state, bridge_inbound_offsets, bridge_dead_letters
+GRANT SELECT ON streams, bridge_cursors, bridge_state, bridge_inbound_offsets, bridge_dead_letters
     TO metro_reader;

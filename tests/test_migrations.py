@@ -1,0 +1,234 @@
+"""The upgrade path: frozen revisions replayed from an empty database give the catalog of
+a fresh install of the tree; every revision keeps the rows of the one before; a 0004
+database as the last checkout before 0005 installed it reaches the same catalog."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from alembic import command
+from factories import at
+from psycopg import sql
+from test_install import schema_dump
+
+from metro import config, schema
+
+INSTALLED_0004 = Path(__file__).with_name("schema_0004_installed_at_1486912.sql")
+
+# Rows that must survive every upgrade: table -> columns present at every revision
+# that has the table, in a stable order.
+KEPT: dict[str, str] = {
+    "settings": "fraud_window, fraud_station_limit, fraud_entry_limit, max_wait",
+    "stations": "station_id, name, fare, weight",
+    "trains": "train_id, name",
+    "cards": "card_id, enabled, card_type, balance, expires, name, phone, email, notify",
+    "card_events": "event_id, card_id, ts, station_id, activity_code, amount, accept",
+    "train_events": "train_id, station_id, activity_type, ts",
+    "station_departures": "station_id, train_id, ts, riders, wait_seconds",
+    "card_history_second": "card_id, second_start, swipes",
+    "station_second_stats": "station_id, second_start, swipes, entries, accepted, rejected,"
+                            " fraud, revenue",
+    "fraud": "position, txid, trans_id, card_id, ts, station_id, activity_code, amount",
+    "card_alert_export": "position, txid, card_id, ts, station_name, name, phone, email,"
+                         " notify, alert_message",
+    "trips": "position, txid, trip_id, card_id, entry_station, entry_ts, exit_station, exit_ts",
+    "bridge_settings": "notify",
+    "bridge_cursors": "stream, txid, position, delivered, acked_at",
+    "bridge_acks": "stream, txid, position, acked_at",
+    "bridge_state": "holder, since, heartbeat_at, last_error, last_error_at",
+    "bridge_inbound_offsets": "topic, kafka_partition, next_offset, applied, dead_lettered,"
+                              " updated_at",
+    "bridge_dead_letters": "id, topic, kafka_partition, kafka_offset, key, value, reason,"
+                           " received_at",
+    # account_id: bigint before 0006, text since; kept as the same digits.
+    "risk_tags": "account_id::text, risk_level",
+    "risk_rules": "rule, rule_order, amount_range, min_risk_level, action, reason",
+    "risk_decisions": "transaction_id, account_id::text, amount, ts, risk_level, blocked, rule,"
+                      " message, decided_at",
+    "transaction_decisions": "position, txid, transaction_id, account_id::text, amount, ts,"
+                             " risk_level, blocked, rule, message",
+}
+
+# What a fresh install holds besides the catalog: the registries and the default rows.
+REFERENCE = {
+    "streams": "stream, topic, key_column, time_column",
+    "error_codes": "sqlstate, name, meaning, row_level",
+    "settings": "singleton, fraud_window, fraud_station_limit, fraud_entry_limit, max_wait",
+    "bridge_settings": "singleton, notify",
+    "bridge_cursors": "stream, txid, position, delivered, acked_at",
+    "bridge_state": "singleton, holder, since, heartbeat_at, last_error, last_error_at",
+    "risk_rules": "rule, rule_order, amount_range, min_risk_level, action, reason",
+}
+
+
+def rows(conn: psycopg.Connection, tables: dict[str, str]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of every table in tables that exists in conn's schema, sorted."""
+    result = {}
+    for table, columns in tables.items():
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"metro.{table}",))
+        if exists.fetchone() != (True,):
+            continue
+        query = sql.SQL("SELECT {} FROM metro.{} ORDER BY {}").format(
+            sql.SQL(columns), sql.Identifier(table),
+            sql.SQL(", ").join(sql.Literal(i) for i in range(1, columns.count(",") + 2)))
+        result[table] = [tuple(r) for r in conn.execute(query)]
+    return result
+
+
+def write_0001(conn: psycopg.Connection) -> None:
+    """Rows a 0001 database has: stations, trains, cards and what the functions wrote."""
+    conn.execute("INSERT INTO metro.stations VALUES (1, 'Airport', 250, 3), (2, 'Harbor', 300, 1)")
+    conn.execute("INSERT INTO metro.trains VALUES (1, 'Blue 1')")
+    conn.execute("INSERT INTO metro.cards (card_id, balance, name, phone, notify)"
+                 " VALUES (42, 1250, 'Ada', '555-0142', 1), (43, 100, 'Bob', '555-0143', 2)")
+    for call, args in (("validate_entry", (42, 1, at())), ("validate_entry", (43, 2, at())),
+                       ("validate_entry", (42, 2, at(0.5))),
+                       ("process_exit", (42, 2, at(minutes=20))),
+                       ("record_train_event", (1, 1, 0, at(minutes=1))),
+                       ("record_train_event", (1, 1, 1, at(minutes=2)))):
+        placeholders = sql.SQL(", ").join([sql.Placeholder()] * len(args))
+        conn.execute(sql.SQL("SELECT metro.{}({})").format(sql.Identifier(call), placeholders),
+                     args)
+
+
+def write_0002(conn: psycopg.Connection) -> None:
+    """A recharge works at 0002 (it did not when revisions re-applied today's files), and
+    the bridge's tables get rows: an acknowledged fraud row, an inbound offset, a dead
+    letter."""
+    assert conn.execute("SELECT * FROM metro.recharge_card(42, 2000, 1, %s)",
+                        (at(minutes=30),)).fetchone() == (True, "Recharged: 20.00, Balance: 30.00")
+    assert conn.execute("SELECT metro.bridge_ack('fraud', txid, position, 1) FROM metro.fraud"
+                        ).fetchall() == [(True,)]
+    conn.execute("INSERT INTO metro.bridge_inbound_offsets (topic, kafka_partition, next_offset,"
+                 " applied, dead_lettered) VALUES ('RECHARGE', 0, 12, 11, 1)")
+    conn.execute("INSERT INTO metro.bridge_dead_letters (topic, kafka_partition, kafka_offset,"
+                 " key, value, reason) VALUES ('RECHARGE', 0, 4, NULL, 'x,y', 'not a number')")
+    conn.execute("UPDATE metro.bridge_state SET holder = 'host:1', last_error = 'Kafka down'")
+
+
+def write_0003(conn: psycopg.Connection) -> None:
+    conn.execute("INSERT INTO metro.risk_tags VALUES (7, 3), (42, 1)")
+    assert conn.execute("SELECT * FROM metro.evaluate_transaction('p-1', 7, 10000.01, %s)",
+                        (at(),)).fetchone()[0] is True  # type: ignore[index]
+
+
+def write_0004(conn: psycopg.Connection) -> None:
+    assert conn.execute(
+        "SELECT blocked FROM metro.evaluate_transactions(ARRAY['p-2', 'p-3'], ARRAY[7, 8],"
+        " ARRAY[1.00, 6000.00], ARRAY[%s, %s]::timestamptz[]) ORDER BY ordinal",
+        (at(1), at(2))).fetchall() == [(False,), (False,)]
+
+
+WRITES = {"0001": write_0001, "0002": write_0002, "0003": write_0003, "0004": write_0004}
+
+
+def works_at_head(conn: psycopg.Connection) -> None:
+    """The upgraded database decides swipes, recharges and payments with the rows it kept."""
+    later = at(minutes=120)
+    assert conn.execute("SELECT * FROM metro.validate_entry(42, 1, %s)", (later,)).fetchone() == (
+        True, "Remaining Balance: 27.50")
+    assert conn.execute("SELECT * FROM metro.evaluate_transaction('p-1', '7', 10000.01)"
+                        ).fetchone()[0] is True  # type: ignore[index]
+    lag = conn.execute("SELECT stream, topic, delivered, pending FROM metro.bridge_lag()"
+                       " ORDER BY stream").fetchall()
+    assert lag == [("card_alert_export", "CARD_ALERT_EXPORT", 0, 2), ("fraud", "FRAUD", 1, 0),
+                   ("transaction_decisions", "transaction_decisions", 0, 3),
+                   ("trips", "TRIPS", 0, 1)]
+
+
+def reference(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(dsn) as conn:
+        return rows(conn, REFERENCE)
+
+
+def test_fresh_install_and_replayed_revisions_build_the_same_schema(empty_db):
+    installed, replayed = empty_db("installed"), empty_db("replayed")
+    assert schema.install(installed) == schema.head_revision()
+    schema.upgrade(replayed)
+    dump = schema_dump(installed)
+    assert "CREATE TABLE metro.streams" in dump
+    assert schema_dump(replayed) == dump
+    assert reference(replayed) == reference(installed)
+    with psycopg.connect(replayed) as conn:
+        assert schema.current_revision(conn) == schema.head_revision()
+
+
+def test_install_applies_the_tree_to_an_empty_database_without_replaying(empty_db, monkeypatch):
+    dsn = empty_db("tree_only")
+    replayed = []
+    monkeypatch.setattr(schema, "upgrade", lambda *args: replayed.append(args))
+    assert schema.install(dsn) == schema.head_revision()
+    assert replayed == []
+    assert schema.install(dsn) == schema.head_revision()
+    assert len(replayed) == 1  # the second install finds the schema and asks alembic
+
+
+def test_every_revision_keeps_the_rows_of_the_one_before(empty_db):
+    dsn = empty_db("stepwise")
+    kept: dict[str, list[tuple[Any, ...]]] = {}
+    for revision in ("0001", "0002", "0003", "0004", "0005", schema.head_revision()):
+        schema.upgrade(dsn, revision)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            now = rows(conn, KEPT)
+            # Every row kept (a revision may add rows: a new stream's cursor).
+            assert {table: [r for r in now[table] if r in kept[table]] for table in kept} == kept, \
+                revision
+            if revision in WRITES:
+                WRITES[revision](conn)
+            kept = rows(conn, KEPT)
+    assert len(kept["card_events"]) == 5 and len(kept["transaction_decisions"]) == 3
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        works_at_head(conn)
+
+
+def test_a_0004_database_installed_by_the_last_checkout_upgrades_to_the_fresh_schema(empty_db):
+    dsn, fresh = empty_db("main_0004"), empty_db("fresh")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(INSTALLED_0004.read_text())
+        conn.execute("RESET search_path")
+        for write in WRITES.values():
+            write(conn)
+        before = rows(conn, KEPT)
+    command.stamp(schema.alembic_config(dsn), "0004")
+    assert schema.install(dsn) == schema.head_revision()
+    schema.install(fresh)
+    assert schema_dump(dsn) == schema_dump(fresh)
+    registries = {table: REFERENCE[table] for table in ("streams", "error_codes")}
+    with psycopg.connect(fresh) as conn:
+        assert rows(conn, registries)["streams"]
+        fresh_registries = rows(conn, registries)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert rows(conn, KEPT) == before
+        assert rows(conn, registries) == fresh_registries
+        works_at_head(conn)
+
+
+def test_revisions_apply_their_own_frozen_sql():
+    """Each revision file reads the SQL file beside it and no file of the tree."""
+    versions = config.MIGRATIONS_DIR / "versions"
+    scripts = sorted(versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
+    assert [p.stem[:4] for p in scripts] == [f"{n:04}" for n in range(1, len(scripts) + 1)]
+    for script in scripts:
+        assert script.with_suffix(".sql").is_file()
+        text = script.read_text()
+        assert 'run_revision_sql(Path(__file__).with_suffix(".sql"))' in text
+        assert "SQL_DIR" not in text and "PROCEDURES_DIR" not in text
+
+
+def test_history_survives_as_a_recomputation(empty_db):
+    """After the upgrade the per-second history still equals card_events recomputed."""
+    dsn = empty_db("history")
+    schema.upgrade(dsn, "0001")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        write_0001(conn)
+    schema.upgrade(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT metro.validate_entry(43, 1, %s)", (at() + timedelta(hours=3),))
+        assert conn.execute(
+            "SELECT card_id, second_start, swipes FROM metro.card_history_second ORDER BY 1, 2"
+        ).fetchall() == conn.execute(
+            "SELECT card_id, date_trunc('second', ts), count(*)::integer FROM metro.card_events"
+            " GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
