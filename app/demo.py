@@ -26,7 +26,7 @@ import psycopg
 
 from metro import config, database, schema
 from metro.errors import MetroError
-from metro.topics import STREAMS
+from metro.topics import streams
 
 from ..bridge.runner import Bridge, BridgeOptions, describe
 from ..producers.engine import RunResult
@@ -246,7 +246,7 @@ def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
     entries, exits, recharges = (decided(calls.get(name)) for name in ("entry", "exit",
                                                                         "recharge"))
     fraud_found = calls.get("entry", {}).get(Result.FRAUD.value, 0)
-    written = {stream.table: baseline.written(conn, stream.table) for stream in STREAMS}
+    written = {stream.table: baseline.written(conn, stream.table) for stream in streams(conn)}
     # Every stream the bridge forwards, with its topic: delivered since the start, pending.
     lag = [(topic, delivered - baseline.delivered.get(stream, 0), waiting)
            for stream, topic, delivered, waiting in conn.execute(

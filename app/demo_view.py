@@ -21,7 +21,7 @@ from typing import TextIO
 import psycopg
 from psycopg import sql
 
-from metro.topics import STREAMS
+from metro.topics import streams
 
 BUSIEST_SHOWN = 6
 
@@ -40,7 +40,7 @@ class Baseline:
                            " FROM metro.card_events)").fetchone()
         assert row is not None
         positions = {stream.table: stream_rows(conn, stream.table, "max(position)", 0)
-                     for stream in STREAMS}
+                     for stream in streams(conn)}
         delivered: dict[str, int] = dict(conn.execute(
             "SELECT stream, delivered FROM metro.bridge_lag()").fetchall())
         return Baseline(row[0], row[1], positions, delivered)

@@ -20,7 +20,7 @@ import psycopg
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
-from metro.topics import POSITION_HEADER, STREAMS, Stream
+from metro.topics import POSITION_HEADER, Stream, streams
 
 FLUSH_SLICE_SECONDS = 0.5
 # Waiting this long for acknowledgements is worth telling the operator (and again
@@ -66,6 +66,7 @@ class Forwarder:
         self.stop = stop
         # Whether the last cycle filled a batch: more rows are likely waiting.
         self.full = False
+        self.streams = streams(conn)
         self.cursors: dict[str, tuple[str, int]] = {
             stream: (str(txid), position) for stream, txid, position in conn.execute(
                 "SELECT stream, txid, position FROM metro.bridge_cursors").fetchall()}
@@ -108,7 +109,7 @@ class Forwarder:
 
     def held_back(self) -> bool:
         """Whether committed rows wait behind the commit horizon (an older transaction runs)."""
-        for stream in STREAMS:
+        for stream in self.streams:
             row = self.conn.execute("SELECT metro.bridge_has_rows(%s, %s::xid8, %s)",
                                     (stream.table, *self.cursors[stream.table])).fetchone()
             if row and row[0]:
@@ -117,7 +118,7 @@ class Forwarder:
 
     def cycle(self) -> int:
         """Forward one batch of every stream; the number of rows Kafka acknowledged."""
-        batches = [batch for batch in map(self._send, STREAMS) if batch is not None]
+        batches = [batch for batch in map(self._send, self.streams) if batch is not None]
         self.full = any(len(batch.futures) == self.batch_size for batch in batches)
         if not batches:
             return 0

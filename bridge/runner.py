@@ -24,7 +24,7 @@ import psycopg
 from kafka.errors import KafkaError
 
 from metro.errors import MetroError
-from metro.topics import INBOUND_TOPICS, STREAMS
+from metro.topics import INBOUND_TOPICS, streams
 
 from .inbound import CONSUMER_GROUP, InboundConsumer
 from .jsonlines import JsonLinesTarget
@@ -158,8 +158,9 @@ class Bridge:
                                        name="metro-bridge-inbound", daemon=True)
             if consumes:
                 inbound.start()
+            tables = ", ".join(s.table for s in streams(conn))
             self.say(f"holding the lease as {self.options.holder}; forwarding "
-                     f"{', '.join(s.table for s in STREAMS)} to {to_file or self.options.kafka}"
+                     f"{tables} to {to_file or self.options.kafka}"
                      + (f"; consuming {', '.join(INBOUND_TOPICS)}" if consumes else ""))
             try:
                 self._forward(conn, Forwarder(conn, producer, self.options.batch_size, self.stop,

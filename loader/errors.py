@@ -5,22 +5,12 @@ from __future__ import annotations
 import re
 
 import psycopg
-from psycopg import sql
 
-from metro.errors import MetroError
-from metro.schema import SCHEMA
+from metro.errors import ErrorCodes, MetroError
 
-# Which errors are about one row: the SQLSTATE classes caused by a row's
-# content, data exceptions (22), integrity constraint violations (23) and
-# PL/pgSQL RAISE (P0), and every metro code (MTxxx: the functions' argument
-# errors, MT001 unknown station ... MT007 invalid transaction_id, MT008 no
-# risk rule). Everything else (permissions, a lost connection, a cancelled
-# statement, an undefined object...) is about the load, not a row.
-_ROW_CLASSES = ("22", "23", "P0")
-_METRO_PREFIX = "MT"
-# What the database says about its own codes, when it says it (metro.error_codes,
-# sqlstate -> row_level): it wins over the rules above. Read by use_error_codes().
-_DATABASE_CODES: dict[str, bool] = {}
+# The database's error codes (metro.errors.ErrorCodes), read once per file by
+# use_error_codes(): which errors reject one row and which stop the load.
+_codes = ErrorCodes()
 # COPY's error context: `COPY cards, line 12, column balance: "abc"`.
 _COPY_LINE = re.compile(r"^COPY .*?, line (\d+)(?:, column ([^:]+))?")
 
@@ -32,31 +22,13 @@ class LoadError(MetroError):
 def is_row_error(error: psycopg.Error) -> bool:
     """Whether the error rejects the row it came from (the load goes on) rather
     than stopping the load."""
-    return is_row_state(error.sqlstate or "")
-
-
-def is_row_state(state: str) -> bool:
-    known = _DATABASE_CODES.get(state)
-    if known is not None:
-        return known
-    return state.startswith(_METRO_PREFIX) or state[:2] in _ROW_CLASSES
+    return _codes.is_row_level(error)
 
 
 def use_error_codes(conn: psycopg.Connection) -> None:
-    """Takes the row-level flag of each code from metro.error_codes when the database
-    has that table; without it (older schemas) the rules above decide alone."""
-    _DATABASE_CODES.clear()
-    present = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                           (f"{SCHEMA}.error_codes",)).fetchone()
-    if not (present and present[0]):
-        return
-    try:
-        rows = conn.execute(sql.SQL("SELECT sqlstate, row_level FROM {} "
-                                    "WHERE row_level IS NOT NULL").format(
-            sql.Identifier(SCHEMA, "error_codes"))).fetchall()
-    except (psycopg.errors.UndefinedColumn, psycopg.errors.InsufficientPrivilege):
-        return  # another shape of the table, or not ours to read: the rules above hold
-    _DATABASE_CODES.update((str(state).strip(), bool(row_level)) for state, row_level in rows)
+    """Takes the codes and their row-level flags from metro.error_codes."""
+    global _codes
+    _codes = ErrorCodes.load(conn)
 
 
 def copy_line(error: psycopg.Error) -> int | None:

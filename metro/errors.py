@@ -1,11 +1,22 @@
-"""One place that maps PostgreSQL errors raised by the metro functions to Python exceptions.
+"""The one map of errors: metro's own exceptions, and the database's error codes.
 
-The SQLSTATEs are documented in the README ("Errors") and raised by procedures/.
+What each SQLSTATE means and whether it is about one row (bad input: reject that
+row or message and go on) or about the whole job is a fact of the database, the
+table metro.error_codes. ErrorCodes reads it once per connection; the loader, the
+bridge and translate() below ask it, and the README's table is that table.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
+
+# Codes the table does not list: data exceptions (22), integrity constraint
+# violations (23), a plain PL/pgSQL RAISE (P0) and any metro code (MTxxx) are about
+# the input; anything else (permissions, a lost connection, a cancelled statement,
+# an undefined object) is about the job.
+_ROW_CLASSES = ("22", "23", "P0", "MT")
 
 
 class MetroError(Exception):
@@ -16,65 +27,54 @@ class DatabaseUnavailable(MetroError):
     """The selected PostgreSQL cannot be reached or started."""
 
 
-class InvalidArgument(MetroError):
-    """A function refused its arguments; nothing was written."""
+@dataclass(frozen=True)
+class ErrorCode:
+    sqlstate: str
+    name: str
+    meaning: str
+    row_level: bool
 
-    def __init__(self, sqlstate: str, message: str, hint: str | None = None) -> None:
+
+class ErrorCodes:
+    """metro.error_codes as the database holds it (empty before the schema is installed)."""
+
+    def __init__(self, codes: dict[str, ErrorCode] | None = None) -> None:
+        self.codes = codes or {}
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection) -> ErrorCodes:
+        present = conn.execute("SELECT to_regclass('metro.error_codes') IS NOT NULL").fetchone()
+        if not (present and present[0]):
+            return cls()
+        rows = conn.execute("SELECT sqlstate, name, meaning, row_level FROM metro.error_codes"
+                            ).fetchall()
+        return cls({row[0]: ErrorCode(*row) for row in rows})
+
+    def is_row_level(self, error: psycopg.Error) -> bool:
+        """Whether the error refuses the row or message it came from (the job goes on)."""
+        state = error.sqlstate or ""
+        code = self.codes.get(state)
+        if code is not None:
+            return code.row_level
+        return state[:2] in _ROW_CLASSES
+
+
+class RefusedInput(MetroError):
+    """A function refused its arguments with one of metro's codes; nothing was written."""
+
+    def __init__(self, code: ErrorCode, message: str, hint: str | None = None) -> None:
         super().__init__(message)
-        self.sqlstate = sqlstate
+        self.code = code
         self.hint = hint
 
 
-class UnknownStation(InvalidArgument):
-    """MT001."""
-
-
-class UnknownTrain(InvalidArgument):
-    """MT002."""
-
-
-class InvalidAmount(InvalidArgument):
-    """MT003."""
-
-
-class NullArgument(InvalidArgument):
-    """MT004."""
-
-
-class InvalidCode(InvalidArgument):
-    """MT005."""
-
-
-class RefusedChange(InvalidArgument):
-    """MT006: an UPDATE or DELETE of card_events, removing the settings row."""
-
-
-class InvalidTransaction(InvalidArgument):
-    """MT007: a payment's transaction_id is empty or too long."""
-
-
-class NoRiskRule(InvalidArgument):
-    """MT008: no row of risk_rules covers the payment."""
-
-
-SQLSTATE_ERRORS: dict[str, type[InvalidArgument]] = {
-    "MT001": UnknownStation,
-    "MT002": UnknownTrain,
-    "MT003": InvalidAmount,
-    "MT004": NullArgument,
-    "MT005": InvalidCode,
-    "MT006": RefusedChange,
-    "MT007": InvalidTransaction,
-    "MT008": NoRiskRule,
-}
-
-
-def translate(error: psycopg.Error) -> Exception:
-    """The metro exception for a PostgreSQL error, or the error itself when it is not ours."""
-    sqlstate = error.sqlstate or ""
-    cls = SQLSTATE_ERRORS.get(sqlstate)
-    if cls is None:
-        if isinstance(error, psycopg.OperationalError):
-            return DatabaseUnavailable(str(error).strip())
-        return error
-    return cls(sqlstate, error.diag.message_primary or str(error), error.diag.message_hint)
+def translate(error: psycopg.Error, codes: ErrorCodes) -> Exception:
+    """RefusedInput for a code of metro.error_codes; DatabaseUnavailable for a lost
+    server; the error itself otherwise."""
+    code = codes.codes.get(error.sqlstate or "")
+    if code is not None:
+        return RefusedInput(code, error.diag.message_primary or str(error).strip(),
+                            error.diag.message_hint)
+    if isinstance(error, psycopg.OperationalError):
+        return DatabaseUnavailable(" ".join(str(error).split()))
+    return error

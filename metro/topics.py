@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
+
 
 @dataclass(frozen=True)
 class Stream:
@@ -11,12 +13,12 @@ class Stream:
     topic: str
 
 
-STREAMS = (
-    Stream("fraud", "FRAUD"),
-    Stream("card_alert_export", "CARD_ALERT_EXPORT"),
-    Stream("trips", "TRIPS"),
-    Stream("transaction_decisions", "transaction_decisions"),
-)
+def streams(conn: psycopg.Connection) -> list[Stream]:
+    """The outbound streams and their topics, as the database registers them
+    (metro.streams: register_stream() in the stream's own SQL file)."""
+    return [Stream(table, topic) for table, topic in conn.execute(
+        "SELECT stream, topic FROM metro.streams ORDER BY stream").fetchall()]
+
 
 # Kafka header carrying the row's stream position (decimal ASCII), for de-duplication.
 POSITION_HEADER = "position"

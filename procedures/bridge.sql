@@ -193,7 +193,8 @@ COMMENT ON FUNCTION bridge_prune(interval, integer) IS 'Deletes stream rows ackn
 CREATE OR REPLACE FUNCTION bridge_lag()
 RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, pending bigint,
                oldest_pending timestamptz)
-LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+-- SECURITY DEFINER: metro_reader sees how far each stream is, never a stream row.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN

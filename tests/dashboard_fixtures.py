@@ -17,19 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from metro import config
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD_SQL = config.SQL_DIR / "dashboard_views.sql"
-
-
-def install_dashboard_views(conn: psycopg.Connection) -> None:
-    """Apply sql/dashboard_views.sql unless the schema install already did."""
-    row = conn.execute("SELECT to_regclass('metro.dashboard_seconds')").fetchone()
-    if row is not None and row[0] is None:
-        conn.execute(DASHBOARD_SQL.read_text())
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -59,8 +47,7 @@ def run_metro(*args: str, dsn: str | None = None,
 
 @pytest.fixture
 def dashboard_db(db: str, conn: psycopg.Connection, stations: None) -> str:
-    """The test database with stations, trains and the dashboard's views."""
-    install_dashboard_views(conn)
+    """The test database with stations and trains."""
     return db
 
 

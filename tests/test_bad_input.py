@@ -70,10 +70,14 @@ def test_bad_argument_is_refused_and_nothing_written(conn, stations, function, a
 def test_errors_map_to_metro_exceptions(conn, stations):
     with pytest.raises(psycopg.Error) as raised:
         conn.execute("SELECT validate_entry(42, 99)")
-    translated = errors.translate(raised.value)
-    assert isinstance(translated, errors.UnknownStation)
+    translated = errors.translate(raised.value, errors.ErrorCodes.load(conn))
+    assert isinstance(translated, errors.RefusedInput)
+    assert (translated.code.sqlstate, translated.code.name, translated.code.row_level) == (
+        "MT001", "unknown_station", True)
     assert str(translated) == "Unknown station: 99"
     assert translated.hint == "Load the stations first: loader data/stations.csv"
+    lost = psycopg.OperationalError("server closed\nthe connection")
+    assert isinstance(errors.translate(lost, errors.ErrorCodes()), errors.DatabaseUnavailable)
 
 
 @pytest.mark.parametrize(("column", "value"), [

@@ -97,10 +97,8 @@ def test_unusable_values_say_why(topic, value, reason):
 
 def test_each_topic_calls_its_function():
     assert call_for("TRAINTOPIC", b"3,7,0,1795248900250000") == (
-        "SELECT metro.record_train_event(%s, %s, %s, %s)", (3, 7, 0, T))
-    assert call_for("RECHARGE", b"42,2000,4") == (
-        "SELECT * FROM metro.recharge_card(%s, %s, %s, coalesce(%s::timestamptz, now()))",
-        (42, 2000, 4, None))
+        calls.RECORD_TRAIN_EVENT.sql, (3, 7, 0, T))
+    assert call_for("RECHARGE", b"42,2000,4") == (calls.RECHARGE_CARD.sql, (42, 2000, 4, None))
 
 
 # Values that once escaped the parser with ValueError, RecursionError or csv.Error and

@@ -195,7 +195,7 @@ def check_database(dsn: str) -> None:
         missing = queries.check_views(conn)
     if missing:
         raise DashboardError(f"the database lacks the dashboard's views ({', '.join(missing)}); "
-                             "install sql/dashboard_views.sql (metro install)")
+                             "upgrade the schema with metro install")
 
 
 def serve(host: str, port: int, kafka: str | None) -> int:

@@ -28,6 +28,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind().connection.driver_connection
+    assert conn is not None
     conn.execute("""
         DROP TRIGGER fraud_notify_bridge ON metro.fraud;
         DROP TRIGGER card_alert_export_notify_bridge ON metro.card_alert_export;

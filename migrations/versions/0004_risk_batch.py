@@ -25,5 +25,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind().connection.driver_connection
+    assert conn is not None
     conn.execute("DROP FUNCTION metro.evaluate_transactions(text[], bigint[], numeric[],"
                  " timestamptz[])")

@@ -1,3 +1,46 @@
+-- Revision 0007 (frozen): the dashboard's views for metro_reader, the index that
+-- counts the last minute's payments, bridge_lag() readable by metro_reader without
+-- reading stream rows (SECURITY DEFINER), busiest_stations never counting the future.
+SET search_path = metro, pg_catalog;
+
+CREATE OR REPLACE FUNCTION bridge_lag()
+RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, pending bigint,
+               oldest_pending timestamptz)
+-- SECURITY DEFINER: metro_reader sees how far each stream is, never a stream row.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
+             FROM streams s JOIN bridge_cursors bc USING (stream)
+             ORDER BY s.stream LOOP
+        stream := c.stream;
+        topic := c.topic;
+        delivered := c.delivered;
+        acked_at := c.acked_at;
+        EXECUTE format('SELECT count(*), min(%I) FROM %I WHERE (txid, position) > ($1, $2)',
+                       c.time_column, c.stream)
+            INTO pending, oldest_pending USING c.txid, c.position;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bridge_lag() IS 'Per stream: (stream, topic, delivered, acked_at, pending, oldest_pending), rows not yet acknowledged by Kafka and the event time of the oldest of them';
+
+-- The dashboard counts the payments of the last minute through this index.
+CREATE INDEX risk_decisions_decided_at ON risk_decisions (decided_at) INCLUDE (blocked);
+
+CREATE OR REPLACE VIEW busiest_stations AS
+SELECT st.station_id, st.name, sum(sl.swipes)::integer AS swipes, sum(sl.entries)::integer AS entries
+FROM station_second_slots sl
+JOIN stations st USING (station_id)
+WHERE sl.second_start >= date_trunc('second', now()) - interval '1 minute'
+  AND sl.second_start <= now()
+GROUP BY st.station_id, st.name
+ORDER BY swipes DESC, st.station_id;
+COMMENT ON VIEW busiest_stations IS 'Stations by card events in the last minute ([now - 1 minute, now]: a swipe replayed with a future ts counts once its time has come), busiest first';
+
+-- The dashboard's reads (metro dashboard and its /metrics)
 -- The dashboard's reads (`metro dashboard`, its /metrics): views for
 -- metro_reader over the per-second history, the streams and the bridge's
 -- tables. Every view reads through an index in a time window that ends at
@@ -9,9 +52,7 @@
 -- second_start in [date_trunc('second', now()) - 1 minute,
 -- date_trunc('second', now())). The current second is left out because it
 -- may hold swipes whose ts is later than now().
-SET search_path = metro, pg_catalog;
 
--- views
 
 -- Network-wide counts per second, the 300 complete seconds before now; a
 -- second without swipes is a row of zeros, so the chart has no holes.
@@ -96,7 +137,6 @@ ORDER BY f.position DESC;
 COMMENT ON VIEW dashboard_fraud_feed IS 'The 20 latest fraud stream rows whose ts is not later than now, newest first';
 
 -- Payments decided in the last minute (decided_at in [now - 1 minute, now]).
-CREATE INDEX risk_decisions_decided_at ON risk_decisions (decided_at) INCLUDE (blocked);
 CREATE VIEW dashboard_payments AS
 SELECT count(*)::integer AS decided,
        (count(*) FILTER (WHERE NOT blocked))::integer AS approved,
@@ -125,12 +165,5 @@ CROSS JOIN (SELECT (count(*) FILTER (WHERE NOT blocked))::bigint AS approved,
             WHERE decided_at <= now()) p;
 COMMENT ON VIEW dashboard_totals IS 'Totals up to now: card events, entries by outcome and fares (cents) from the retained per-second history; payments approved and blocked';
 
--- grants
 GRANT SELECT ON dashboard_seconds, dashboard_stations, dashboard_trains, dashboard_fraud_feed,
     dashboard_payments, dashboard_totals TO metro_reader;
--- bridge_lag() (granted to metro_reader in procedures/07_bridge.sql) counts
--- each stream's rows after the bridge's cursor with the caller's privileges:
--- metro_reader may read the columns it needs, and no other column.
-GRANT SELECT (position, txid, ts) ON fraud, card_alert_export, transaction_decisions
-    TO metro_reader;
-GRANT SELECT (position, txid, exit_ts) ON trips TO metro_reader;
