@@ -74,7 +74,7 @@ POLL = 1000  # messages per poll, as the bridge
 PYTHON_TABLES = """
 CREATE SCHEMA bench_python;
 CREATE TABLE bench_python.decisions (
-    transaction_id text PRIMARY KEY, account_id bigint NOT NULL, amount numeric NOT NULL,
+    transaction_id text PRIMARY KEY, account_id text NOT NULL, amount numeric NOT NULL,
     ts timestamptz NOT NULL, risk_level smallint NOT NULL, blocked boolean NOT NULL,
     rule text NOT NULL, message text NOT NULL, decided_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE bench_python.offsets (
@@ -84,7 +84,7 @@ CREATE TABLE bench_python.offsets (
 RECORD = """
 INSERT INTO bench_python.decisions (transaction_id, account_id, amount, ts, risk_level,
                                     blocked, rule, message)
-SELECT * FROM unnest(%s::text[], %s::bigint[], %s::numeric[], %s::timestamptz[],
+SELECT * FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::timestamptz[],
                      %s::smallint[], %s::boolean[], %s::text[], %s::text[])
 ON CONFLICT (transaction_id) DO NOTHING"""
 STORE_OFFSET = """
@@ -149,10 +149,12 @@ def python_consumer(dsn: str, bootstrap: str, start: str) -> None:
     while not stop:
         for records in consumer.poll(timeout_ms=200).values():
             payments = [json.loads(record.value, parse_float=Decimal) for record in records]
+            for payment in payments:  # account ids are text, as metro.risk_tags holds them
+                payment["account_id"] = str(payment["account_id"])
             decisions = []
             with conn.transaction():
                 accounts = sorted({p["account_id"] for p in payments})
-                levels: dict[int, int] = dict(conn.execute(tags, (accounts,)).fetchall())
+                levels: dict[str, int] = dict(conn.execute(tags, (accounts,)).fetchall())
                 for payment in payments:
                     amount = Decimal(payment["amount"])
                     level = levels.get(payment["account_id"], 1)

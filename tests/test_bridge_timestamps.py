@@ -131,6 +131,9 @@ def test_through_kafka_each_message_gets_its_own_instant(db, conn, stations, kaf
     """Recharges without a timestamp are recorded at their Kafka record's timestamp (they
     used to share the bridge's transaction time); the other forms at their exact instant."""
     add_card(conn, 42, balance=0, notify=0)
+    # VoltDB's stations.csv starts with station 0; its TrainProducer numbers trains from 0.
+    conn.execute("INSERT INTO metro.stations VALUES (0, 'Airport', 250, 169835)")
+    conn.execute("INSERT INTO metro.trains VALUES (0, 'Train 0')")
     skip_inbound_backlog(db, kafka)
     base_ms = int(time.time() * 1000) - 60_000
     instant = datetime.fromtimestamp(base_ms / 1000, UTC)
@@ -148,12 +151,13 @@ def test_through_kafka_each_message_gets_its_own_instant(db, conn, stations, kaf
         kafka_producer.send("RECHARGE", b"42,900,3,0", partition=0),
         kafka_producer.send("RECHARGE", b"42,901,3", partition=0, timestamp_ms=1),
         kafka_producer.send("TRAINTOPIC", b"5,6,1,2026-11-30 07:55:00.366832"),
+        kafka_producer.send("TRAINTOPIC", b"0,0,0,2026-11-30 07:56:00.5"),
     ]
     meta = [future.get(timeout=10) for future in sent]
     bridge = start_bridge(db)
     wait_until(lambda: conn.execute("SELECT sum(applied + dead_lettered)"
-                                    " FROM metro.bridge_inbound_offsets").fetchone()[0] == 11,
-               30, "eleven messages applied or dead-lettered")
+                                    " FROM metro.bridge_inbound_offsets").fetchone()[0] == 12,
+               30, "twelve messages applied or dead-lettered")
     assert bridge.terminate() == 0
 
     assert conn.execute("SELECT amount, ts FROM metro.card_events WHERE card_id = 42"
@@ -169,8 +173,9 @@ def test_through_kafka_each_message_gets_its_own_instant(db, conn, stations, kaf
     ]
     assert balance(conn, 42) == sum(range(100, 108))
     assert conn.execute("SELECT train_id, station_id, activity_type, ts FROM metro.train_events"
-                        ).fetchall() == [
-        (5, 6, 1, datetime(2026, 11, 30, 7, 55, 0, 366832, tzinfo=UTC))]
+                        " ORDER BY ts").fetchall() == [
+        (5, 6, 1, datetime(2026, 11, 30, 7, 55, 0, 366832, tzinfo=UTC)),
+        (0, 0, 0, datetime(2026, 11, 30, 7, 56, 0, 500000, tzinfo=UTC))]
     assert conn.execute("SELECT kafka_offset, reason FROM metro.bridge_dead_letters"
                         " ORDER BY kafka_offset").fetchall() == [
         (meta[8].offset, f"timestamp 0 {OUTSIDE}"),
