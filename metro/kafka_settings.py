@@ -258,14 +258,14 @@ def read(path: Path) -> KafkaSettings:
                                f"{error.strerror}") from None
 
     values: dict[str, tuple[int, str]] = {}
-    for line, key, value in parse_properties(text):
+    for number, key, given in parse_properties(text):
         if key in ELSEWHERE:
-            raise reader.error(f"{key} is not read from this file: {ELSEWHERE[key]}", line)
+            raise reader.error(f"{key} is not read from this file: {ELSEWHERE[key]}", number)
         if key not in KEYS:
-            raise reader.error(f"unknown key {key!r} (metro reads {', '.join(KEYS)})", line)
-        if not value.strip():
-            raise reader.error(f"{key} has no value", line)
-        values[key] = (line, value.strip())    # the last one wins, as in Kafka
+            raise reader.error(f"unknown key {key!r} (metro reads {', '.join(KEYS)})", number)
+        if not given.strip():
+            raise reader.error(f"{key} has no value", number)
+        values[key] = (number, given.strip())    # the last one wins, as in Kafka
 
     def get(key: str) -> tuple[int, str | None]:
         return values.get(key, (0, None))
@@ -292,10 +292,10 @@ def read(path: Path) -> KafkaSettings:
                                                           value, MECHANISMS)
         jaas_line, jaas = get("sasl.jaas.config")
         if jaas is not None:
-            given = [key for key in ("sasl.username", "sasl.password") if key in values]
-            if given:
+            also = [key for key in ("sasl.username", "sasl.password") if key in values]
+            if also:
                 raise reader.error(f"give sasl.jaas.config or sasl.username and "
-                                   f"sasl.password, not both ({given[0]} is set too)", jaas_line)
+                                   f"sasl.password, not both ({also[0]} is set too)", jaas_line)
             allowed, username, password = _jaas(reader, jaas_line, jaas)
             if mechanism not in allowed:
                 module = "PlainLoginModule" if allowed == ("PLAIN",) else "ScramLoginModule"
