@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from metro import config
 from metro.errors import MetroError
+from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
 
 CONNECT_TIMEOUT = 3.0
@@ -81,9 +82,9 @@ def consumer(bootstrap: str) -> Any:
     if not reachable(bootstrap):
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
     try:
-        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                             session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
+        return new_client(KafkaConsumer, bootstrap, group_id=None,
+                          enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                          session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
@@ -117,8 +118,7 @@ def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap,
-                                 request_timeout_ms=REQUEST_TIMEOUT_MS)
+        admin = new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
