@@ -332,6 +332,8 @@ class KafkaBroker:
                                            f"within {timeout:.0f} s; see {self.output_file}")
                 time.sleep(0.3)
                 continue
+            if not self.sasl_users and self._listens_with_sasl():
+                return  # started with users this object does not know: listening must do
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
                                          request_timeout_ms=5000, **self.client_settings())
@@ -346,6 +348,12 @@ class KafkaBroker:
                                            f"{self.bootstrap} within {timeout:.0f} s; "
                                            f"see {self.output_file}") from None
                 time.sleep(0.5)
+
+    def _listens_with_sasl(self) -> bool:
+        try:
+            return "sasl.enabled.mechanisms" in self.config_file.read_text()
+        except OSError:
+            return False
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after timeout); False when it was not running."""
@@ -387,9 +395,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def local_broker(port: int | None = None) -> KafkaBroker:
+def local_broker(port: int | None = None,
+                 sasl_users: dict[str, str] | None = None) -> KafkaBroker:
     """The broker of `metro kafka`, under METRO_HOME: on the port it runs on when it
-    runs, else on --port or METRO_KAFKA_PORT."""
+    runs, else on --port or METRO_KAFKA_PORT (with SASL PLAIN users, when given)."""
     home = config.metro_home()
     running = KafkaBroker(home, _recorded_port(), config.kafka_heap())
     if running.running():
@@ -398,7 +407,14 @@ def local_broker(port: int | None = None) -> KafkaBroker:
         chosen = port if port is not None else config.kafka_port()
     except config.ConfigError as error:
         raise KafkaUnavailable(str(error)) from None
-    return KafkaBroker(home, chosen, config.kafka_heap())
+    return KafkaBroker(home, chosen, config.kafka_heap(), sasl_users or None)
+
+
+def _sasl_user(text: str) -> tuple[str, str]:
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise argparse.ArgumentTypeError("give USER:PASSWORD")
+    return user, password
 
 
 def _recorded_port() -> int:
@@ -413,11 +429,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     kafka.add_argument("--port", type=int, default=None,
                        help=f"broker port on 127.0.0.1 (default METRO_KAFKA_PORT or "
                             f"{config.DEFAULT_KAFKA_PORT}); the controller uses the next one")
+    kafka.add_argument("--sasl-user", type=_sasl_user, action="append", metavar="USER:PASSWORD",
+                       help="start: the client listener asks for SASL PLAIN (SASL_PLAINTEXT) "
+                            "and admits this user; repeat for more users")
     kafka.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
-    broker = local_broker(args.port)
+    broker = local_broker(args.port, dict(args.sasl_user or ()))
     if args.action == "start":
         if not (cache_dir() / "libs" / ".complete").exists():
             print(f"fetching Kafka {KAFKA_VERSION} from Maven Central with mvn (once) ...",
@@ -425,6 +444,9 @@ def command(args: argparse.Namespace) -> int:
         broker.start()
         print(f"Kafka {KAFKA_VERSION} running: {broker.bootstrap} (data {broker.state_dir}); "
               f"use --kafka {broker.bootstrap} or METRO_KAFKA={broker.bootstrap}")
+        if broker.sasl_users:
+            print(f"clients log in with SASL PLAIN ({', '.join(broker.sasl_users)}): "
+                  "security.protocol=SASL_PLAINTEXT in METRO_KAFKA_CONFIG")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else "Kafka broker was not running")
     elif not broker.running():
