@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from metro import config
+from metro import config, kafka_settings
 from metro.errors import MetroError
 from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
@@ -79,12 +79,14 @@ def consumer(bootstrap: str) -> Any:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    kafka_settings.settings()  # a bad METRO_KAFKA_CONFIG is told even when Kafka is down
     if not reachable(bootstrap):
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
     try:
         return new_client(KafkaConsumer, bootstrap, group_id=None,
                           enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                          session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
+                          session_timeout_ms=REQUEST_TIMEOUT_MS - 1000,
+                          bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
@@ -118,7 +120,8 @@ def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     from kafka.errors import KafkaError
 
     try:
-        admin = new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        admin = new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                           bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None

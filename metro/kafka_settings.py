@@ -345,19 +345,14 @@ def client_settings(chosen: KafkaSettings | None = None) -> dict[str, Any]:
 def new_client(factory: Callable[..., T], bootstrap: str, **options: Any) -> T:
     """factory(bootstrap_servers=bootstrap, **client_settings(), **options).
 
-    kafka-python reports a refused SASL login only as a failed bootstrap; when a
-    client cannot be made, the login is tried once more to tell the two apart,
-    and a refused one raises AuthenticationFailed.
+    kafka-python reports a refused SASL login only as a failed bootstrap, after its
+    bootstrap timeout; so with SASL the login is tried first, once, and a refused one
+    raises AuthenticationFailed at once.
     """
-    from kafka.errors import KafkaError
-
     chosen = settings()
-    try:
-        return factory(bootstrap_servers=bootstrap, **chosen.kafka_python(), **options)
-    except KafkaError:
-        if chosen.sasl:
-            check_login(bootstrap, chosen)
-        raise
+    if chosen.sasl:
+        check_login(bootstrap, chosen)
+    return factory(bootstrap_servers=bootstrap, **chosen.kafka_python(), **options)
 
 
 def login_failure(bootstrap: str, chosen: KafkaSettings, reason: str) -> AuthenticationFailed:
