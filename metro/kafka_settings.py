@@ -419,7 +419,10 @@ def _login(host: str, port: int, chosen: KafkaSettings) -> str | None:
         if chosen.sasl_mechanism not in handshake.mechanisms:
             offered = ", ".join(handshake.mechanisms) or "none"
             return f"the broker does not offer this mechanism (it offers {offered})"
-        mechanism = get_sasl_mechanism(chosen.sasl_mechanism)(host=host, **chosen.kafka_python())
+        # (security_protocol only decides whether the mechanism warns about a clear-text
+        # login; the client made next warns once, this check need not add its own.)
+        mechanism = get_sasl_mechanism(chosen.sasl_mechanism)(
+            host=host, **{**chosen.kafka_python(), "security_protocol": "SASL_SSL"})
         while not mechanism.is_done():
             reply = exchange(SaslAuthenticateRequest(version=1, auth_bytes=mechanism.auth_bytes()))
             if reply.error_code:
