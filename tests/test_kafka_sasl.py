@@ -185,3 +185,25 @@ def test_producers_with_a_wrong_password(sasl_broker, configs, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "producers: " + refused(sasl_broker, configs["wrong"])
     assert WRONG not in err
+
+
+def test_the_broker_asks_clients_for_sasl_plain_and_keeps_its_controller_plaintext(sasl_broker):
+    lines = sasl_broker.config_file.read_text().splitlines()
+    port = sasl_broker.port
+    assert f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}" in lines
+    assert ("listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+            in lines)
+    assert "sasl.enabled.mechanisms=PLAIN" in lines
+    assert ("listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security"
+            '.plain.PlainLoginModule required username="admin" password="admin-secret" '
+            'user_admin="admin-secret" user_metro="metro-secret";') in lines
+
+
+def test_broker_users_must_fit_the_jaas_line(tmp_path):
+    from metro.app.kafka_broker import KafkaUnavailable
+
+    with pytest.raises(KafkaUnavailable, match="^the password of SASL user 'metro' must not be "
+                                               "empty nor hold spaces, quotes or backslashes$"):
+        KafkaBroker(tmp_path, 1, sasl_users={"metro": 'a"b'}).server_properties()
+    with pytest.raises(KafkaUnavailable, match="^SASL user name 'me tro': use letters, digits"):
+        KafkaBroker(tmp_path, 1, sasl_users={"me tro": "pw"}).server_properties()
