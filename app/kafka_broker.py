@@ -60,11 +60,11 @@ SERVER_PROPERTIES = """# Written by `metro kafka start` on every start; edits ar
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listener}://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name={listener}
+listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
 auto.create.topics.enable=true
@@ -81,6 +81,36 @@ num.io.threads=2
 background.threads=2
 log.retention.hours=24
 """
+
+# With users (`--sasl-user`, tests): the client listener asks for SASL PLAIN; the
+# controller listener stays PLAINTEXT. The broker talks to itself as the first user.
+SASL_PROPERTIES = """sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}
+"""
+
+# Kept simple so that neither the properties file nor the JAAS syntax needs escapes.
+_SASL_USER = re.compile(r"^[A-Za-z0-9._-]+$")
+_SASL_PASSWORD = re.compile(r'^[^"\\\s]+$')
+
+
+def check_sasl_users(users: dict[str, str]) -> None:
+    """Users and passwords the broker's JAAS line can carry as written; else KafkaUnavailable."""
+    for user, password in users.items():
+        if not _SASL_USER.match(user):
+            raise KafkaUnavailable(f"SASL user name {user!r}: use letters, digits, '.', '_' "
+                                   "and '-' only")
+        if not _SASL_PASSWORD.match(password):
+            raise KafkaUnavailable(f"the password of SASL user {user!r} must not be empty nor "
+                                   "hold spaces, quotes or backslashes")
+
+
+def sasl_jaas(users: dict[str, str]) -> str:
+    """The PLAIN login module's line: the broker's own login (the first user) and every user."""
+    admin, password = next(iter(users.items()))
+    accounts = " ".join(f'user_{user}="{secret}"' for user, secret in users.items())
+    return ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{admin}" password="{password}" {accounts};')
 
 
 class KafkaUnavailable(MetroError):
@@ -170,6 +200,8 @@ class KafkaBroker:
     home: Path
     port: int = config.DEFAULT_KAFKA_PORT
     heap: str = config.DEFAULT_KAFKA_HEAP
+    # SASL PLAIN users (name -> password): the client listener is SASL_PLAINTEXT then.
+    sasl_users: dict[str, str] | None = None
     # The broker outlives `metro kafka start`; a caller that keeps this object (the
     # tests) also keeps the child process handle, to collect its exit status.
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
@@ -216,6 +248,27 @@ class KafkaBroker:
     def running(self) -> bool:
         return self.pid() is not None
 
+    @property
+    def listener(self) -> str:
+        """The security protocol of the client listener."""
+        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+
+    def server_properties(self) -> str:
+        text = SERVER_PROPERTIES.format(listener=self.listener, port=self.port,
+                                        controller_port=self.port + 1, log_dir=self.log_dir)
+        if self.sasl_users:
+            check_sasl_users(self.sasl_users)
+            text += SASL_PROPERTIES.format(jaas=sasl_jaas(self.sasl_users))
+        return text
+
+    def client_settings(self) -> dict[str, object]:
+        """kafka-python arguments for a client of this broker (as the first SASL user)."""
+        if not self.sasl_users:
+            return {}
+        user, password = next(iter(self.sasl_users.items()))
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                "sasl_plain_username": user, "sasl_plain_password": password}
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Fetch, format on first use and start the broker; return once it accepts clients."""
         if self.running():
@@ -229,8 +282,7 @@ class KafkaBroker:
         libs = fetch_jars()
         java = java_executable()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.port + 1, log_dir=self.log_dir))
+        self.config_file.write_text(self.server_properties())
         classpath = f"{libs}/*"
         if not (self.log_dir / "meta.properties").exists():
             self._format(java, classpath)
@@ -280,9 +332,11 @@ class KafkaBroker:
                                            f"within {timeout:.0f} s; see {self.output_file}")
                 time.sleep(0.3)
                 continue
+            if not self.sasl_users and self._listens_with_sasl():
+                return  # started with users this object does not know: listening must do
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                         request_timeout_ms=5000)
+                                         request_timeout_ms=5000, **self.client_settings())
                 try:
                     admin.describe_cluster()
                 finally:
@@ -294,6 +348,12 @@ class KafkaBroker:
                                            f"{self.bootstrap} within {timeout:.0f} s; "
                                            f"see {self.output_file}") from None
                 time.sleep(0.5)
+
+    def _listens_with_sasl(self) -> bool:
+        try:
+            return "sasl.enabled.mechanisms" in self.config_file.read_text()
+        except OSError:
+            return False
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after timeout); False when it was not running."""
@@ -335,9 +395,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def local_broker(port: int | None = None) -> KafkaBroker:
+def local_broker(port: int | None = None,
+                 sasl_users: dict[str, str] | None = None) -> KafkaBroker:
     """The broker of `metro kafka`, under METRO_HOME: on the port it runs on when it
-    runs, else on --port or METRO_KAFKA_PORT."""
+    runs, else on --port or METRO_KAFKA_PORT (with SASL PLAIN users, when given)."""
     home = config.metro_home()
     running = KafkaBroker(home, _recorded_port(), config.kafka_heap())
     if running.running():
@@ -346,7 +407,14 @@ def local_broker(port: int | None = None) -> KafkaBroker:
         chosen = port if port is not None else config.kafka_port()
     except config.ConfigError as error:
         raise KafkaUnavailable(str(error)) from None
-    return KafkaBroker(home, chosen, config.kafka_heap())
+    return KafkaBroker(home, chosen, config.kafka_heap(), sasl_users or None)
+
+
+def _sasl_user(text: str) -> tuple[str, str]:
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise argparse.ArgumentTypeError("give USER:PASSWORD")
+    return user, password
 
 
 def _recorded_port() -> int:
@@ -361,11 +429,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     kafka.add_argument("--port", type=int, default=None,
                        help=f"broker port on 127.0.0.1 (default METRO_KAFKA_PORT or "
                             f"{config.DEFAULT_KAFKA_PORT}); the controller uses the next one")
+    kafka.add_argument("--sasl-user", type=_sasl_user, action="append", metavar="USER:PASSWORD",
+                       help="start: the client listener asks for SASL PLAIN (SASL_PLAINTEXT) "
+                            "and admits this user; repeat for more users")
     kafka.set_defaults(func=command)
 
 
 def command(args: argparse.Namespace) -> int:
-    broker = local_broker(args.port)
+    broker = local_broker(args.port, dict(args.sasl_user or ()))
     if args.action == "start":
         if not (cache_dir() / "libs" / ".complete").exists():
             print(f"fetching Kafka {KAFKA_VERSION} from Maven Central with mvn (once) ...",
@@ -373,6 +444,9 @@ def command(args: argparse.Namespace) -> int:
         broker.start()
         print(f"Kafka {KAFKA_VERSION} running: {broker.bootstrap} (data {broker.state_dir}); "
               f"use --kafka {broker.bootstrap} or METRO_KAFKA={broker.bootstrap}")
+        if broker.sasl_users:
+            print(f"clients log in with SASL PLAIN ({', '.join(broker.sasl_users)}): "
+                  "security.protocol=SASL_PLAINTEXT in METRO_KAFKA_CONFIG")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else "Kafka broker was not running")
     elif not broker.running():

@@ -27,6 +27,7 @@ from metro.kafka_clients import (
     end_offsets,
     quiet_kafka_logging,
 )
+from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
 
 
@@ -59,8 +60,8 @@ def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap,
-                                 request_timeout_ms=REQUEST_TIMEOUT_MS)
+        admin = new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                           bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None

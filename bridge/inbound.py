@@ -39,6 +39,7 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, INBOUND_TOPICS
 
 from .messages import (
@@ -210,14 +211,14 @@ class InboundConsumer:
                  group: str | None = CONSUMER_GROUP) -> None:
         self.conn = conn
         self.group = group
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        self.consumer = new_client(
+            KafkaConsumer, bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=1000, fetch_max_wait_ms=200,
             client_id="metro-bridge-inbound", request_timeout_ms=15000,
             bootstrap_timeout_ms=5000)
         # Commits to the group only; it fetches nothing and joins nothing.
-        self.group_client = None if not group else KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        self.group_client = None if not group else new_client(
+            KafkaConsumer, bootstrap, group_id=group, enable_auto_commit=False,
             client_id="metro-bridge-group", request_timeout_ms=GROUP_COMMIT_TIMEOUT_MS,
             bootstrap_timeout_ms=5000)
         self._refreshed = 0.0

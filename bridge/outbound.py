@@ -20,6 +20,7 @@ import psycopg
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
+from metro.kafka_settings import new_client
 from metro.topics import POSITION_HEADER, Stream, streams
 
 FLUSH_SLICE_SECONDS = 0.5
@@ -38,8 +39,8 @@ class Stopped(Exception):
 
 
 def new_producer(bootstrap: str, delivery_timeout_ms: int = 30000) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+    return new_client(
+        KafkaProducer, bootstrap, acks="all", enable_idempotence=True,
         linger_ms=5, batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
         delivery_timeout_ms=delivery_timeout_ms, request_timeout_ms=10000,
         max_block_ms=5000, bootstrap_timeout_ms=5000, reconnect_backoff_max_ms=1000,

@@ -105,3 +105,12 @@ def local_kafka_bootstrap() -> str:
 def kafka_servers(cli_value: str | None = None) -> str:
     """Kafka bootstrap servers: --kafka, METRO_KAFKA, else the project's own broker."""
     return kafka_bootstrap(cli_value) or local_kafka_bootstrap()
+
+
+def kafka_config_file() -> Path | None:
+    """The Kafka client properties file (TLS, SASL) named by METRO_KAFKA_CONFIG, or None.
+
+    metro.kafka_settings reads it; a relative name is taken from the working directory.
+    """
+    value = _get("METRO_KAFKA_CONFIG")
+    return Path(value).expanduser().resolve() if value else None

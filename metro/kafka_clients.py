@@ -7,6 +7,7 @@ import logging
 import socket
 from typing import Any
 
+from metro import kafka_settings
 from metro.errors import MetroError
 
 CONNECT_TIMEOUT = 3.0
@@ -54,12 +55,14 @@ def consumer(bootstrap: str) -> Any:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    kafka_settings.settings()  # a bad METRO_KAFKA_CONFIG is told even when Kafka is down
     if not reachable(bootstrap):
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
     try:
-        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                             session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
+        return kafka_settings.new_client(
+            KafkaConsumer, bootstrap, group_id=None, enable_auto_commit=False,
+            request_timeout_ms=REQUEST_TIMEOUT_MS, session_timeout_ms=REQUEST_TIMEOUT_MS - 1000,
+            bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None

@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from metro.errors import MetroError
+from metro.kafka_settings import new_client
 from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
 from .events import Done, Event, Outcome, Payment, Recharge, TrainMove
@@ -89,9 +90,9 @@ class KafkaSink:
                              f"{str(error).strip() or type(error).__name__}") from None
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                             enable_idempotence=True, linger_ms=5, max_block_ms=5000,
-                             bootstrap_timeout_ms=5000, client_id="metro-producers")
+        return new_client(KafkaProducer, self.bootstrap, acks="all",
+                          enable_idempotence=True, linger_ms=5, max_block_ms=5000,
+                          bootstrap_timeout_ms=5000, client_id="metro-producers")
 
     def submit(self, event: Event, done: Done) -> None:
         assert self.producer is not None and self.loop is not None

@@ -167,10 +167,13 @@ def skip_inbound_backlog(dsn: str, bootstrap: str) -> None:
 class BridgeProcess:
     """`metro bridge` as a real process; its stderr goes to a file the test can read."""
 
-    def __init__(self, dsn: str, bootstrap: str, log: Path, *args: str) -> None:
+    def __init__(self, dsn: str, bootstrap: str, log: Path, *args: str,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.log = log
         env = {**os.environ, "METRO_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
         env.pop("METRO_KAFKA", None)
+        env.pop("METRO_KAFKA_CONFIG", None)
+        env.update(extra_env or {})
         with open(log, "ab") as output:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "metro.app.cli", "bridge", "--kafka", bootstrap, *args],
@@ -249,3 +252,22 @@ def stored_offsets(dsn: str) -> dict[tuple[str, int], int]:
         rows = conn.execute("SELECT topic, kafka_partition, next_offset"
                             " FROM metro.bridge_inbound_offsets").fetchall()
     return {(topic, partition): offset for topic, partition, offset in rows}
+
+
+# A broker whose client listener asks for SASL PLAIN: the first user is the broker's own
+# login (and the tests' admin), the second the one metro's clients log in as.
+SASL_USERS = {"admin": "admin-secret", "metro": "metro-secret"}
+SASL_TOPICS = {**TOPIC_PARTITIONS, "transaction_topic": 1, "transaction_decisions": 1}
+
+
+def start_sasl_broker(home: Path) -> KafkaBroker:
+    """A second broker, SASL_PLAINTEXT on a free port, with metro's topics created."""
+    broker = KafkaBroker(home, free_port_pair(), sasl_users=dict(SASL_USERS))
+    broker.start()
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, **broker.client_settings())
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)
+                             for name, partitions in SASL_TOPICS.items()])
+    finally:
+        admin.close()
+    return broker

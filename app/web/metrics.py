@@ -20,7 +20,7 @@ import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from metro import kafka_clients
+from metro import kafka_clients, kafka_settings
 from metro.errors import MetroError
 
 from . import queries
@@ -71,6 +71,8 @@ class MetroCollector(Collector):
     def __init__(self, connect: Callable[[], psycopg.Connection], kafka: str | None) -> None:
         self._connect = connect
         self._kafka = kafka
+        if kafka is not None:
+            kafka_settings.settings()  # a bad METRO_KAFKA_CONFIG stops the start, not a scrape
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
@@ -93,6 +95,9 @@ class MetroCollector(Collector):
         try:
             client = kafka_clients.consumer(self._kafka)
         except kafka_clients.KafkaNotAnswering:
+            return None
+        except MetroError as error:  # a refused login, a METRO_KAFKA_CONFIG changed since
+            log.warning("metrics: %s", error)
             return None
         try:
             return kafka_clients.end_offsets(client, pairs) if pairs else {}
