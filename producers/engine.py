@@ -62,6 +62,9 @@ class Run:
 
     async def _send(self) -> None:
         timeline, sink, stats = self.simulation.timeline, self.sink, self.stats
+        # A simulation may settle an event just before it is sent, or skip it (riders
+        # choose a card then, when they know who is on board).
+        prepare: Callable[[Event], bool] | None = getattr(self.simulation, "prepare", None)
         while not self.stopping:
             due = timeline.next_due()
             now = time.monotonic() - self.start
@@ -81,10 +84,12 @@ class Run:
             sent = 0
             while sent < BATCH and due is not None and due <= now and sink.has_room():
                 event = timeline.pop()
+                due = timeline.next_due()
+                if prepare is not None and not prepare(event):
+                    continue  # the simulation skips it (and counts it)
                 stats.sent(now - event.due)
                 sink.submit(event, self._done)
                 sent += 1
-                due = timeline.next_due()
             sink.flush()
             # Let results in; when the sink is full this is where the lag grows.
             await asyncio.sleep(0 if sent else 0.001)
@@ -116,4 +121,5 @@ class Run:
         finished = time.monotonic()
         elapsed = finished - self.start
         self.stats.roll(finished - self._rolled, elapsed)  # the last, partial interval
+        self.stats.skipped = getattr(self.simulation, "skipped", 0)
         return RunResult(self.stats.summary(elapsed), interrupted=self.stopping)

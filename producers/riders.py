@@ -42,6 +42,7 @@ CLONE_BURST = 6
 CLONE_SPACING = 0.4     # seconds between the swipes of one burst
 MIN_RIDE = 1.0          # seconds: an exit never falls in its entry's second (rule 1)
 MARGIN = 0.001          # seconds kept clear of a fraud window's edge
+POOLED = -1             # card_id of an entry whose card is drawn from the pool when sent
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class Riders(Simulation):
         self._honest = honest
         self.pool = CardPool(honest, self.rules, history)
         self._pooled = set(honest)
+        self._capacity = self.pool.capacity(start_ts.timestamp())
         self.clones = clones
         self.fraud_ratio = fraud_ratio
         self.timeline.add_stream(self._honest_entries(rate * (1 - fraud_ratio)))
@@ -202,7 +204,7 @@ class Riders(Simulation):
         honest_rate = self.rate * (1 - self.fraud_ratio) * (1 - self.unknown_share)
         span = min(self.timeline.horizon, self.rules.window)
         needed = math.ceil(honest_rate * span)
-        capacity = self.pool.capacity(self.start_ts.timestamp())
+        capacity = self._capacity
         if needed <= capacity:
             return []
         allowance = self.rules.allowance
@@ -223,21 +225,27 @@ class Riders(Simulation):
         count = min(len(cards.enabled), max(1, round(len(cards.ids) * fraud_ratio)))
         return self.rng.sample(cards.enabled, count)
 
-    def _honest_card(self, ts: datetime) -> int | None:
-        if self.rng.random() < self.unknown_share:
-            self.unknown_swipes += 1
-            return self._unknown_base + self.rng.randrange(1_000_000_000)
-        return self.pool.draw(ts.timestamp())
-
     def _honest_entries(self, rate: float) -> Iterator[Event]:
+        """Entries at a steady rate; the card of a known rider is chosen when the entry is
+        sent (prepare), when the pool knows who is still on board."""
         for due in steady(rate):
-            ts = self.sim_ts(due)
-            card = self._honest_card(ts)
+            if self.rng.random() < self.unknown_share:
+                self.unknown_swipes += 1
+                card = self._unknown_base + self.rng.randrange(1_000_000_000)
+            else:
+                card = POOLED
+            yield Entry(due, self.sim_ts(due), card, self.stations.draw(self.rng))
+
+    def prepare(self, event: Event) -> bool:
+        """Called by the run just before sending: give a pooled entry its card; False (skip
+        it) when no card may enter now without tripping a fraud rule."""
+        if isinstance(event, Entry) and event.card_id == POOLED:
+            card = self.pool.draw(event.ts.timestamp())
             if card is None:
-                if due < self.timeline.horizon:
-                    self.skipped += 1
-                continue
-            yield Entry(due, ts, card, self.stations.draw(self.rng))
+                self.skipped += 1
+                return False
+            event.card_id = card
+        return True
 
     def _clone_bursts(self, rate: float, clones: Iterator[int]) -> Iterator[Event]:
         stations = self.stations.items

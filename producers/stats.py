@@ -133,6 +133,7 @@ class Stats:
         self.window = Window()
         self.total = Window()
         self.unsent = 0
+        self.skipped = 0  # events the simulation chose not to send (riders without a card)
         self.worst: tuple[int, float, float] | None = None  # p99 us, interval end, length
 
     def sent(self, lag: float) -> None:
@@ -189,10 +190,13 @@ class Stats:
         calls: dict[str, dict[str, int]] = {}
         for (call, result), count in sorted(total.by_call.items(), key=lambda item: item[0][0]):
             calls.setdefault(call, {r.value: 0 for r in Result})[result.value] = count
-        # call -> outcome -> message kind -> count, the most frequent first
+        # call -> outcome -> message kind -> count: outcomes in Result's order, the most
+        # frequent message first
+        order = list(Result)
         reasons: dict[str, dict[str, dict[str, int]]] = {}
         for (call, result, kind), count in sorted(
-                total.reasons.items(), key=lambda item: (item[0][0], -item[1], item[0][2])):
+                total.reasons.items(),
+                key=lambda item: (item[0][0], order.index(item[0][1]), -item[1], item[0][2])):
             reasons.setdefault(call, {}).setdefault(result.value, {})[kind] = count
         worst = None
         if self.worst is not None:
@@ -212,6 +216,7 @@ class Stats:
             "late": total.late,
             "max_send_lag_ms": round(total.max_lag * 1000, 1),
             "unsent": self.unsent,
+            "skipped": self.skipped,
             "outcomes": {result.value: total.results[result] for result in Result},
             "by_call": calls,
             "messages": dict(total.messages.most_common()),
@@ -242,6 +247,9 @@ def format_summary(name: str, summary: dict[str, Any]) -> str:
                 f" {summary['unsent']} not sent")
     if summary["rate_kept"]:
         verdict = f"kept ({lateness})"
+    elif summary.get("skipped"):
+        verdict = (f"NOT kept: {summary['skipped']} skipped by the simulation (see below), "
+                   f"{lateness}")
     elif not summary["sent_on_time"]:
         verdict = f"NOT kept: the producer fell behind ({lateness})"
     else:
