@@ -81,11 +81,6 @@ def _exec_psql(dsn: str, psql_args: list[str]) -> None:
     os.execv(psql, [psql, "-d", dsn, *psql_args])
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    return demo.run(demo.DemoOptions(seconds=args.seconds, rate=args.rate, cards=args.cards,
-                                     kafka=args.kafka))
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     # The benchmarks are their own program (python -m metro.bench), above the services.
     command = [sys.executable, "-m", "metro.bench", *(["--quick"] if args.quick else []),
@@ -118,19 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql")
     sandbox.set_defaults(func=cmd_sandbox)
 
-    demo = sub.add_parser("demo", help="run the whole system for a minute with a live view: "
-                                       "simulated riders, trains and recharges, bridge, Kafka")
-    demo.add_argument("--seconds", type=float, default=60.0, metavar="S",
-                      help="how long the simulators run (default %(default)g)")
-    demo.add_argument("--rate", type=float, default=300.0, metavar="R",
-                      help="entry swipes per second (default %(default)g)")
-    demo.add_argument("--cards", type=int, default=100_000, metavar="N",
-                      help="cards to ride with; missing ones are generated and loaded "
-                           "(default %(default)d)")
-    demo.add_argument("--kafka", metavar="HOST:PORT",
-                      help="Kafka bootstrap servers (default METRO_KAFKA, else the project's "
-                           "broker when Java is there, else a JSON-lines file)")
-    demo.set_defaults(func=cmd_demo)
+    demo.add_parser(sub)  # its options live with the demo
 
     bench = sub.add_parser("bench", help="run every benchmark: one markdown table and "
                                          "bench/results/suite.json (python -m bench)")

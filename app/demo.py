@@ -5,13 +5,17 @@ stations and trains and generated cards with the project's loader (cards already
 loaded are kept), starts (or reuses) a Kafka broker or falls back to a JSON-lines
 file (metro.demo_outbound), then runs the bridge and the trains, riders and
 recharges simulators together while a live view (metro.dashboard) refreshes every
-second. At the end, or on Ctrl-C, the simulators stop, the bridge forwards what is
-left and stops, and a summary is printed. The database and the project's Kafka
-broker are left running, so the next run starts at once.
+second. The dashboard (app/web) is served on 127.0.0.1 meanwhile, its URL printed
+before the view. The load begins once the bridge holds its lease, and the elapsed
+time and latencies count from then. At the end, or on Ctrl-C, the simulators stop,
+the bridge forwards what is left and stops, the dashboard stops, and a summary is
+printed. The database and the project's Kafka broker are left running, so the next
+run starts at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import psycopg
 
@@ -40,6 +45,10 @@ from .sample_data import ensure_cards, load_reference_data
 REFRESH_SECONDS = 1.0
 DRAIN_SECONDS = 15.0        # how long the bridge may take to forward the last rows
 STOP_SECONDS = 15.0         # how long a stopping thread may take
+BRIDGE_READY_SECONDS = 15.0  # how long the load waits for the bridge to hold its lease
+DASHBOARD_HOST = "127.0.0.1"
+DASHBOARD_PORT = 8080
+DASHBOARD_PORTS_TRIED = 20  # from the wanted port up
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class DemoOptions:
     rate: float                 # entries per second
     cards: int
     kafka: str | None = None    # bootstrap servers; None: METRO_KAFKA or the project's broker
+    dashboard: bool = True
+    dashboard_port: int | None = None  # None: the first free port from DASHBOARD_PORT up
 
     def __post_init__(self) -> None:
         for option, value in (("--seconds", self.seconds), ("--rate", self.rate),
@@ -79,15 +90,22 @@ class StopRequests:
 
 
 class BridgeThread:
-    """The bridge of bridge.runner on a thread; its messages go to the screen."""
+    """The bridge of bridge.runner on a thread; its messages go to the screen. `ready` is
+    set once it holds the lease."""
 
     def __init__(self, dsn: str, outbound: Outbound, screen: Screen) -> None:
         self.stop = threading.Event()
+        self.ready = threading.Event()
         self.screen = screen
         options = BridgeOptions(dsn=dsn, kafka=outbound.kafka or "", poll_interval=0.5,
                                 outbound_file=outbound.file)
-        self.bridge = Bridge(options, self.stop, lambda text: screen.note(f"bridge: {text}"))
+        self.bridge = Bridge(options, self.stop, self._say)
         self.thread = threading.Thread(target=self._run, name="metro-demo-bridge")
+
+    def _say(self, text: str) -> None:
+        self.screen.note(f"bridge: {text}")
+        if text.startswith("holding the lease"):
+            self.ready.set()
 
     def _run(self) -> None:
         try:
@@ -101,6 +119,96 @@ class BridgeThread:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(STOP_SECONDS)
+
+
+class ScreenLog(logging.Handler):
+    """Warnings of metro's own loggers (a dead-lettered message...) and the dashboard's web
+    server, shown as notes of the view instead of lines through it."""
+
+    LOGGERS = ("metro", "uvicorn.error")
+
+    def __init__(self, screen: Screen) -> None:
+        super().__init__(logging.WARNING)
+        self.screen = screen
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = record.name.removeprefix("metro.")
+        self.screen.note(f"{name}: {record.getMessage()}")
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        loggers = [logging.getLogger(name) for name in self.LOGGERS]
+        previous = [logger.propagate for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(self)
+            logger.propagate = False
+        try:
+            yield
+        finally:
+            for logger, propagate in zip(loggers, previous, strict=True):
+                logger.removeHandler(self)
+                logger.propagate = propagate
+
+
+def install_views(dsn: str) -> bool:
+    """Apply sql/dashboard_views.sql when the schema install has not (it is not in a
+    migration yet); whether it was applied."""
+    with database.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('metro.dashboard_seconds')").fetchone()
+        if row is None or row[0] is not None:
+            return False
+        conn.execute((config.SQL_DIR / "dashboard_views.sql").read_text())
+    return True
+
+
+class Dashboard:
+    """The dashboard of app/web (metro dashboard) on a thread, on 127.0.0.1: the wanted port,
+    or the next free one. It reads as metro_reader, like `metro dashboard`."""
+
+    def __init__(self, dsn: str, kafka: str | None, port: int | None) -> None:
+        import uvicorn  # the web stack is imported only when the dashboard runs
+
+        from . import topics
+        from .web import server
+
+        topics.quiet_kafka_logging()
+        self.installed_views = install_views(dsn)
+        server.check_database(dsn)
+        self.wanted = port or DASHBOARD_PORT
+        self.sock, self.port = self._bind(server, self.wanted)
+        config = uvicorn.Config(server.create_app(dsn, kafka), log_config=None,
+                                log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="metro-demo-dashboard", daemon=True)
+
+    @staticmethod
+    def _bind(server: Any, wanted: int) -> tuple[Any, int]:
+        for port in range(wanted, min(wanted + DASHBOARD_PORTS_TRIED, 65536)):
+            try:
+                return server.bind(DASHBOARD_HOST, port), port
+            except server.DashboardError as error:
+                if "in use" not in str(error):
+                    raise
+        raise MetroError(f"ports {wanted} to {wanted + DASHBOARD_PORTS_TRIED - 1} on "
+                         f"{DASHBOARD_HOST} are all in use: choose one with --dashboard-port, "
+                         "or --no-dashboard")
+
+    @property
+    def url(self) -> str:
+        return f"http://{DASHBOARD_HOST}:{self.port}/"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(STOP_SECONDS)
+        self.sock.close()
 
 
 def say(text: str) -> None:
@@ -123,6 +231,34 @@ def prepare(conn: psycopg.Connection, options: DemoOptions) -> None:
         say(f"cards: reusing the {kept} cards already loaded")
 
 
+def title(options: DemoOptions, outbound: Outbound) -> str:
+    return (f"metro demo: {options.rate:g} entries/s for {options.seconds:g} s; trains run the "
+            f"line {demo_simulators.TIME_SCALE}x faster than data/line.csv and rides are "
+            f"{demo_simulators.TIME_SCALE}x shorter; the clock is real; streams to "
+            f"{outbound.describe()}")
+
+
+def start_dashboard(dsn: str, options: DemoOptions, outbound: Outbound) -> Dashboard | None:
+    """The dashboard, started, its URL said; None with --no-dashboard, or (said) when it
+    cannot start: the demo goes on without it."""
+    if not options.dashboard:
+        return None
+    try:
+        dashboard = Dashboard(dsn, outbound.kafka, options.dashboard_port)
+    except MetroError as error:
+        say(f"dashboard: not started: {error}")
+        return None
+    if dashboard.installed_views:
+        say("dashboard: installed its views (sql/dashboard_views.sql), which `metro install` "
+            "does not install yet")
+    if dashboard.port != dashboard.wanted:
+        say(f"dashboard: port {dashboard.wanted} is in use; using {dashboard.port} instead")
+    dashboard.start()
+    say(f"dashboard: {dashboard.url} (the live page; Prometheus metrics at "
+        f"{dashboard.url}metrics), open while the demo runs")
+    return dashboard
+
+
 def run(options: DemoOptions) -> int:
     dsn = database.conninfo()
     say(describe_database())
@@ -134,63 +270,104 @@ def run(options: DemoOptions) -> int:
     outbound = demo_outbound.choose(options.kafka, say)
     with database.connect(dsn, autocommit=True) as conn:
         prepare(conn, options)
-        simulations = demo_simulators.build(conn, rate=options.rate, seconds=options.seconds,
-                                            cards=options.cards)
-        for simulation in simulations:
-            say(f"{simulation.name}: {simulation.describe()}")
-        title = (f"metro demo: {options.rate:g} entries/s for {options.seconds:g} s, "
-                 f"streams to {outbound.describe()}")
+
+        def simulations() -> list[Simulation]:
+            return demo_simulators.build(conn, rate=options.rate, seconds=options.seconds,
+                                         cards=options.cards)
+
+        # Built once to check the data and say what will run; built again when the load
+        # begins, so that the simulated clock starts then.
+        for simulation in simulations():
+            say(f"{simulation.name}: {demo_simulators.describe(simulation)}")
+            for warning in getattr(simulation, "warnings", list)():
+                say(f"{simulation.name}: warning: {warning}")
+        dashboard = start_dashboard(dsn, options, outbound)
         say("")
-        screen = Screen(sys.stdout, title)
+        screen = Screen(sys.stdout, title(options, outbound))
         baseline = Baseline.take(conn)
         requests = StopRequests()
-        with requests.installed():
-            elapsed, results = watch(conn, dsn, simulations, outbound, screen, baseline, requests)
+        try:
+            with requests.installed(), ScreenLog(screen).installed():
+                watched = watch(conn, dsn, simulations, outbound, screen, baseline, requests,
+                                options.seconds)
+        finally:
+            if dashboard is not None:
+                dashboard.close()
         say("")
-        say(summary(conn, options, outbound, baseline, elapsed, results,
-                    interrupted=requests.count > 0))
+        say(summary(conn, options, outbound, baseline, watched, interrupted=requests.count > 0,
+                    dashboard=dashboard))
     return 130 if requests.count else 0
 
 
-def watch(conn: psycopg.Connection, dsn: str, simulations: list[Simulation], outbound: Outbound,
-          screen: Screen, baseline: Baseline,
-          requests: StopRequests) -> tuple[float, list[RunResult]]:
-    """Run the bridge and the simulators, refresh the view, stop everything cleanly."""
+@dataclass
+class Watched:
+    """What watch() saw: how long the load ran, the runs' results, the simulations."""
+    elapsed: float
+    results: list[RunResult]
+    simulations: list[Simulation]
+    waited_for_bridge: float
+
+
+def watch(conn: psycopg.Connection, dsn: str, simulations: Callable[[], list[Simulation]],
+          outbound: Outbound, screen: Screen, baseline: Baseline, requests: StopRequests,
+          seconds: float) -> Watched:
+    """Run the bridge, then the simulators once it holds its lease; refresh the view; stop
+    everything cleanly."""
     bridge = BridgeThread(dsn, outbound, screen)
-    simulators = demo_simulators.Simulators(dsn, simulations, screen.note)
-    started = time.monotonic()
-
-    def refresh() -> None:
-        screen.show(demo_view.collect(conn, baseline, time.monotonic() - started))
-
     bridge.start()
+    waited = time.monotonic()
     try:
-        simulators.start()
-        tick = started
-        while simulators.running() and not requests.event.is_set():
-            now = time.monotonic()
-            if now >= tick:
-                refresh()
-                tick += REFRESH_SECONDS
-            # Short waits: the end of the simulators is noticed at once.
-            requests.event.wait(min(0.1, max(0.0, tick - now)))
-        elapsed = time.monotonic() - started
-        stopped_by = requests.count
-        if stopped_by:
-            simulators.stop()
-        deadline = time.monotonic() + STOP_SECONDS
-        while simulators.running() and time.monotonic() < deadline:
-            if requests.count > stopped_by:  # another Ctrl-C: give up on calls in flight
+        # The load begins once the bridge is up: its start does not count in the latencies.
+        while not (bridge.ready.is_set() or requests.event.is_set()
+                   or time.monotonic() - waited > BRIDGE_READY_SECONDS):
+            bridge.ready.wait(0.1)
+        waited = time.monotonic() - waited
+        if not bridge.ready.is_set() and not requests.event.is_set():
+            screen.note(f"bridge: not up after {BRIDGE_READY_SECONDS:g} s; starting the load "
+                        "anyway")
+        built = simulations()
+        simulators = demo_simulators.Simulators(dsn, built, screen.note)
+        started = time.monotonic()
+        stopped_at: float | None = None
+
+        def refresh() -> None:
+            elapsed = (stopped_at or time.monotonic()) - started
+            remaining = 0.0 if stopped_at else max(0.0, seconds - elapsed)
+            screen.show(demo_view.collect(conn, baseline, elapsed, remaining))
+
+        try:
+            if not requests.event.is_set():
+                simulators.start()
+            tick = started
+            while simulators.running() and not requests.event.is_set():
+                now = time.monotonic()
+                if now >= tick:
+                    refresh()
+                    tick += REFRESH_SECONDS
+                # Short waits: the end of the simulators is noticed at once.
+                requests.event.wait(min(0.1, max(0.0, tick - now)))
+            stopped_at = time.monotonic()
+            elapsed = stopped_at - started
+            stopped_by = requests.count
+            if stopped_by:
                 simulators.stop()
-                stopped_by = requests.count
-            simulators.join(0.2)
-        results = simulators.join(0)
-        drain(conn, requests, refresh)
-        refresh()
+            deadline = time.monotonic() + STOP_SECONDS
+            while simulators.running() and time.monotonic() < deadline:
+                if requests.count > stopped_by:  # another Ctrl-C: give up on calls in flight
+                    simulators.stop()
+                    stopped_by = requests.count
+                simulators.join(0.2)
+            results = simulators.join(0)
+            screen.footer = ("the load has stopped; the bridge forwards the last rows "
+                             "(Ctrl-C skips the wait)")
+            drain(conn, requests, refresh)
+            screen.footer = "done"
+            refresh()
+        finally:
+            simulators.stop()
     finally:
-        simulators.stop()
         bridge.close()
-    return elapsed, results
+    return Watched(elapsed, results, built, waited)
 
 
 def pending(conn: psycopg.Connection) -> int:
@@ -239,9 +416,32 @@ def decided(outcomes: dict[str, int] | None) -> int:
     return sum(count for outcome, count in outcomes.items() if outcome != Result.ERROR.value)
 
 
+def reasons(results: list[RunResult]) -> list[str]:
+    """Why calls were not accepted, per call: `recharge rejected 14: Card Disabled 9, Card
+    Invalid 5`."""
+    merged: dict[str, dict[str, dict[str, int]]] = {}
+    for result in results:
+        for call, outcomes in result.summary.get("reasons", {}).items():
+            for outcome, messages in outcomes.items():
+                into = merged.setdefault(call, {}).setdefault(outcome, {})
+                for message, count in messages.items():
+                    into[message] = into.get(message, 0) + count
+    lines = []
+    for call in CALLS:
+        for outcome in (Result.REJECTED.value, Result.ERROR.value):
+            messages = merged.get(call, {}).get(outcome)
+            if messages:
+                ordered = sorted(messages.items(), key=lambda item: (-item[1], item[0]))
+                lines.append(f"  {call} {outcome} {sum(messages.values())}: "
+                             + ", ".join(f"{message or '(no message)'} {count}"
+                                         for message, count in ordered))
+    return ["why calls were not accepted:", *lines] if lines else []
+
+
 def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
-            baseline: Baseline, elapsed: float, results: list[RunResult],
-            interrupted: bool) -> str:
+            baseline: Baseline, watched: Watched, interrupted: bool,
+            dashboard: Dashboard | None = None) -> str:
+    results = watched.results
     calls = _counts(results)
     entries, exits, recharges = (decided(calls.get(name)) for name in ("entry", "exit",
                                                                         "recharge"))
@@ -256,14 +456,18 @@ def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
     riders = next((r.summary for r in results if r.summary["target"] == "entries"), None)
 
     how = "stopped by Ctrl-C after" if interrupted else "ran"
-    lines = [f"summary: {how} {elapsed:.1f} s at {options.rate:g} entries/s offered"
+    lines = [f"summary: {how} {watched.elapsed:.1f} s at {options.rate:g} entries/s offered"
              + (f" ({riders['achieved_rate']:.1f}/s achieved)" if riders else ""), "",
-             *outcome_table(calls), "",
-             f"card events: {entries + exits + recharges} recorded (entries {entries}, "
-             f"exits {exits}, recharges {recharges})",
-             f"fraud found: {fraud_found} entries refused as fraud, {written['fraud']} fraud rows",
-             f"trips: {written['trips']}   alerts: {written['card_alert_export']}"
-             "   (stream rows written during the demo)"]
+             *outcome_table(calls), "", *reasons(results)]
+    lines += [f"card events: {entries + exits + recharges} recorded (entries {entries}, "
+              f"exits {exits}, recharges {recharges})",
+              f"fraud found: {fraud_found} entries refused as fraud, {written['fraud']} fraud "
+              "rows",
+              f"trips: {written['trips']}   alerts: {written['card_alert_export']}"
+              "   (stream rows written during the demo)"]
+    for simulation in watched.simulations:
+        if simulation.name == "riders":
+            lines += simulation.summary_lines()
     if outbound.kafka:
         lines.append(f"delivered to Kafka at {outbound.kafka}: {delivered} rows ({per_topic})")
     else:
@@ -274,10 +478,10 @@ def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
                      "transaction on the server has ended (`metro bridge --status`), and the "
                      "next bridge (`metro bridge` or `metro demo`) forwards them")
     if riders:
-        latency = riders["latency_ms"]
-        lines.append(f"riders' calls, from their scheduled send: p50 {latency['p50']:.2f} ms, "
-                     f"p99 {latency['p99']:.2f} ms"
-                     + ("" if riders["rate_kept"] else "; the offered rate was NOT kept"))
+        lines.append(latency_line(riders, watched.waited_for_bridge))
+    if dashboard is not None:
+        lines.append(f"dashboard: stopped ({dashboard.url}); `metro dashboard` serves it "
+                     "on its own")
     left = []
     if database.uses_embedded():
         left.append("the embedded PostgreSQL (`metro db stop`)")
@@ -287,3 +491,53 @@ def summary(conn: psycopg.Connection, options: DemoOptions, outbound: Outbound,
         lines.append(f"left running for the next run: {' and '.join(left)}; data under "
                      f"{config.metro_home()}")
     return "\n".join(lines)
+
+
+def latency_line(riders: dict[str, Any], waited: float) -> str:
+    """Riders' latency, said to count from the load's start (after the bridge came up)."""
+    latency = riders["latency_ms"]
+    text = (f"riders' calls, from their scheduled send (the load began once the bridge held "
+            f"its lease, {waited:.1f} s after it started): p50 {latency['p50']:.2f} ms, "
+            f"p99 {latency['p99']:.2f} ms, max {latency['max']:.2f} ms")
+    worst = riders.get("worst_interval")
+    if worst and worst["p99_ms"] > 2 * latency["p99"]:
+        text += (f"; the slowest second ended {worst['ended_at_s']:.0f} s in, p99 "
+                 f"{worst['p99_ms']:.2f} ms")
+    if not riders["rate_kept"]:
+        text += "; the offered rate was NOT kept"
+    return text
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="run the whole system for a minute with a live view: "
+                                       "simulated riders, trains and recharges, bridge, Kafka, "
+                                       "dashboard")
+    demo.add_argument("--seconds", type=float, default=60.0, metavar="S",
+                      help="how long the simulators run (default %(default)g)")
+    demo.add_argument("--rate", type=float, default=300.0, metavar="R",
+                      help="entry swipes per second (default %(default)g)")
+    demo.add_argument("--cards", type=int, default=100_000, metavar="N",
+                      help="cards to ride with; missing ones are generated and loaded; an "
+                           "honest card enters at most 5 times an hour, so a run needs about "
+                           "R x S / 5 of them (default %(default)d)")
+    demo.add_argument("--kafka", metavar="HOST:PORT",
+                      help="Kafka bootstrap servers (default METRO_KAFKA, else the project's "
+                           "broker when Java is there, else a JSON-lines file)")
+    demo.add_argument("--dashboard-port", type=_port, metavar="PORT",
+                      help=f"serve the dashboard on {DASHBOARD_HOST}:PORT, or the next free "
+                           f"port (default {DASHBOARD_PORT})")
+    demo.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                      help="do not serve the dashboard")
+    demo.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    return run(DemoOptions(seconds=args.seconds, rate=args.rate, cards=args.cards,
+                           kafka=args.kafka, dashboard=args.dashboard,
+                           dashboard_port=args.dashboard_port))

@@ -1,9 +1,12 @@
 """The demo's trains, riders and recharges: the producers' simulators and open-loop run,
 together in one asyncio loop on a thread of their own, calling the functions directly.
 
-The simulated clock is the wall clock (the views' "last minute" is the real one),
-but the line runs TIME_SCALE times faster than data/line.csv: trips end and trains
-depart within a one-minute demo.
+The clock is the real one (the views' "last minute" is the real one, and no event is
+dated ahead of now()), but the line runs TIME_SCALE times faster than data/line.csv:
+trains run it with its travel and dwell times divided by TIME_SCALE, and riders' rides
+are TIME_SCALE times shorter (their --speedup), so trips end within a one-minute demo.
+Honest riders never trip a fraud rule (producers.riders): fraud comes from the cloned
+cards alone.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import psycopg
 from ..producers import line, reference
 from ..producers.engine import Run, RunResult
 from ..producers.recharges import Recharges
-from ..producers.riders import Riders
+from ..producers.riders import FraudRules, Riders, recent_history
 from ..producers.simulation import Simulation
 from ..producers.sinks import DirectSink
 from ..producers.trains import Trains
@@ -50,15 +53,29 @@ def build(conn: psycopg.Connection, *, rate: float, seconds: float,
         timing.position(station)  # riders ride the line: every station must be on it
     card_ids = reference.load_cards(conn, cards)
     trains = reference.check_trains(conn, TRAINS)
+    rules = FraudRules.read(conn)
     rng = random.Random()
     now = datetime.now(UTC)
     return [
         Trains(trains, timing, now, seconds),
-        Riders(rate=rate, cards=card_ids, stations=stations, line=timing, start_ts=now,
-               horizon=seconds, rng=rng, fraud_ratio=FRAUD_RATIO),
+        Riders(rate=rate, cards=card_ids, stations=stations, line=line.load_line(),
+               start_ts=now, horizon=seconds, rng=rng, speedup=TIME_SCALE,
+               fraud_ratio=FRAUD_RATIO, rules=rules,
+               history=recent_history(conn, card_ids.ids, rules)),
         Recharges(rate=rate * RECHARGES_PER_ENTRY, cards=card_ids, stations=stations,
                   start_ts=now, horizon=seconds, rng=rng),
     ]
+
+
+def describe(simulation: Simulation) -> str:
+    """What a simulation sends, in the demo's terms."""
+    if isinstance(simulation, Trains):
+        return (f"{len(simulation.trains)} trains on {len(simulation.line.stations)} stations, "
+                f"running the line {TIME_SCALE}x faster than data/line.csv (on the real clock)")
+    if isinstance(simulation, Recharges):
+        return (f"{simulation.target_rate or 0:.3g} recharges/s (one per "
+                f"{1 / RECHARGES_PER_ENTRY:g} entries) over {len(simulation.cards)} cards")
+    return simulation.describe()
 
 
 class Simulators:

@@ -6,12 +6,15 @@ since the demo started), the busiest stations of the last minute (busiest_statio
 with their average wait for a train (station_wait_times), and the bridge's lag
 (metro.bridge_lag(): rows delivered since the start and rows still pending).
 
-On a terminal the view is redrawn in place; otherwise it prints one line per refresh.
+On a terminal the view is redrawn in place, every line fitted to the terminal's width
+(long lines wrapped between words, tables sized to their content); otherwise it prints
+one line per refresh, and never the same line twice.
 """
 
 from __future__ import annotations
 
 import shutil
+import textwrap
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,7 +80,8 @@ class Station:
 
 @dataclass(frozen=True)
 class Snapshot:
-    elapsed: float
+    elapsed: float                    # since the load began
+    remaining: float                  # until the simulators stop (0 once they have)
     swipes: int                       # last complete second
     entries: int
     acceptance: Decimal | None        # last complete second
@@ -88,7 +92,8 @@ class Snapshot:
     lag: list[StreamLag]
 
 
-def collect(conn: psycopg.Connection, baseline: Baseline, elapsed: float) -> Snapshot:
+def collect(conn: psycopg.Connection, baseline: Baseline, elapsed: float,
+            remaining: float) -> Snapshot:
     second = conn.execute(
         "SELECT coalesce(s.swipes, 0), coalesce(s.entries, 0), a.rate"
         " FROM (SELECT date_trunc('second', now()) - interval '1 second' AS t) last"
@@ -115,8 +120,8 @@ def collect(conn: psycopg.Connection, baseline: Baseline, elapsed: float) -> Sna
                "SELECT stream, topic, delivered, pending, now() - oldest_pending"
                " FROM metro.bridge_lag()")]
     assert second is not None and run is not None and fraud is not None
-    return Snapshot(elapsed, second[0], second[1], second[2], run[0], fraud[0], fraud[1],
-                    busiest, lag)
+    return Snapshot(elapsed, remaining, second[0], second[1], second[2], run[0], fraud[0],
+                    fraud[1], busiest, lag)
 
 
 def percent(rate: Decimal | None) -> str:
@@ -127,24 +132,54 @@ def seconds(value: Decimal | float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def frame(snapshot: Snapshot, title: str, notes: list[str]) -> list[str]:
-    """The terminal view."""
+def clock(s: Snapshot) -> str:
+    """`12 s, 48 s left`: time since the load began and until it stops."""
+    left = f"{s.remaining:.0f} s left" if s.remaining > 0 else "load stopped"
+    return f"{s.elapsed:.0f} s, {left}"
+
+
+def table(header: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    """Columns as wide as their content: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [indent + "  ".join([row[0].ljust(widths[0]),
+                                *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:],
+                                                                           strict=True))])
+            for row in [header, *rows]]
+
+
+def frame(snapshot: Snapshot, title: str, notes: list[str], footer: str) -> list[str]:
+    """The terminal view, before fitting to the width."""
     s = snapshot
-    lines = [title,
+    lines = [title, f"elapsed {clock(s)}",
              f"swipes/s {s.swipes:>5}   entries/s {s.entries:>5}   accepted "
              f"{percent(s.acceptance):>6} last second, {percent(s.run_acceptance)} run",
              f"fraud found {s.fraud:>5}" + (f"   latest: {s.last_fraud}" if s.last_fraud else ""),
-             "",
-             f"{'busiest stations, last minute':<30} {'swipes':>7} {'entries':>8} "
-             f"{'average wait':>13}"]
-    lines += [f"  {st.name:<28} {st.swipes:>7} {st.entries:>8} {seconds(st.average_wait_s):>13}"
-              for st in s.busiest] or ["  (no swipes in the last minute)"]
-    width = max([18, *(len(lag.stream) for lag in s.lag), *(len(lag.topic) for lag in s.lag)])
-    lines += ["", f"{'bridge':<{width + 2}} {'topic':<{width}} {'delivered':>9} {'pending':>8}"
-                  "  oldest pending"]
-    lines += [f"  {lag.stream:<{width}} {lag.topic:<{width}} {lag.delivered:>9} "
-              f"{lag.pending:>8}  {seconds(lag.oldest_pending_s)}" for lag in s.lag]
-    return lines + ["", *notes[-2:], "Ctrl-C stops the demo and prints the summary"]
+             ""]
+    if s.busiest:
+        lines += table(["busiest stations, last minute", "swipes", "entries", "average wait"],
+                       [[st.name, str(st.swipes), str(st.entries), seconds(st.average_wait_s)]
+                        for st in s.busiest])
+    else:
+        lines.append("busiest stations: no swipes in the last minute")
+    lines.append("")
+    lines += table(["bridge to topic", "delivered", "pending", "oldest pending"],
+                   [[lag.topic, str(lag.delivered), str(lag.pending),
+                     seconds(lag.oldest_pending_s)] for lag in s.lag])
+    return lines + ["", *notes[-2:], footer]
+
+
+def fit(lines: list[str], width: int) -> list[str]:
+    """Every line within `width` columns: long ones wrapped between words (continuations
+    indented), a word longer than the width cut with an ellipsis."""
+    fitted: list[str] = []
+    for text in lines:
+        if len(text) <= width:
+            fitted.append(text)
+            continue
+        for part in textwrap.wrap(text, width=width, subsequent_indent="    ",
+                                  break_on_hyphens=False) or [""]:
+            fitted.append(part if len(part) <= width else part[:width - 1] + "\u2026")
+    return fitted
 
 
 def line(snapshot: Snapshot) -> str:
@@ -155,7 +190,7 @@ def line(snapshot: Snapshot) -> str:
     wait = seconds(sum(waits) / len(waits)) if waits else "-"
     pending = sum(lag.pending for lag in s.lag)
     delivered = sum(lag.delivered for lag in s.lag)
-    return (f"[{s.elapsed:5.0f} s] {s.swipes} swipes/s, acceptance {percent(s.acceptance)}, "
+    return (f"[{clock(s)}] {s.swipes} swipes/s, acceptance {percent(s.acceptance)}, "
             f"fraud {s.fraud}, busiest {busiest} (last minute), average wait {wait}, "
             f"bridge delivered {delivered} pending {pending}")
 
@@ -164,12 +199,17 @@ class Screen:
     """Where the view goes: redrawn in place on a terminal, appended lines otherwise.
     Notes (the bridge's messages) may come from other threads."""
 
-    def __init__(self, output: TextIO, title: str) -> None:
+    RUNNING = "Ctrl-C stops the demo and prints the summary"
+
+    def __init__(self, output: TextIO, title: str, width: int | None = None) -> None:
         self.output = output
         self.title = title
         self.tty = output.isatty()
+        self.width = width              # None: the terminal's, at each redraw
+        self.footer = self.RUNNING
         self.notes: list[str] = []
         self._drawn = 0
+        self._last_line: str | None = None
         self._lock = threading.Lock()
 
     def note(self, message: str) -> None:
@@ -179,15 +219,23 @@ class Screen:
                 self.output.write(message + "\n")
                 self.output.flush()
 
+    def render(self, snapshot: Snapshot) -> list[str]:
+        """The lines of one terminal frame, fitted to the width."""
+        width = self.width or shutil.get_terminal_size().columns
+        return fit(frame(snapshot, self.title, self.notes, self.footer), max(20, width))
+
     def show(self, snapshot: Snapshot) -> None:
         with self._lock:
             if not self.tty:
-                self.output.write(line(snapshot) + "\n")
+                text = line(snapshot)
+                if text == self._last_line:
+                    return  # nothing new since the last line
+                self._last_line = text
+                self.output.write(text + "\n")
             else:
-                width = shutil.get_terminal_size().columns
-                # Cut to the width: a wrapped line would throw off the redraw.
-                lines = [text[:width] for text in frame(snapshot, self.title, self.notes)]
-                # Back to the top of the previous frame, clear to the end, draw.
+                lines = self.render(snapshot)
+                # Back to the top of the previous frame, clear to the end, draw. Every line
+                # fits the width, so the frame's height is its number of lines.
                 up = f"\x1b[{self._drawn}F" if self._drawn else ""
                 self.output.write(up + "\x1b[J" + "\n".join(lines) + "\n")
                 self._drawn = len(lines)

@@ -96,6 +96,10 @@ class Bridge:
         # Without a say callback the bridge logs: progress at INFO, trouble at WARNING.
         self.say = say or log.info
         self.warn = say or log.warning
+        # Since when, monotonic, an outage lasts (None: none), and its first error; after
+        # one, a line says when the bridge has caught up.
+        self._outage_since: float | None = None
+        self._outage_error = ""
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
@@ -119,6 +123,8 @@ class Bridge:
         """Print the error and record it as the bridge's last error when PostgreSQL answers."""
         message = (f"{part}: " if part else "") + describe(error, self.options.kafka)
         self.warn(message)
+        if self._outage_since is None:
+            self._outage_since, self._outage_error = time.monotonic(), message
         self._record_error(message)
 
     def _record_error(self, message: str) -> None:
@@ -192,6 +198,7 @@ class Bridge:
         notifies or poll_interval passes."""
         heartbeat = prune = last_rows = time.monotonic()
         delay = 0.0
+        forwarded = 0  # rows forwarded in this session, for the caught-up line
         while not self.stop.is_set():
             now = time.monotonic()
             if now - heartbeat >= HEARTBEAT_SECONDS:
@@ -201,6 +208,9 @@ class Bridge:
                 self._prune(conn)
                 prune = now
             sent = forwarder.cycle()
+            forwarded += sent
+            if not sent and self._outage_since is not None and not forwarder.held_back():
+                self._caught_up(forwarded)
             if sent:
                 last_rows, delay = time.monotonic(), 0.0
                 if not forwarder.full:
@@ -212,6 +222,14 @@ class Bridge:
                 self.stop.wait(delay)
                 continue
             last_rows, delay = time.monotonic(), 0.0
+
+    def _caught_up(self, forwarded: int) -> None:
+        """One line once nothing is left to forward after an outage."""
+        assert self._outage_since is not None
+        lasted = time.monotonic() - self._outage_since
+        self.say(f"caught up: forwarded {forwarded} rows that waited; nothing pending "
+                 f"{lasted:.1f} s after the outage began ({self._outage_error})")
+        self._outage_since = None
 
     def _sleep_on_notify(self, conn: psycopg.Connection, forwarder: Forwarder) -> bool:
         """Sleep until a NOTIFY or poll_interval; False, at once, when rows may still come

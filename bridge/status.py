@@ -1,14 +1,20 @@
-"""`metro bridge --status`: who holds the lease, lag per stream, last error, inbound offsets."""
+"""`metro bridge --status`: who holds the lease, lag per stream, last error, inbound offsets.
+
+The last error stays recorded; it is shown as resolved once something worked after it:
+Kafka acknowledged a batch (bridge_acks), an inbound partition moved on
+(bridge_inbound_offsets), or a bridge took the lease after it and kept forwarding for a
+heartbeat interval (a heartbeat at least HEARTBEAT_SECONDS after `since`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
-from .runner import LEASE_KEY
+from .runner import HEARTBEAT_SECONDS, LEASE_KEY
 
 
 @dataclass
@@ -23,6 +29,8 @@ class BridgeStatus:
     inbound: list[tuple[Any, ...]]
     dead_letters: int
     now: datetime
+    resolved_at: datetime | None = None       # when something first worked after last_error
+    newest_dead_letter: tuple[Any, ...] | None = None  # topic, partition, offset, reason, at
 
 
 def collect(conn: psycopg.Connection) -> BridgeStatus:
@@ -40,9 +48,28 @@ def collect(conn: psycopg.Connection) -> BridgeStatus:
                            " ORDER BY topic, kafka_partition").fetchall()
     dead = conn.execute("SELECT count(*), now() FROM metro.bridge_dead_letters").fetchone()
     assert dead is not None
+    newest = conn.execute("SELECT topic, kafka_partition, kafka_offset, reason, received_at"
+                          " FROM metro.bridge_dead_letters ORDER BY id DESC LIMIT 1").fetchone()
     holder, since, heartbeat_at, last_error, last_error_at = state
     return BridgeStatus(held[0], holder, since, heartbeat_at, last_error, last_error_at,
-                        streams, inbound, dead[0], dead[1])
+                        streams, inbound, dead[0], dead[1],
+                        resolved(conn, since, heartbeat_at, last_error_at), newest)
+
+
+def resolved(conn: psycopg.Connection, since: datetime | None, heartbeat_at: datetime | None,
+             error_at: datetime | None) -> datetime | None:
+    """When the bridge first worked after its last error, or None."""
+    if error_at is None:
+        return None
+    row = conn.execute(
+        "SELECT least((SELECT min(acked_at) FROM metro.bridge_acks WHERE acked_at > %(at)s),"
+        " (SELECT min(updated_at) FROM metro.bridge_inbound_offsets WHERE updated_at > %(at)s))",
+        {"at": error_at}).fetchone()
+    candidates = [row[0]] if row and row[0] is not None else []
+    if (since is not None and heartbeat_at is not None and since > error_at
+            and heartbeat_at - since >= timedelta(seconds=HEARTBEAT_SECONDS)):
+        candidates.append(since)
+    return min(candidates, default=None)
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
@@ -56,6 +83,29 @@ def _ago(then: datetime | None, now: datetime) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+def table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """Columns as wide as their content, each aligned by its letter in `align` (l or r),
+    one space apart, two before the last."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [cell.ljust(width) if side == "l" else cell.rjust(width)
+                 for cell, width, side in zip(cells, widths, align, strict=True)]
+        return (" ".join(parts[:-1]) + "  " + parts[-1]).rstrip()
+
+    return [line(row) for row in [header, *rows]]
+
+
+def _error_line(status: BridgeStatus) -> str:
+    if not status.last_error:
+        return "last error: none"
+    ago = _ago(status.last_error_at, status.now)
+    if status.resolved_at is not None and status.last_error_at is not None:
+        later = (status.resolved_at - status.last_error_at).total_seconds()
+        return f"last error (resolved {later:.1f} s later): {status.last_error} ({ago})"
+    return f"last error: {status.last_error} ({ago})"
+
+
 def render(status: BridgeStatus) -> str:
     now = status.now
     if status.lease_held:
@@ -65,22 +115,28 @@ def render(status: BridgeStatus) -> str:
         lease = "not running: no bridge holds the lease" + (
             f" (last holder {status.holder}, heartbeat {_ago(status.heartbeat_at, now)})"
             if status.holder else "")
-    error = (f"last error: {status.last_error} ({_ago(status.last_error_at, now)})"
-             if status.last_error else "last error: none")
-    lines = [lease, error, "",
-             f"{'stream':<18} {'topic':<18} {'delivered':>10} {'pending':>8}  "
-             f"{'oldest pending (event time)':<28} last ack"]
+    lines = [lease, _error_line(status), ""]
+    rows = []
     for stream, topic, delivered, acked_at, pending, oldest in status.streams:
         oldest_text = "-" if oldest is None else f"{oldest:%Y-%m-%d %H:%M:%S} ({_ago(oldest, now)})"
-        lines.append(f"{stream:<18} {topic:<18} {delivered:>10} {pending:>8}  "
-                     f"{oldest_text:<28} {_ago(acked_at, now)}")
-    lines += ["", f"{'inbound topic':<14} {'partition':>9} {'next offset':>12} {'applied':>8} "
-                  f"{'dead-lettered':>13}  updated"]
+        rows.append([stream, topic, str(delivered), str(pending), oldest_text,
+                     _ago(acked_at, now)])
+    lines += table(["stream", "topic", "delivered", "pending", "oldest pending (event time)",
+                    "last ack"], rows, "llrrll")
+    lines.append("")
     if not status.inbound:
-        lines.append("(nothing consumed yet)")
-    for topic, partition, next_offset, applied, dead, updated_at in status.inbound:
-        lines.append(f"{topic:<14} {partition:>9} {next_offset:>12} {applied:>8} {dead:>13}  "
-                     f"{_ago(updated_at, now)}")
-    lines.append(f"dead letters: {status.dead_letters}"
-                 + (" (SELECT * FROM metro.bridge_dead_letters)" if status.dead_letters else ""))
+        lines.append("inbound: nothing consumed yet")
+    else:
+        lines += table(["inbound topic", "partition", "next offset", "applied", "dead-lettered",
+                        "updated"],
+                       [[topic, str(partition), str(next_offset), str(applied), str(dead),
+                         _ago(updated_at, now)]
+                        for topic, partition, next_offset, applied, dead, updated_at
+                        in status.inbound], "lrrrrl")
+    text = f"dead letters: {status.dead_letters}"
+    if status.newest_dead_letter is not None:
+        topic, partition, offset, reason, at = status.newest_dead_letter
+        text += (f"; newest {topic}[{partition}]@{offset} ({_ago(at, now)}): {reason} "
+                 "(SELECT * FROM metro.bridge_dead_letters)")
+    lines.append(text)
     return "\n".join(lines)

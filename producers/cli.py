@@ -7,7 +7,9 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from .engine import Run
 from .kafka_sink import FORMATS, KafkaSink
 from .payments import Payments
 from .recharges import Recharges
-from .riders import UNKNOWN_SHARE, Riders
+from .riders import UNKNOWN_SHARE, FraudRules, Riders, recent_history
 from .simulation import Simulation
 from .sinks import MODES, DirectSink, Sink
 from .stats import format_summary
@@ -79,10 +81,13 @@ def build_riders(conn: psycopg.Connection, args: argparse.Namespace) -> Simulati
     stations = reference.load_stations(conn)
     for station in stations.items:
         timing.position(station)  # every station riders may use must be on the line
-    return Riders(rate=args.rate, cards=reference.load_cards(conn, args.cards),
-                  stations=stations, line=timing, start_ts=datetime.now(UTC),
-                  horizon=_horizon(args), rng=_rng(args), speedup=args.speedup,
-                  fraud_ratio=args.fraud_ratio, unknown_share=args.unknown_share)
+    cards = reference.load_cards(conn, args.cards)
+    rules = FraudRules.read(conn)
+    return Riders(rate=args.rate, cards=cards, stations=stations, line=timing,
+                  start_ts=datetime.now(UTC), horizon=_horizon(args), rng=_rng(args),
+                  speedup=args.speedup, fraud_ratio=args.fraud_ratio,
+                  unknown_share=args.unknown_share, rules=rules,
+                  history=recent_history(conn, cards.ids, rules))
 
 
 def build_recharges(conn: psycopg.Connection, args: argparse.Namespace) -> Simulation:
@@ -127,8 +132,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     simulation = _simulation(args)
     sink, transport = _sink(args)
     print(describe(args, simulation, transport), flush=True)
+    for warning in getattr(simulation, "warnings", list)():
+        print(wrap(f"warning: {warning}"), flush=True)
     run = Run(simulation, sink, display_interval=args.display_interval,
-              print_line=lambda text: print(text, flush=True))
+              print_line=lambda text: print(text, flush=True), published=args.via == "kafka")
     result = asyncio.run(run.run())
     notes = simulation.summary_lines()
     if result.interrupted:
@@ -152,10 +159,21 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             for key, value in vars(args).items() if key not in hidden}
 
 
+def wrap(text: str) -> str:
+    """One paragraph, broken between words at the terminal's width (80 off a terminal),
+    continuation lines indented."""
+    width = shutil.get_terminal_size((80, 24)).columns
+    return textwrap.fill(text, width=max(40, width - 1), subsequent_indent="  ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
 def describe(args: argparse.Namespace, simulation: Simulation, transport: str) -> str:
+    """The first lines of a run: what it sends, how long, through what; built in one
+    piece and wrapped between words."""
     until = "until Ctrl-C" if args.duration == 0 else f"for {args.duration:g} s"
-    seed = f", seed {args.seed}" if args.seed is not None else ""
-    return f"{args.command}: {simulation.describe()} {until}, {transport}{seed}"
+    seed = f"; seed {args.seed}" if args.seed is not None else ""
+    every = f"; statistics every {args.display_interval:g} s"
+    return wrap(f"{args.command}: {simulation.describe()}; {until}; {transport}{seed}{every}")
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -196,22 +214,34 @@ def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60, *,
                         help="seconds to run; 0 runs until Ctrl-C (default %(default)s)")
     parser.add_argument("--display-interval", type=_positive(float), default=5.0, metavar="S",
                         help="seconds between live statistics lines (default %(default)s)")
-    parser.add_argument("--stats-file", metavar="PATH", help="write the final summary as JSON")
-    parser.add_argument("--via", type=_via, default="direct", metavar="{" + ",".join(vias) + "}",
-                        help="how events reach the system: direct calls the functions, kafka "
-                             "publishes to the bridge's inbound topics (default %(default)s)")
-    parser.add_argument("--kafka", metavar="HOST:PORT",
-                        help="with --via kafka: bootstrap servers (default METRO_KAFKA, else "
-                             "the broker of `metro kafka start`)")
-    parser.add_argument("--format", choices=FORMATS,
-                        help=f"with --via kafka: message values as CSV lines or JSON objects "
-                             f"(default {default_format})")
+    parser.add_argument("--stats-file", metavar="PATH",
+                        help="also write the final summary as JSON to PATH (options, counts "
+                             "per call and message, percentiles)")
+    if len(vias) > 1:
+        parser.add_argument("--via", type=_via, default="direct",
+                            metavar="{" + ",".join(vias) + "}",
+                            help="how events reach the system: direct calls the functions, "
+                                 "kafka publishes to the bridge's inbound topics and counts a "
+                                 "message as published, not accepted (default %(default)s)")
+        parser.add_argument("--kafka", metavar="HOST:PORT",
+                            help="with --via kafka: bootstrap servers (default METRO_KAFKA, "
+                                 "else the broker of `metro kafka start`)")
+        parser.add_argument("--format", choices=FORMATS,
+                            help="with --via kafka: message values as CSV lines or JSON "
+                                 f"objects, one of {', '.join(FORMATS)} (default "
+                                 f"{default_format})")
+    else:
+        parser.add_argument("--via", type=_via, default="direct", metavar="{direct}",
+                            help="direct: call the functions, the only way for these events "
+                                 "(default %(default)s)")
+        parser.set_defaults(kafka=None, format=None)
     parser.add_argument("--mode", choices=MODES, default="pipeline",
-                        help="pipeline: libpq pipeline mode; async: one call at a time per "
-                             "connection (default %(default)s)")
+                        help="with --via direct, one of pipeline (libpq pipeline mode, calls "
+                             "sent without waiting for answers) or async (one call at a time "
+                             "per connection) (default %(default)s)")
     parser.add_argument("--connections", type=_positive(int), metavar="N",
-                        help="database connections (default 4 in pipeline mode, 16 in async "
-                             "mode)")
+                        help="with --via direct: database connections (default 4 in pipeline "
+                             "mode, 16 in async mode)")
     parser.add_argument("--max-in-flight", type=_positive(int), default=10_000, metavar="N",
                         help="calls sent and not yet answered, at most (default %(default)s)")
     parser.set_defaults(vias=vias, default_format=default_format, reference=reference)
@@ -226,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how many cards to write")
     generate.add_argument("--output", default="-", metavar="PATH",
                           help="CSV file to write (default: standard output)")
-    generate.add_argument("--seed", type=int, help="same seed, same cards")
+    generate.add_argument("--seed", type=int, help="same seed, same cards (default: random)")
     generate.add_argument("--first-id", type=int, default=1, metavar="ID",
                           help="card_id of the first card (default %(default)s)")
     generate.add_argument("--as-of", type=date.fromisoformat, default=datetime.now(UTC).date(),
@@ -238,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     trains.add_argument("--trains", type=_positive(int), default=8, metavar="N",
                         help="trains 1..N (default %(default)s)")
     trains.add_argument("--speedup", type=_positive(float), default=1.0, metavar="X",
-                        help="simulated seconds per second (default %(default)s)")
+                        help="simulated seconds per second: trains move X times faster and, "
+                             "above 1, their timestamps run ahead of the real clock "
+                             "(default %(default)g)")
     trains.add_argument("--line", type=Path, default=line.LINE_CSV, metavar="CSV",
                         help="line timing (default data/line.csv)")
     _add_run_options(trains)
@@ -248,16 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     riders.add_argument("--rate", type=_positive(float), default=1000.0, metavar="R",
                         help="entry swipes per second (default %(default)s)")
     riders.add_argument("--cards", type=_positive(int), metavar="N",
-                        help="use the first N cards by card_id (default: all)")
+                        help="use the first N cards by card_id (default: all); an honest card "
+                             "enters at most 5 times an hour (the fraud rules' thresholds), so "
+                             "a run needs about R x min(duration, 3600) / 5 cards")
     riders.add_argument("--fraud-ratio", type=_share, default=0.01, metavar="F",
-                        help="share of entries made by cloned cards (default %(default)s)")
+                        help="share of entries made by cloned cards, in bursts of 6 that the "
+                             "fraud rules catch (default %(default)s)")
     riders.add_argument("--unknown-share", type=_share, default=UNKNOWN_SHARE, metavar="U",
                         help="share of the other entries made with unknown cards "
                              "(default %(default)s)")
     riders.add_argument("--speedup", type=_positive(float), default=1.0, metavar="X",
-                        help="simulated seconds per second: rides end sooner "
-                             "(default %(default)s)")
-    riders.add_argument("--seed", type=int, help="seed of the random choices")
+                        help="divide ride times by X (a second at least), so exits come "
+                             "sooner; timestamps stay on the real clock (default %(default)g: "
+                             "rides of 90 s to 34 min, so no exit in a short run)")
+    riders.add_argument("--seed", type=int,
+                        help="seed of the random choices (default: a random one, printed)")
     riders.add_argument("--line", type=Path, default=line.LINE_CSV, metavar="CSV",
                         help="line timing, for ride times (default data/line.csv)")
     _add_run_options(riders, vias=("direct",))
@@ -268,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="recharges per second (default %(default)s)")
     recharges.add_argument("--cards", type=_positive(int), metavar="N",
                            help="use the first N cards by card_id (default: all)")
-    recharges.add_argument("--seed", type=int, help="seed of the random choices")
+    recharges.add_argument("--seed", type=int,
+                           help="seed of the random choices (default: a random one, printed)")
     _add_run_options(recharges)
     recharges.set_defaults(func=cmd_simulate, build=build_recharges)
 
@@ -279,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     payments.add_argument("--accounts", type=_positive(int), default=1000, metavar="N",
                           help="pay from accounts 1..N; their risk tags are whatever "
                                "metro.risk_tags says (default %(default)s)")
-    payments.add_argument("--seed", type=int, help="seed of the random choices")
+    payments.add_argument("--seed", type=int,
+                          help="seed of the random choices (default: a random one, printed)")
     _add_run_options(payments, default_format="json", reference=False)
     payments.set_defaults(func=cmd_simulate, build=build_payments)
     return parser

@@ -2,8 +2,9 @@
 
 A call that cannot be sent on time (the producer or the database is behind) is
 sent late and its latency counts from the scheduled time. Live statistics print
-every display interval. Ctrl-C stops sending; calls in flight get `grace`
-seconds to finish (a second Ctrl-C gives up at once) and the rest count as errors.
+every display interval, each line about that interval only. Ctrl-C stops sending;
+calls in flight get `grace` seconds to finish (a second Ctrl-C gives up at once)
+and the rest count as errors.
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ class RunResult:
 
 class Run:
     def __init__(self, simulation: Simulation, sink: Sink, *, display_interval: float,
-                 print_line: Callable[[str], None] = print, grace: float = 5.0) -> None:
+                 print_line: Callable[[str], None] = print, grace: float = 5.0,
+                 published: bool = False) -> None:
+        """published: the sink publishes to Kafka, so an answer means published, not
+        accepted."""
         self.simulation = simulation
         self.sink = sink
         self.display_interval = display_interval
         self.print_line = print_line
         self.grace = grace
-        self.stats = Stats(simulation.target_rate, simulation.target_label)
+        self.stats = Stats(simulation.target_rate, simulation.target_label, published=published)
         self.stopping = False
         self.hurry = False
         self.start = 0.0
+        self._rolled = 0.0  # when the last interval ended, monotonic
 
     def interrupt(self) -> None:
         if self.stopping:
@@ -57,6 +62,9 @@ class Run:
 
     async def _send(self) -> None:
         timeline, sink, stats = self.simulation.timeline, self.sink, self.stats
+        # A simulation may settle an event just before it is sent, or skip it (riders
+        # choose a card then, when they know who is on board).
+        prepare: Callable[[Event], bool] | None = getattr(self.simulation, "prepare", None)
         while not self.stopping:
             due = timeline.next_due()
             now = time.monotonic() - self.start
@@ -76,28 +84,29 @@ class Run:
             sent = 0
             while sent < BATCH and due is not None and due <= now and sink.has_room():
                 event = timeline.pop()
+                due = timeline.next_due()
+                if prepare is not None and not prepare(event):
+                    continue  # the simulation skips it (and counts it)
                 stats.sent(now - event.due)
                 sink.submit(event, self._done)
                 sent += 1
-                due = timeline.next_due()
             sink.flush()
             # Let results in; when the sink is full this is where the lag grows.
             await asyncio.sleep(0 if sent else 0.001)
 
     async def _display(self) -> None:
-        last = self.start
         while True:
             await asyncio.sleep(self.display_interval)
             now = time.monotonic()
-            self.print_line(self.stats.roll(now - last, now - self.start))
-            last = now
+            self.print_line(self.stats.roll(now - self._rolled, now - self.start))
+            self._rolled = now
 
     async def run(self) -> RunResult:
         loop = asyncio.get_running_loop()
         await self.sink.start()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(signal.SIGINT, self.interrupt)
-        self.start = time.monotonic()
+        self.start = self._rolled = time.monotonic()
         display = loop.create_task(self._display())
         try:
             await self._send()
@@ -109,6 +118,8 @@ class Run:
             display.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
-        elapsed = time.monotonic() - self.start
-        self.stats.roll(elapsed, elapsed)
+        finished = time.monotonic()
+        elapsed = finished - self.start
+        self.stats.roll(finished - self._rolled, elapsed)  # the last, partial interval
+        self.stats.skipped = getattr(self.simulation, "skipped", 0)
         return RunResult(self.stats.summary(elapsed), interrupted=self.stopping)

@@ -41,9 +41,17 @@ def test_status_of_a_bridge_that_cannot_reach_kafka(db, conn, start_bridge):
     assert re.fullmatch(rf"running: {socket.gethostname()}:{bridge.process.pid} holds the lease "
                         r"since \S+ \S+ \(heartbeat [\d.]+ s ago\)", lines[0])
     assert lines[1].startswith(f"last error: {error} (")
-    assert re.fullmatch(r"fraud +FRAUD +0 +3  2026-11-02 08:00:00 \(.*\) +-", lines[5]), lines
-    assert re.fullmatch(r"card_alert_export +CARD_ALERT_EXPORT +0 +0  - +-", lines[4]), lines
-    assert lines[-2:] == ["(nothing consumed yet)", "dead letters: 0"]
+    # Columns as wide as their content: transaction_decisions lines up with the others.
+    assert lines[3].startswith("stream                topic                 delivered pending "
+                               "oldest pending (event time) ")
+    assert [line[:62] for line in lines[4:8]] == [
+        "card_alert_export     CARD_ALERT_EXPORT             0       0 ",
+        "fraud                 FRAUD                         0       3 ",
+        "transaction_decisions transaction_decisions         0       0 ",
+        "trips                 TRIPS                         0       0 "]
+    assert re.fullmatch(r"2026-11-02 08:00:00 \(.+ ago\)  -", lines[5][62:]), lines
+    assert lines[3].index("last ack") == len(lines[5]) - 1
+    assert lines[-2:] == ["inbound: nothing consumed yet", "dead letters: 0"]
 
     assert bridge.terminate() == 0
     assert bridge.output().endswith(" INFO metro.bridge: stopped\n")
@@ -59,8 +67,11 @@ def test_status_lists_inbound_offsets_and_dead_letters(db, conn):
                  " value, reason) VALUES ('RECHARGE', 1, 3, 'x', 'r'),"
                  " ('RECHARGE', 1, 7, 'y', 'r')")
     lines = metro(db, "bridge", "--status").stdout.splitlines()
-    assert re.fullmatch(r"RECHARGE +1 +12 +10 +2  [\d.]+ s ago", lines[-2]), lines
-    assert lines[-1] == "dead letters: 2 (SELECT * FROM metro.bridge_dead_letters)"
+    assert lines[-3] == "inbound topic partition next offset applied dead-lettered  updated"
+    assert re.fullmatch(r"RECHARGE              1          12      10             2  [\d.]+ s ago",
+                        lines[-2]), lines
+    assert re.fullmatch(r"dead letters: 2; newest RECHARGE\[1\]@7 \([\d.]+ s ago\): r "
+                        r"\(SELECT \* FROM metro.bridge_dead_letters\)", lines[-1]), lines
     assert lines[0] == "not running: no bridge holds the lease"
     assert lines[1] == "last error: none"
 
@@ -100,3 +111,26 @@ def test_sigterm_while_waiting_for_the_lease_stops_cleanly(db, start_bridge):
     assert second.terminate() == 0
     assert first.terminate() == 0
     wait_until(lambda: "stopped" in second.output(), 5, "second bridge to say it stopped")
+
+
+def test_after_an_outage_the_bridge_says_it_caught_up_and_the_error_shows_resolved(
+        db, conn, start_bridge):
+    bridge = start_bridge(db, "--no-inbound")
+    bridge.wait_for_output("holding the lease")
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                 " WHERE application_name = 'metro bridge' AND datname = current_database()")
+    bridge.wait_for_output("retrying in")
+    conn.execute(INSERT_FRAUD)
+    bridge.wait_for_output("caught up: ")
+    caught_up = [line for line in bridge.output().splitlines() if "caught up: " in line]
+    assert len(caught_up) == 1
+    assert re.search(r" INFO metro\.bridge: caught up: forwarded 3 rows that waited; nothing "
+                     r"pending [\d.]+ s after the outage began \(PostgreSQL unavailable: .+\)$",
+                     caught_up[0]), caught_up
+    wait_until(lambda: metro(db, "bridge", "--status").stdout.splitlines()[1].startswith(
+        "last error (resolved "), 10, "the error to show resolved")
+    assert bridge.terminate() == 0
+    lines = metro(db, "bridge", "--status").stdout.splitlines()
+    assert lines[0].startswith("not running: ")
+    assert re.fullmatch(r"last error \(resolved [\d.]+ s later\): PostgreSQL unavailable: .+ "
+                        r"\([\d.]+ s ago\)", lines[1]), lines

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,8 @@ import pytest
 from kafka_fixtures import PROJECT_ROOT, skip_inbound_backlog
 
 from metro.app.kafka_broker import free_port_pair
+
+TICK = r"^\[3 s, \d+ s left\]"   # the plain line 3 s into the load
 
 CARDS = 3000
 TOPICS = ("FRAUD", "CARD_ALERT_EXPORT", "TRIPS")
@@ -92,6 +95,23 @@ def check_against_database(output: str, before: Totals, after: Totals) -> dict[s
     summary = parse_summary(output)
     assert summary == after.since(before)
     assert summary["entries"] > 0 and summary["fraud"] > 0 and summary["card_alert_export"] > 0
+    # Fraud comes from the cloned cards alone: a burst of 6 entries trips the rules 5 times
+    # at most.
+    bursts = re.search(r"^cloned-card bursts: (\d+) of 6 entries", output, re.M)
+    assert bursts and summary["fraud events"] <= 5 * int(bursts.group(1)), output
+    # The rejected calls' reasons add up to the rejected column.
+    table = {row[0]: row[1:] for row in (line.split() for line in output.splitlines())
+             if row and row[0] in ("entry", "recharge") and len(row) == 5}
+    for call, counts in table.items():
+        rejected = int(counts[1])
+        reasons = re.search(rf"^  {call} rejected (\d+): (.+)$", output, re.M)
+        if rejected:
+            assert reasons and int(reasons.group(1)) == rejected, output
+            assert sum(int(part.rsplit(" ", 1)[1])
+                       for part in reasons.group(2).split(", ")) == rejected
+    # Off a terminal no line is printed twice in a row.
+    lines = output.splitlines()
+    assert all(a != b or not a for a, b in zip(lines, lines[1:], strict=False)), output
     return summary
 
 
@@ -103,12 +123,18 @@ def test_demo_streams_to_kafka_and_a_second_run_reuses_the_cards(db, conn, kafka
 
     readers = {topic: topic_reader(topic) for topic in TOPICS}
     before = Totals(conn)
-    output = finish(demo(env, "--seconds", "6"))
+    output = finish(demo(env, "--seconds", "6", "--no-dashboard"))
     summary = check_against_database(output, before, Totals(conn))
     assert f"cards: generated and loaded {CARDS}" in output
     assert "stations.csv: read 15, loaded 15, invalid 0" in output
     assert f"Kafka: the broker at {kafka}" in output
-    assert re.search(r"^\[\s+3 s\] \d+ swipes/s, acceptance", output, re.M), output
+    assert ("trains: 8 trains on 15 stations, running the line 20x faster than data/line.csv"
+            " (on the real clock)") in output.splitlines()
+    assert re.search(r"^riders: 100 entries/s, rides 20x shorter than data/line.csv \(timestamps"
+                     r" on the real clock\)", output, re.M), output
+    assert re.search(TICK + r" \d+ swipes/s, acceptance", output, re.M), output
+    assert re.search(r"^\[6 s, load stopped\] ", output, re.M), output
+    assert "dashboard" not in output
     assert "bridge: stopped" in output
     sent = delivered(output, destination)
     messages = {topic: len(reader.read_idle()) for topic, reader in readers.items()}
@@ -116,18 +142,29 @@ def test_demo_streams_to_kafka_and_a_second_run_reuses_the_cards(db, conn, kafka
         STREAM_TOPICS[table]: summary[table] for table in STREAM_TOPICS}
 
     # Second run, stopped with Ctrl-C once the view is up: the cards are reused and the
-    # summary still matches.
+    # summary still matches; the dashboard answered meanwhile, on the port asked for.
     readers = {topic: topic_reader(topic) for topic in TOPICS}
     before = Totals(conn)
-    process = demo(env, "--seconds", "60")
+    port = free_port_pair()
+    process = demo(env, "--seconds", "60", "--dashboard-port", str(port))
     assert process.stdout is not None
     head = []
     for text in process.stdout:
         head.append(text)
-        if re.match(r"\[\s+3 s\]", text):
+        if re.match(TICK, text):
             break
+    url = f"http://127.0.0.1:{port}/"
+    assert (f"dashboard: {url} (the live page; Prometheus metrics at {url}metrics), open "
+            "while the demo runs\n") in head
+    with urllib.request.urlopen(url + "healthz", timeout=10) as response:
+        assert response.read() == b"ok"
+    with urllib.request.urlopen(url + "api/snapshot", timeout=10) as response:
+        assert json.loads(response.read())["swipes_per_second"] >= 0
     process.send_signal(signal.SIGINT)
     output = "".join(head) + finish(process, 130)
+    assert f"dashboard: stopped ({url}); `metro dashboard` serves it on its own" in output
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "healthz", timeout=2)
     summary = check_against_database(output, before, Totals(conn))
     assert f"cards: reusing the {CARDS} cards already loaded" in output
     assert re.search(r"^summary: stopped by Ctrl-C after \d+\.\d s", output, re.M), output
@@ -143,7 +180,7 @@ def test_demo_without_java_appends_the_stream_rows_to_a_jsonlines_file(db, conn,
     path = tmp_path / "demo" / "streams.jsonl"
 
     before = Totals(conn)
-    output = finish(demo(env, "--seconds", "5"))
+    output = finish(demo(env, "--seconds", "5", "--no-dashboard"))
     summary = check_against_database(output, before, Totals(conn))
     assert "Kafka: not available (Java 17 or newer is needed" in output
     assert f"Kafka: stream rows go to the JSON-lines file {path} instead" in output
@@ -174,3 +211,28 @@ def test_bad_options_stop_the_demo_before_anything_is_written(db, conn, tmp_path
     assert conn.execute("SELECT (SELECT count(*) FROM metro.cards),"
                         " (SELECT count(*) FROM metro.stations),"
                         " (SELECT count(*) FROM metro.card_events)").fetchone() == (0, 0, 0)
+
+
+def test_too_few_cards_are_said_and_still_only_clones_are_fraud(db, conn, tmp_path):
+    """50 cards for 100 entries/s: said before the run, and the entries without a card
+    that no fraud rule would flag are skipped, never sent as fraud."""
+    env = demo_env(db, tmp_path, JAVA_HOME=str(tmp_path / "no-java"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metro.app.cli", "demo", "--rate", "100", "--cards", "50",
+         "--seconds", "4", "--no-dashboard"], cwd=PROJECT_ROOT, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = finish(process)
+    assert re.search(r"^riders: warning: too few cards: an honest card may enter 5 times in "
+                     r"3600 s before a fraud rule flags it, so 49 cards carry 245 entries, and "
+                     r"the run at 97.51 honest entries/s needs 391: entries with no card left "
+                     r"are skipped \(use --cards 80 or more, or a lower --rate\)$", output, re.M), \
+        output
+    assert re.search(r"^honest entries skipped: \d+, for want of a card", output, re.M), output
+    bursts = re.search(r"^cloned-card bursts: (\d+) of 6 entries", output, re.M)
+    fraud = conn.execute("SELECT count(*) FROM metro.card_events WHERE accept = -1").fetchone()[0]
+    assert bursts and fraud <= 5 * int(bursts.group(1))
+    # An honest card (not cloned: no fraud row) entered 5 times at most.
+    assert conn.execute(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) n FROM metro.card_events"
+        " WHERE activity_code = 1 AND card_id NOT IN (SELECT card_id FROM metro.fraud)"
+        " GROUP BY card_id) c").fetchone()[0] <= 5

@@ -78,12 +78,14 @@ def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, ca
     out = capsys.readouterr().out
     summary = json.loads(stats_file.read_text())
 
-    # 570 honest entries (190/s) and 5 bursts of 6 cloned entries (10/s), all on time.
+    # 570 honest entries (190/s) and 5 bursts of cloned entries (10/s), all on time; the
+    # bursts start every 0.6 s with swipes 0.4 s apart, so only those before 3 s are sent:
+    # 6 + 6 + 5 + 3 + 2.
     assert summary["achieved_rate"] == pytest.approx(200, rel=0.03)
     assert summary["rate_kept"] is True
     assert "entries: " in out and "target 200/s: kept" in out
     entries = conn.execute("SELECT count(*) FROM metro.card_events WHERE activity_code = 1")
-    assert entries.fetchone() == (600,)
+    assert entries.fetchone() == (592,)
 
     # What was printed is what was written.
     accepted, rejected, fraud, errors = printed_totals(out)
@@ -193,3 +195,60 @@ def test_lost_connection_is_reported_and_retried(conn, loaded, db, tmp_path):
     assert answered <= recorded <= answered + summary["outcomes"]["errors"]
     assert summary["outcomes"]["errors"] > 0
     assert summary["messages"]["Remaining Balance"] > 0  # it kept going after the loss
+
+
+def card_event_counts(conn) -> tuple[int, int, int]:
+    """Entries, fraud-flagged swipes, and swipes later than the database's now()."""
+    return conn.execute("SELECT count(*) FILTER (WHERE activity_code = 1),"
+                        " count(*) FILTER (WHERE accept = -1), count(*) FILTER (WHERE ts > now())"
+                        " FROM metro.card_events").fetchone()
+
+
+def test_a_speedup_shortens_rides_and_never_dates_a_swipe_ahead_of_now(conn, loaded, db,
+                                                                       monkeypatch, capsys):
+    monkeypatch.setenv("METRO_DATABASE_URL", db)
+    assert main(["riders", "--rate", "100", "--duration", "4", "--speedup", "60", "--seed", "3",
+                 "--fraud-ratio", "0", "--display-interval", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rides 60x shorter than data/line.csv (timestamps on the real clock)" in " ".join(
+        out.split())
+    entries, fraud, future = card_event_counts(conn)
+    assert (entries, fraud, future) == (400, 0, 0)
+    # Rides of 90 s to 34 min take 1.5 s to 34 s: the shortest ones ended within the run.
+    trips = conn.execute("SELECT count(*), min(exit_ts - entry_ts), max(exit_ts) <= now()"
+                         " FROM metro.trips").fetchone()
+    assert trips[0] > 0 and trips[1].total_seconds() >= 1.5 and trips[2] is True
+    assert re.search(r"^riders still on board at the end: \d+; their exits fall after the run, "
+                     r"because rides take 1\.5 to 34\.4 s \(data/line\.csv's times / 60\)$",
+                     out, re.M), out
+
+
+def test_too_few_cards_are_said_and_honest_riders_never_look_like_fraud(conn, loaded, db,
+                                                                         monkeypatch, capsys):
+    """40 cards at 100 entries/s: every card enters at most 5 times an hour, never twice
+    in a second and never while on board; the rest is skipped, and a second run counts the
+    first one's entries."""
+    monkeypatch.setenv("METRO_DATABASE_URL", db)
+    args = ["riders", "--rate", "100", "--duration", "3", "--cards", "40", "--fraud-ratio", "0",
+            "--unknown-share", "0", "--seed", "5", "--display-interval", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert ("warning: too few cards: an honest card may enter 5 times in 3600 s before a fraud"
+            " rule flags it, so 40 cards carry 200 entries, and the run at 100 honest"
+            " entries/s needs 300: entries with no card left are skipped (use --cards 60 or"
+            " more, or a lower --rate)") in " ".join(out.split())
+    entries, fraud, future = card_event_counts(conn)
+    skipped = re.search(r"^honest entries skipped: (\d+), for want of a card that no fraud "
+                        r"rule would flag \(each may enter 5 times in 3600 s, none while on "
+                        r"board\): use more --cards or a lower --rate$", out, re.M)
+    assert skipped, out
+    assert (entries + int(skipped.group(1)), fraud, future) == (300, 0, 0)
+    per_card = conn.execute("SELECT max(n) FROM (SELECT count(*) n FROM metro.card_events"
+                            " WHERE activity_code = 1 GROUP BY card_id) c").fetchone()[0]
+    assert per_card <= 5
+
+    assert main(args) == 0
+    capsys.readouterr()
+    entries_after, fraud, future = card_event_counts(conn)
+    assert (fraud, future) == (0, 0)
+    assert entries_after - entries < 300

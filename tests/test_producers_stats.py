@@ -80,25 +80,62 @@ def test_intervals_roll_up_into_the_summary():
     stats.completed(entry, Outcome.of_decision(True, "Remaining Balance: 12.50"), 0.002, True)
     stats.completed(exit_, Outcome.of_decision(True, "Exit recorded"), 0.004, False)
     line = stats.roll(1.0, 1.0)
-    assert "2.0 calls/s (entries 1.0/s, target 2/s)" in line
+    assert line.startswith("[   1.0 s] last 1.0 s: 2.0 calls/s (entries 1.0/s, target 2/s),"
+                           " p50 2.00 ms, p95 4.00 ms, p99 4.00 ms; accepted 2, rejected 0,"
+                           " fraud 0, errors 0\n")
     assert "behind schedule: 1 of 2 calls sent more than 50 ms late (up to 200 ms)" in line
     stats.completed(entry, Outcome.of_decision(False, "Fraudulent transaction"), 0.001, True)
     stats.completed(entry, Outcome.error("connection lost"), 0.003, True)
+    stats.completed(entry, Outcome.of_decision(False, "Card Disabled"), 0.001, True)
+    stats.completed(entry, Outcome.of_decision(False, "Card Invalid"), 0.001, True)
+    stats.completed(entry, Outcome.of_decision(False, "Card Disabled"), 0.001, True)
     stats.roll(1.0, 2.0)
     summary = stats.summary(2.0)
-    assert summary["outcomes"] == {"accepted": 2, "rejected": 0, "fraud": 1, "errors": 1}
+    assert summary["outcomes"] == {"accepted": 2, "rejected": 3, "fraud": 1, "errors": 1}
     assert summary["by_call"] == {
-        "entry": {"accepted": 1, "rejected": 0, "fraud": 1, "errors": 1},
+        "entry": {"accepted": 1, "rejected": 3, "fraud": 1, "errors": 1},
         "exit": {"accepted": 1, "rejected": 0, "fraud": 0, "errors": 0}}
-    assert summary["messages"] == {"Remaining Balance": 1, "Exit recorded": 1,
-                                   "Fraudulent transaction": 1, "connection lost": 1}
-    assert summary["latency_ms"]["p50"] == 2.0
+    assert summary["messages"] == {"Card Disabled": 2, "Remaining Balance": 1,
+                                   "Exit recorded": 1, "Fraudulent transaction": 1,
+                                   "connection lost": 1, "Card Invalid": 1}
+    assert summary["reasons"] == {
+        "entry": {"accepted": {"Remaining Balance": 1},
+                  "rejected": {"Card Disabled": 2, "Card Invalid": 1},
+                  "fraud": {"Fraudulent transaction": 1}, "errors": {"connection lost": 1}},
+        "exit": {"accepted": {"Exit recorded": 1}}}
+    assert summary["latency_ms"]["p50"] == 1.0
     assert summary["latency_ms"]["max"] == 4.0
-    assert summary["achieved_rate"] == 1.5
+    assert summary["achieved_rate"] == 3.0
+    assert summary["worst_interval"] == {"p99_ms": 4.0, "ended_at_s": 1.0, "seconds": 1.0}
     assert (summary["sent_on_time"], summary["rate_kept"]) == (False, False)
-    text = format_summary("riders", summary)
-    assert "NOT kept: the producer fell behind (1 of 2 calls sent more than 50 ms late" in text
-    assert "total         2         0      1       1" in text
+    text = format_summary("riders", summary).splitlines()
+    assert text[1].startswith("entries: 3.0/s achieved, target 2/s: NOT kept: the producer fell"
+                              " behind (1 of 2 calls sent more than 50 ms late")
+    assert text[3:14] == [
+        "call   accepted  rejected  fraud  errors",
+        "-----  --------  --------  -----  ------",
+        "entry         1         3      1       1",
+        "exit          1         0      0       0",
+        "total         2         3      1       1",
+        "",
+        "call   outcome   message                 count",
+        "-----  --------  ----------------------  -----",
+        "entry  accepted  Remaining Balance           1",
+        "entry  rejected  Card Disabled               2",
+        "entry  rejected  Card Invalid                1"]
+    assert text[14:17] == ["entry  fraud     Fraudulent transaction      1",
+                           "entry  errors    connection lost             1",
+                           "exit   accepted  Exit recorded               1"]
+
+
+def test_through_kafka_an_answer_counts_as_published():
+    stats = Stats(target_rate=None, target_label="calls", published=True)
+    stats.completed(Entry(0.0, datetime.now(UTC), 1, 1),
+                    Outcome.of_decision(True, "published to RECHARGE"), 0.001, True)
+    assert stats.roll(2.0, 2.0).endswith("; published 1, errors 0")
+    text = format_summary("recharges", stats.summary(2.0)).splitlines()
+    assert text[3:7] == ["call   published  errors", "-----  ---------  ------",
+                         "entry          1       0", "total          1       0"]
 
 
 def test_outcome_of_a_decision():
