@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from metro import config, database, schema
+from metro import config, database, kafka_clients, schema
 from metro.errors import MetroError
 from metro.topics import streams
 
@@ -150,17 +150,6 @@ class ScreenLog(logging.Handler):
                 logger.propagate = propagate
 
 
-def install_views(dsn: str) -> bool:
-    """Apply sql/dashboard_views.sql when the schema install has not (it is not in a
-    migration yet); whether it was applied."""
-    with database.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT to_regclass('metro.dashboard_seconds')").fetchone()
-        if row is None or row[0] is not None:
-            return False
-        conn.execute((config.SQL_DIR / "dashboard_views.sql").read_text())
-    return True
-
-
 class Dashboard:
     """The dashboard of app/web (metro dashboard) on a thread, on 127.0.0.1: the wanted port,
     or the next free one. It reads as metro_reader, like `metro dashboard`."""
@@ -168,11 +157,9 @@ class Dashboard:
     def __init__(self, dsn: str, kafka: str | None, port: int | None) -> None:
         import uvicorn  # the web stack is imported only when the dashboard runs
 
-        from . import topics
         from .web import server
 
-        topics.quiet_kafka_logging()
-        self.installed_views = install_views(dsn)
+        kafka_clients.quiet_kafka_logging()
         server.check_database(dsn)
         self.wanted = port or DASHBOARD_PORT
         self.sock, self.port = self._bind(server, self.wanted)
@@ -248,9 +235,6 @@ def start_dashboard(dsn: str, options: DemoOptions, outbound: Outbound) -> Dashb
     except MetroError as error:
         say(f"dashboard: not started: {error}")
         return None
-    if dashboard.installed_views:
-        say("dashboard: installed its views (sql/dashboard_views.sql), which `metro install` "
-            "does not install yet")
     if dashboard.port != dashboard.wanted:
         say(f"dashboard: port {dashboard.wanted} is in use; using {dashboard.port} instead")
     dashboard.start()

@@ -32,8 +32,6 @@ from .outbound import DeliveryFailed, Forwarder, Stopped, new_producer
 
 log = logging.getLogger("metro.bridge")
 
-log = logging.getLogger("metro.bridge")
-
 CHANNEL = "metro_bridge"
 # Advisory locks (int, int), per database: 'mtrb', 1 is the lease; 'mtrb', 2 is
 # held while the bridge sleeps, telling writers to NOTIFY (procedures/07_bridge.sql).

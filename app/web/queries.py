@@ -1,6 +1,6 @@
 """Every query the dashboard sends, and the snapshot the page shows.
 
-The dashboard reads as metro_reader, through the views of sql/dashboard_views.sql,
+The dashboard reads as metro_reader, through the dashboard_* views of sql/views.sql,
 metro.bridge_lag() and the bridge's own tables. One snapshot is a fixed number of
 indexed queries over time windows ending at now(); none scans card_events or the
 whole history. Only `totals` (for /metrics) reads everything retained.
@@ -22,8 +22,8 @@ from metro import config
 
 READER_ROLE = "metro_reader"
 
-# The views the dashboard needs; a missing one means sql/dashboard_views.sql is
-# not installed.
+# The views the dashboard needs; a missing one means the schema predates them
+# (metro install upgrades it).
 VIEWS = ("dashboard_seconds", "dashboard_stations", "dashboard_trains", "dashboard_fraud_feed",
          "dashboard_payments", "dashboard_totals")
 
