@@ -75,7 +75,8 @@ def test_stream_rows_go_to_the_file_once_each(db, conn, stations, tmp_path):
     assert conn.execute("SELECT stream, delivered FROM metro.bridge_cursors"
                         " WHERE stream IN ('fraud', 'card_alert_export', 'trips') ORDER BY stream"
                         ).fetchall() == [("card_alert_export", 1), ("fraud", 1), ("trips", 1)]
-    assert "forwarding fraud, card_alert_export, trips" in bridge.messages[0]
+    assert ("forwarding card_alert_export, fraud, transaction_decisions, trips"
+            in bridge.messages[0])
     assert f" to {path}" in bridge.messages[0]
     assert "consuming" not in bridge.messages[0]
 

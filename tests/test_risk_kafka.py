@@ -41,13 +41,13 @@ def payment(transaction_id: str, account_id: int, amount: str) -> bytes:
 
 def test_payment_values_accepted():
     ts = parse_payment(b"p-1,7,5000.01,2026-11-02T08:00:00Z").ts
-    assert parse_payment(payment("p-1", 7, "5000.01")) == Payment("p-1", 7, Decimal("5000.01"),
-                                                                  ts)
+    assert parse_payment(payment("p-1", 7, "5000.01")) == Payment(
+        "p-1", "7", Decimal("5000.01"), ts)
     assert parse_payment(b'{"transaction_id": 12, "account_id": "7", "amount": "10000.00"}') == (
-        Payment("12", 7, Decimal("10000.00"), None))
+        Payment("12", "7", Decimal("10000.00"), None))
     assert parse_payment(b'{"transaction_id": "p", "account_id": 7, "amount": 1e4,'
-                         b' "ts": 1793606400000000}') == Payment("p", 7, Decimal("1E+4"), ts)
-    assert call_for("transaction_topic", b"p-2,7,0.10")[1] == ("p-2", 7, Decimal("0.10"), None)
+                         b' "ts": 1793606400000000}') == Payment("p", "7", Decimal("1E+4"), ts)
+    assert call_for("transaction_topic", b"p-2,7,0.10")[1] == ("p-2", "7", Decimal("0.10"), None)
 
 
 @pytest.mark.parametrize(("value", "reason"), [
@@ -61,9 +61,9 @@ def test_payment_values_accepted():
     (b'{"transaction_id": ["p"], "account_id": 7, "amount": 1}',
      "transaction_id must be a string or an integer, got ['p']"),
     (b'{"transaction_id": "p", "account_id": 7.5, "amount": 1}',
-     "account_id must be an integer, got Decimal('7.5')"),
+     "account_id must be a string or an integer, got 7.5"),
     (b'{"transaction_id": "p", "account_id": 7, "amount": 1, "timestamp": "today"}',
-     "timestamp 'today' is neither ISO 8601 nor epoch microseconds"),
+     "timestamp 'today' is neither ISO 8601 nor an epoch number"),
     (b"p,7",
      "expected 3 or 4 comma-separated fields (transaction_id,account_id,amount,ts), got 2"),
 ])
@@ -156,7 +156,7 @@ def test_malformed_payments_go_to_dead_letters_and_do_not_block(db, conn, risk_t
         (offsets[0], "JSON object lacks amount"),
         (offsets[1], "MT003 Transaction amount must be positive, below 1,000,000,000,000, with"
                      " at most two decimals: 0.001"),
-        (offsets[2], "MT007 Invalid transaction_id: ''"),
+        (offsets[2], "JSON object lacks transaction_id"),
         (offsets[3], "expected 3 or 4 comma-separated fields (transaction_id,account_id,amount,"
                      "ts), got 1"),
     ]
@@ -177,7 +177,7 @@ def test_producers_via_kafka_deliver_what_the_bridge_applies(db, conn, stations,
                  "--seed", "3", *via]) == 0
     assert main(["payments", "--rate", "50", "--duration", "2", "--seed", "5", *via]) == 0
     out = capsys.readouterr().out
-    assert "trains: 2 trains on 15 stations, speedup 600x for 2 s, csv messages to Kafka at" in out
+    assert "trains: 2 trains on 15 stations, speedup 600x; for 2 s; csv messages to Kafka" in out
     sent = [int(line.split()[1]) for line in out.splitlines()
             if line.startswith(("trains: ", "recharges: ", "payments: ")) and " calls in " in line]
     trains, recharges, payments = sent
