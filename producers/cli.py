@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     trains.add_argument("--trains", type=_positive(int), default=8, metavar="N",
                         help="trains 1..N (default %(default)s)")
     trains.add_argument("--speedup", type=_positive(float), default=1.0, metavar="X",
-                        help="simulated seconds per second: trains move X times faster and, "
-                             "above 1, their timestamps run ahead of the real clock "
+                        help="travel and dwell times divided by X, so trains move X times "
+                             "faster; their timestamps stay on the real clock "
                              "(default %(default)g)")
     trains.add_argument("--line", type=Path, default=line.LINE_CSV, metavar="CSV",
                         help="line timing (default data/line.csv)")

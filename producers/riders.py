@@ -191,10 +191,6 @@ class Riders(Simulation):
             self.timeline.add_stream(
                 self._clone_bursts(rate * fraud_ratio, itertools.cycle(clones)))
 
-    def sim_ts(self, due: float) -> datetime:
-        """The real clock: a speed-up shortens rides, it never moves timestamps ahead."""
-        return self.start_ts + timedelta(seconds=due)
-
     def ride(self, origin: int, destination: int) -> float:
         """Seconds on board: the line's time divided by the speed-up, a second at least."""
         return max(MIN_RIDE, self.line.ride_seconds(origin, destination) / self.speedup)

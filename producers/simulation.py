@@ -10,7 +10,8 @@ from .timeline import Timeline
 
 class Simulation:
     """Base of the simulators: events are scheduled on `timeline` in wall-clock seconds
-    after the start; the simulated clock runs `speedup` times faster from `start_ts`."""
+    after the start and stamped on the real clock from `start_ts`; `speedup` shortens the
+    simulated durations (travel, dwell, rides), never moving a timestamp ahead of now."""
 
     name = "simulation"
     target_rate: float | None = None  # offered rate of the main stream, events per second
@@ -24,7 +25,7 @@ class Simulation:
         self.timeline = Timeline(horizon)
 
     def sim_ts(self, due: float) -> datetime:
-        return self.start_ts + timedelta(seconds=due * self.speedup)
+        return self.start_ts + timedelta(seconds=due)
 
     def counts_toward_target(self, event: Event) -> bool:
         """Whether the event belongs to the stream that target_rate describes."""

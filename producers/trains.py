@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from .events import TrainMove
 from .line import Line
@@ -53,6 +53,5 @@ class Trains(Simulation):
     def _train(self, train_id: int, phase: int) -> Iterator[TrainMove]:
         for seconds, station, activity in movements(self.line):
             if seconds >= phase:
-                offset = seconds - phase
-                yield TrainMove(offset / self.speedup, self.start_ts + timedelta(seconds=offset),
-                                train_id, station, activity)
+                due = (seconds - phase) / self.speedup
+                yield TrainMove(due, self.sim_ts(due), train_id, station, activity)

@@ -102,13 +102,13 @@ def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, ca
     # Cloned cards were caught, and only they: an honest card is used once in this run.
     # The seed fixes the 5 bursts (cards, stations, spacing); the clock starts at now(), so
     # where a burst's swipes fall within their seconds, and so how many the same-second
-    # rule catches (3 or 4 of 6), is worked out from the recorded times, by the rules.
+    # rule catches, is worked out from the recorded times, by the rules.
     bursts = conn.execute(
         "SELECT card_id, count(*), count(DISTINCT station_id) FROM metro.card_events"
         " WHERE activity_code = 1 GROUP BY card_id HAVING count(*) > 1").fetchall()
-    assert sorted(count for _, count, _ in bursts) == [6] * 5
-    assert all(stations == 6 for _, _, stations in bursts)
-    assert fraud == expected_fraud(conn) and 5 * 3 <= fraud <= 5 * 4
+    assert sorted(count for _, count, _ in bursts) == [2, 3, 5, 6, 6]
+    assert all(stations == count for _, count, stations in bursts)
+    assert fraud == expected_fraud(conn) and fraud > 0
     assert conn.execute("SELECT count(*) FROM metro.fraud").fetchone() == (fraud,)
     caught = conn.execute(
         "SELECT f.card_id, count(DISTINCT e.station_id) FROM metro.fraud f"
