@@ -82,8 +82,9 @@ def _exec_psql(dsn: str, psql_args: list[str]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    # The benchmarks are their own program (python -m metro.bench), above the services.
-    command = [sys.executable, "-m", "metro.bench", *(["--quick"] if args.quick else []),
+    # The benchmarks are their own program (python -m metro.bench), above the applications.
+    command = [sys.executable, "-m", "metro.bench", "--prog", "metro bench",
+               *(["--quick"] if args.quick else []), *(["--smoke"] if args.smoke else []),
                *(["--only", args.only] if args.only else [])]
     return subprocess.run(command, check=False).returncode
 
@@ -118,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run every benchmark: one markdown table and "
                                          "bench/results/suite.json (python -m bench)")
     bench.add_argument("--quick", action="store_true", help="short runs, for a first look")
-    bench.add_argument("--only", default="", help="comma-separated benchmark names")
+    bench.add_argument("--smoke", action="store_true",
+                       help="every benchmark at a tiny size: proves they work, gives no figures")
+    bench.add_argument("--only", default="", metavar="NAMES",
+                       help="comma-separated benchmark names (metro bench --only x lists them)")
     bench.set_defaults(func=cmd_bench)
 
     kafka_broker.add_parser(sub)

@@ -69,17 +69,24 @@ def table_rows(name: str, summary: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metro.bench", description=__doc__,
+    names = [name for name, _, _ in BENCHMARKS]
+    argv = sys.argv[1:] if argv is None else argv
+    # `metro bench` runs this program and passes the name the user typed (--prog).
+    prog = argv[argv.index("--prog") + 1] if "--prog" in argv[:-1] else "python -m metro.bench"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs, for a first look")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny runs that prove every benchmark works (no figures)")
-    parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument("--only", default="", metavar="NAMES",
+                        help=f"comma-separated benchmark names, from: {', '.join(names)}")
+    parser.add_argument("--prog", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = chosen - {name for name, _, _ in BENCHMARKS}
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; "
+                     f"valid names: {', '.join(names)}")
 
     rows: list[list[str]] = []
     runs: dict[str, Any] = {}
