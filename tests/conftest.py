@@ -1,4 +1,7 @@
-"""Real PostgreSQL for every test: the schema is installed once per session into a
+"""Tests by what they need: unit/ (nothing), database/ (a real PostgreSQL), kafka/ (a
+real Kafka broker as well, marked `kafka`), e2e/ (whole commands as a user runs them).
+
+Real PostgreSQL for every test: the schema is installed once per session into a
 template database (through alembic, as `metro install` does), and each test gets
 its own copy made with CREATE DATABASE ... TEMPLATE.
 
@@ -111,3 +114,11 @@ def empty_db(server_dsn):
         for name in created:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the session's Kafka broker: `pytest -m "not kafka"` runs
+    the rest without Java; `make test` runs them all."""
+    for item in items:
+        if "kafka_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)

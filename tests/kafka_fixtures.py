@@ -9,6 +9,7 @@ bridges are told to skip what earlier tests left on the inbound topics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from metro.app.kafka_broker import KafkaBroker, free_port_pair
 
@@ -271,3 +273,24 @@ def start_sasl_broker(home: Path) -> KafkaBroker:
     finally:
         admin.close()
     return broker
+
+
+# transaction_topic has two partitions, so its offsets are kept per partition too.
+RISK_TOPICS = {"transaction_topic": 2, "transaction_decisions": 1}
+
+
+@pytest.fixture
+def risk_topics(kafka: str) -> str:
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        for name, partitions in RISK_TOPICS.items():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+    return kafka
+
+
+def payment(transaction_id: str, account_id: int, amount: str) -> bytes:
+    return (f'{{"transaction_id": "{transaction_id}", "account_id": {account_id},'
+            f' "amount": {amount}, "timestamp": "2026-11-02T08:00:00Z"}}').encode()

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_risk_kafka import risk_topics  # noqa: F401 (a fixture)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # name, whether it needs the session's Kafka broker
 BENCHMARKS = [("validate_entry", False), ("history_size", False), ("loader", False),
               ("producers", False), ("bridge", True), ("risk", True)]

@@ -16,7 +16,7 @@ from test_install import schema_dump
 
 from metro import config, schema
 
-INSTALLED_0004 = Path(__file__).with_name("schema_0004_installed_at_1486912.sql")
+INSTALLED_0004 = Path(__file__).parents[1] / "schema_0004_installed_at_1486912.sql"
 
 # Rows that must survive every upgrade: table -> columns present at every revision
 # that has the table, in a stable order.

@@ -7,7 +7,7 @@ runs the wrong way fails here the day it is written."""
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LAYER = {"bench": 4, "app": 3, "bridge": 2, "loader": 2, "producers": 2, "worker": 2,
          "metro": 1, "migrations": 1}
 CORE = 1

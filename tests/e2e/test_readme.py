@@ -8,7 +8,7 @@ from commands import run_metro
 
 def sql_block(section: str) -> str:
     """The first ```sql block after the README heading `section`."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     return text.split(f"\n{section}\n", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
 
 

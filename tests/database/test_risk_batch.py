@@ -12,8 +12,7 @@ from factories import at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
-from kafka_fixtures import skip_inbound_backlog, wait_until
-from test_risk_kafka import payment, risk_topics  # noqa: F401 (a fixture)
+from kafka_fixtures import payment, skip_inbound_backlog, wait_until
 
 from metro.bridge.inbound import apply_records
 

@@ -4,39 +4,15 @@ dead-lettered; and the producers' Kafka sink delivering trains, recharges and pa
 
 from __future__ import annotations
 
-import contextlib
 import json
 from decimal import Decimal
 
 import pytest
 from factories import add_card, balance
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
-from kafka_fixtures import skip_inbound_backlog, wait_until
+from kafka_fixtures import payment, skip_inbound_backlog, wait_until
 
 from metro.bridge.messages import InvalidMessage, Payment, call_for, parse_payment
 from metro.producers.cli import main
-
-# transaction_topic has two partitions, so its offsets are kept per partition too.
-RISK_TOPICS = {"transaction_topic": 2, "transaction_decisions": 1}
-
-
-@pytest.fixture
-def risk_topics(kafka: str) -> str:
-    admin = KafkaAdminClient(bootstrap_servers=kafka)
-    try:
-        for name, partitions in RISK_TOPICS.items():
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        admin.close()
-    return kafka
-
-
-def payment(transaction_id: str, account_id: int, amount: str) -> bytes:
-    return (f'{{"transaction_id": "{transaction_id}", "account_id": {account_id},'
-            f' "amount": {amount}, "timestamp": "2026-11-02T08:00:00Z"}}').encode()
 
 
 def test_payment_values_accepted():

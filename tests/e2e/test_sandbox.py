@@ -25,7 +25,7 @@ def test_walkthrough_in_a_sandbox_after_the_demo_loaded_its_data(db, stations, c
         result = subprocess.run(
             [*METRO, "sandbox", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "|"],
             input=script, capture_output=True, text=True, timeout=120,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
             env={**os.environ, "METRO_DATABASE_URL": db})
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from test_loader import rows, run  # noqa: F401 - fixtures
 
-VOLTDB = Path(__file__).resolve().parent / "data" / "voltdb"
+VOLTDB = Path(__file__).resolve().parents[1] / "data" / "voltdb"
 
 
 def test_voltdb_s_files_load_completely(run, conn):
