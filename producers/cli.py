@@ -160,8 +160,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def wrap(text: str) -> str:
-    """One paragraph, broken between words at the terminal's width (80 off a terminal),
-    continuation lines indented."""
+    """One paragraph, broken between words at the terminal's width, continuation lines
+    indented; off a terminal one line, as logs and grep want it."""
+    if not sys.stdout.isatty():
+        return text
     width = shutil.get_terminal_size((80, 24)).columns
     return textwrap.fill(text, width=max(40, width - 1), subsequent_indent="  ",
                          break_long_words=False, break_on_hyphens=False)

@@ -36,5 +36,5 @@ def test_payments_direct_are_decided_once_each(conn, db, monkeypatch, capsys, tm
     assert recorded == (200, outcomes["rejected"], 200)
     assert outcomes["rejected"] > 0 and outcomes["accepted"] > 0
     assert summary["messages"]["Approved"] == outcomes["accepted"]
-    assert "payments: 200 payments/s over accounts 1..50 for 1 s, pipeline mode" in (
-        capsys.readouterr().out)
+    assert ("payments: 200 payments/s over accounts 1..50; for 1 s; pipeline mode over 4"
+            " connections" in capsys.readouterr().out)
