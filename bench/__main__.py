@@ -33,6 +33,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bridge", [], ["--rows", "20000", "--seconds", "3"]),
     ("producers", [], ["--seconds", "3"]),
     ("risk", [], ["--payments", "5000"]),
+    ("dashboard", [], ["--seconds", "5"]),
 ]
 COLUMNS = ["benchmark", "workload", "parameters", "setup", "median (range, runs)", "p50 ms",
            "p95 ms", "p99 ms", "ratio", "ratio of", "target", "met"]

@@ -44,7 +44,7 @@ from .common import (
 
 TARGETS = {"clean": 300_000, "1% bad": 100_000, "1% bad, PostgreSQL < 17 path": 100_000}
 # The loader as a server without COPY ON_ERROR sees it.
-_WITHOUT_ON_ERROR = ("from loader import cli, copying; copying.ON_ERROR_FROM = 10**9; "
+_WITHOUT_ON_ERROR = ("from metro.loader import cli, copying; copying.ON_ERROR_FROM = 10**9; "
                      "raise SystemExit(cli.main())")
 _BAD_KINDS = ("text in a number column", "bad timestamp", "CHECK violation",
               "duplicate key", "wrong column count")

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from metro import database, schema
+from metro import config, database, schema
 
 from ..app.sample_data import load_reference_data
 
@@ -40,8 +40,7 @@ SMOKE_SUFFIX = "_smoke"
 
 def results_dir() -> Path:
     """Where the JSON goes: METRO_BENCH_RESULTS, or bench/results."""
-    configured = os.environ.get("METRO_BENCH_RESULTS")
-    return Path(configured) if configured else RESULTS_DIR
+    return config.bench_results_dir() or RESULTS_DIR
 
 
 class CheckFailed(SystemExit):
@@ -157,7 +156,7 @@ def write_json(name: str, results: dict[str, Any], smoke: bool = False) -> Path:
     """Write results with the machine they were measured on to bench/results/<name>.json
     (a smoke run's to bench/results/smoke/, unless METRO_BENCH_RESULTS says where)."""
     directory = results_dir()
-    if smoke and not os.environ.get("METRO_BENCH_RESULTS"):
+    if smoke and config.bench_results_dir() is None:
         directory = directory / "smoke"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"

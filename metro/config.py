@@ -114,3 +114,10 @@ def kafka_config_file() -> Path | None:
     """
     value = _get("METRO_KAFKA_CONFIG")
     return Path(value).expanduser().resolve() if value else None
+
+
+def bench_results_dir() -> Path | None:
+    """Where the benchmarks write their JSON: METRO_BENCH_RESULTS, else None (their own
+    results folder)."""
+    value = _get("METRO_BENCH_RESULTS")
+    return Path(value) if value else None

@@ -21,4 +21,4 @@ def test_metro_bench_names_the_benchmarks_it_knows():
     assert result.stderr.splitlines() == [
         "usage: metro bench [-h] [--quick] [--smoke] [--only NAMES]",
         "metro bench: error: unknown benchmark(s): foo; valid names: validate_entry, "
-        "history_size, loader, bridge, producers, risk"]
+        "history_size, loader, bridge, producers, risk, dashboard"]
