@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from typing import Any
+
+from metro import config
 
 from .common import print_table, results_dir, write_json
 
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if chosen and name not in chosen:
             continue
         print(f"\n=== {name} ===", flush=True)
-        path = results_dir() / ("smoke" if args.smoke and "METRO_BENCH_RESULTS" not in
-                                os.environ else "") / f"{name}.json"
+        smoke_dir = args.smoke and config.bench_results_dir() is None
+        path = results_dir() / ("smoke" if smoke_dir else "") / f"{name}.json"
         path.unlink(missing_ok=True)  # an older run's file is not this run's result
         started = time.monotonic()
         extra = ["--smoke"] if args.smoke else quick if args.quick else full

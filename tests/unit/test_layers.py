@@ -62,3 +62,18 @@ def test_the_check_sees_an_import_that_runs_up(tmp_path):
     sample.write_text("from ..app import demo\nfrom metro.bridge import runner\n")
     assert imports(sample, "loader") == ["metro.app", "metro.bridge"]
     assert [package_of(name) for name in imports(sample, "loader")] == ["app", "bridge"]
+
+
+def test_only_the_configuration_module_reads_the_environment():
+    readers = []
+    for package, path in files():
+        if path == ROOT / "metro" / "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+                    and isinstance(node.value, ast.Name) and node.value.id == "os"):
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    # Passing the environment on to a child process is not reading it.
+    allowed = {"bench/bench_bridge.py", "bench/bench_loader.py", "bench/bench_risk.py",
+               "bench/pgbench.py", "bench/bench_dashboard.py"}
+    assert [r for r in readers if r.split(":")[0] not in allowed] == []
