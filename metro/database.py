@@ -6,6 +6,8 @@ otherwise the embedded server under METRO_HOME is started on demand.
 
 from __future__ import annotations
 
+import sys
+
 import psycopg
 
 from metro import config
@@ -33,6 +35,10 @@ def conninfo(start: bool = True) -> str:
                 f"({_one_line(error)}); example: postgresql://user@host:5432/dbname") from None
         return external
     server = embedded_server()
+    if start and not server.running():
+        # Said once, on stderr: a command that starts a server should not do so silently.
+        print(f"starting the embedded PostgreSQL (data {server.pgdata}; `metro db stop` "
+              "stops it)", file=sys.stderr, flush=True)
     if start:
         server.start()
     return server.conninfo()

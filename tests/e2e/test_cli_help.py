@@ -22,3 +22,16 @@ def test_metro_bench_names_the_benchmarks_it_knows():
         "usage: metro bench [-h] [--quick] [--smoke] [--only NAMES]",
         "metro bench: error: unknown benchmark(s): foo; valid names: validate_entry, "
         "history_size, loader, bridge, producers, risk, dashboard"]
+
+
+def test_a_command_that_starts_the_embedded_server_says_so(tmp_path):
+    home = tmp_path / "home"
+    try:
+        first = run_metro("psql", "-X", "-A", "-t", "-c", "SELECT 1", home=home)
+        assert (first.returncode, first.stdout) == (0, "1\n")
+        assert first.stderr == (f"starting the embedded PostgreSQL (data {home}/pgdata;"
+                                " `metro db stop` stops it)\n")
+        again = run_metro("psql", "-X", "-A", "-t", "-c", "SELECT 1", home=home)
+        assert (again.stdout, again.stderr) == ("1\n", "")
+    finally:
+        run_metro("db", "stop", home=home)
