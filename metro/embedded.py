@@ -130,7 +130,7 @@ class EmbeddedServer:
                 conf.write(f"{name} = {value}\n")
 
     def _write_access_rules(self) -> None:
-        """Only the owner of METRO_HOME may connect, as the superuser: peer authentication
+        """Only the owner of METRO_HOME may connect, as any role: peer authentication
         over the Unix socket (in a directory only the server's user can enter), with a map
         from the owner's OS user name. Written on every start, so older data directories
         that trusted every local user are closed too."""
@@ -140,9 +140,11 @@ class EmbeddedServer:
         (self.pgdata / "pg_hba.conf").write_text(
             "# Written by metro on every start; edits are overwritten.\n"
             "local all all peer map=metro\n")
+        # "all": the owner may log in as any role (the roles metro_app, metro_reader ...
+        # are tried that way), no one else as any.
         (self.pgdata / "pg_ident.conf").write_text(
-            "# Written by metro on every start: OS users that may connect as "
-            f"{SUPERUSER}.\n" + "".join(f"metro {user} {SUPERUSER}\n" for user in users))
+            "# Written by metro on every start: OS users that may connect, as any role.\n"
+            + "".join(f"metro {user} all\n" for user in users))
         if server is not None:
             for name in ("pg_hba.conf", "pg_ident.conf"):
                 os.chown(self.pgdata / name, server.pw_uid, server.pw_gid)

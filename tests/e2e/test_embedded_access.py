@@ -31,6 +31,13 @@ def server(tmp_path):
 
 def test_only_the_owner_connects(server):
     assert psql_as("root", server).stdout == "postgres\n"
+    # The owner may log in as another role (a role that may only call the functions).
+    subprocess.run([str(bin_dir() / "psql"), "-X", "-d", server.conninfo(), "-c",
+                    "CREATE ROLE turnstile LOGIN"], check=True, capture_output=True)
+    as_turnstile = subprocess.run(
+        [str(bin_dir() / "psql"), "-X", "-A", "-t", "-d", server.conninfo() + " user=turnstile",
+         "-c", "SELECT current_user"], capture_output=True, text=True, timeout=30)
+    assert as_turnstile.stdout == "turnstile\n", as_turnstile.stderr
     refused = psql_as("nobody", server)
     assert refused.returncode == 2
     assert "Permission denied" in refused.stderr
