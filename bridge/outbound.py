@@ -6,6 +6,13 @@ waits until Kafka acknowledged all of them (acks=all, idempotent producer) and
 then records the new cursors in one transaction (metro.bridge_ack). A crash
 anywhere before that transaction means the batch is sent again: at least once,
 with the position header to tell duplicates apart.
+
+A row Kafka refuses for what it is (larger than a message may be, invalid) is
+set aside in metro.bridge_outbound_dead_letters in the same transaction that
+moves its stream's cursor past it: one bad row never stops its stream. Rows
+larger than MAX_MESSAGE_BYTES are not even sent. Any other failure (Kafka
+unavailable, timed out) holds back only the streams whose rows failed; the
+others are acknowledged first.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 import psycopg
 from kafka import KafkaProducer
+from kafka import errors as kafka_errors
 from kafka.errors import KafkaTimeoutError
 
 from metro.topics import POSITION_HEADER, Stream, streams
@@ -27,6 +35,16 @@ FLUSH_SLICE_SECONDS = 0.5
 # every SLOW_ACK_REPEAT seconds); the batch is still in the producer's hands.
 SLOW_ACK_SECONDS = 3.0
 SLOW_ACK_REPEAT = 10.0
+# The largest message (key, value and headers) sent: a broker refuses messages
+# above message.max.bytes (1,048,588 by default, with the batch overhead).
+MAX_MESSAGE_BYTES = 1_000_000
+# Errors about the record itself: sending it again cannot succeed.
+REFUSED_RECORD_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(kafka_errors, name) for name in (
+        "MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError",
+        "CorruptRecordError", "CorruptRecordException", "InvalidTimestampError",
+        "RecordListTooLargeError")
+    if isinstance(getattr(kafka_errors, name, None), type))
 
 
 class DeliveryFailed(Exception):
@@ -51,16 +69,29 @@ class Batch:
     stream: Stream
     last_txid: str
     last_position: int
+    # (row_txid, position, key, value) of every row read, and the future of each row sent
+    # (None: not sent, too large).
+    rows: list[tuple[str, int, str, str]] = field(default_factory=list)
     futures: list[Any] = field(default_factory=list)
+    # Rows set aside: (row_txid, position, key, value, reason).
+    refused: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    failure: str | None = None
+
+    @property
+    def delivered(self) -> int:
+        return len(self.rows) - len(self.refused)
 
 
 class Forwarder:
     """Moves stream rows to Kafka for a bridge that holds the lease on conn."""
 
     def __init__(self, conn: psycopg.Connection, producer: KafkaProducer, batch_size: int,
-                 stop: threading.Event, slow_acks: Callable[[float], None]) -> None:
+                 stop: threading.Event, slow_acks: Callable[[float], None],
+                 refused: Callable[[Stream, int, str], None] = lambda *_: None) -> None:
         self.conn = conn
         self.slow_acks = slow_acks
+        # Told of every row set aside as an outbound dead letter.
+        self.refused = refused
         self.producer = producer
         self.batch_size = batch_size
         self.stop = stop
@@ -82,10 +113,20 @@ class Forwarder:
         send = self.producer.send
         # With one partition there is nothing to hash: skip the producer's partitioner.
         partition = 0 if len(self.producer.partitions_for(stream.topic)) == 1 else None
-        futures = [send(stream.topic, key=key.encode(), value=value.encode(), partition=partition,
-                        headers=[(POSITION_HEADER, str(row_position).encode())])
-                   for _, row_position, key, value in rows]
-        return Batch(stream, rows[-1][0], rows[-1][1], futures)
+        batch = Batch(stream, rows[-1][0], rows[-1][1], rows)
+        for row_txid, row_position, key, value in rows:
+            key_bytes, value_bytes = key.encode(), value.encode()
+            header = str(row_position).encode()
+            size = len(key_bytes) + len(value_bytes) + len(POSITION_HEADER) + len(header)
+            if size > MAX_MESSAGE_BYTES:
+                batch.futures.append(None)
+                batch.refused.append((row_txid, row_position, key, value,
+                                      f"message of {size:,} bytes is larger than the"
+                                      f" {MAX_MESSAGE_BYTES:,} bytes the bridge sends"))
+                continue
+            batch.futures.append(send(stream.topic, key=key_bytes, value=value_bytes,
+                                      partition=partition, headers=[(POSITION_HEADER, header)]))
+        return batch
 
     def _await_acks(self, batches: list[Batch]) -> None:
         started = time.monotonic()
@@ -102,10 +143,17 @@ class Forwarder:
                     self.slow_acks(waited)
                     next_report += SLOW_ACK_REPEAT
         for batch in batches:
-            for future in batch.futures:
-                if future.failed():
-                    raise DeliveryFailed(f"Kafka did not acknowledge {batch.stream.topic}: "
-                                         f"{future.exception}")
+            for row, future in zip(batch.rows, batch.futures, strict=True):
+                if future is None or not future.failed():
+                    continue
+                if isinstance(future.exception, REFUSED_RECORD_ERRORS):
+                    row_txid, row_position, key, value = row
+                    batch.refused.append((row_txid, row_position, key, value,
+                                          f"Kafka refused the message: {type(future.exception).__name__}:"
+                                          f" {str(future.exception).strip()}"))
+                elif batch.failure is None:
+                    batch.failure = (f"Kafka did not acknowledge {batch.stream.topic}: "
+                                     f"{future.exception}")
 
     def held_back(self) -> bool:
         """Whether committed rows wait behind the commit horizon (an older transaction runs)."""
@@ -117,17 +165,29 @@ class Forwarder:
         return False
 
     def cycle(self) -> int:
-        """Forward one batch of every stream; the number of rows Kafka acknowledged."""
+        """Forward one batch of every stream; the number of rows Kafka acknowledged (or
+        that it refused and were set aside). Streams whose batch failed otherwise are not
+        acknowledged, and DeliveryFailed is raised once the others are."""
         batches = [batch for batch in map(self._send, self.streams) if batch is not None]
-        self.full = any(len(batch.futures) == self.batch_size for batch in batches)
+        self.full = any(len(batch.rows) == self.batch_size for batch in batches)
         if not batches:
             return 0
         self._await_acks(batches)
+        done = [batch for batch in batches if batch.failure is None]
         with self.conn.transaction():
-            for batch in batches:
+            for batch in done:
+                for row_txid, row_position, key, value, reason in batch.refused:
+                    self.conn.execute(
+                        "SELECT metro.bridge_outbound_dead_letter(%s, %s::xid8, %s, %s, %s, %s)",
+                        (batch.stream.table, row_txid, row_position, key, value, reason))
                 self.conn.execute("SELECT metro.bridge_ack(%s, %s::xid8, %s, %s)",
                                   (batch.stream.table, batch.last_txid, batch.last_position,
-                                   len(batch.futures)))
-        for batch in batches:
+                                   batch.delivered))
+        for batch in done:
             self.cursors[batch.stream.table] = (batch.last_txid, batch.last_position)
-        return sum(len(batch.futures) for batch in batches)
+            for _, row_position, _, _, reason in batch.refused:
+                self.refused(batch.stream, row_position, reason)
+        failed = [batch.failure for batch in batches if batch.failure is not None]
+        if failed:
+            raise DeliveryFailed("; ".join(failed))
+        return sum(len(batch.rows) for batch in done)

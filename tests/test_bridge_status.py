@@ -41,8 +41,10 @@ def test_status_of_a_bridge_that_cannot_reach_kafka(db, conn, start_bridge):
     assert re.fullmatch(rf"running: {socket.gethostname()}:{bridge.process.pid} holds the lease "
                         r"since \S+ \S+ \(heartbeat [\d.]+ s ago\)", lines[0])
     assert lines[1].startswith(f"last error: {error} (")
-    assert re.fullmatch(r"fraud +FRAUD +0 +3  2026-11-02 08:00:00 \(.*\) +-", lines[5]), lines
-    assert re.fullmatch(r"card_alert_export +CARD_ALERT_EXPORT +0 +0  - +-", lines[4]), lines
+    assert lines[2] == "commit horizon: no open transaction holds delivery back"
+    assert re.fullmatch(r"fraud +FRAUD +0 +3  2026-11-02 08:00:00 \(.*\) +-", lines[6]), lines
+    assert re.fullmatch(r"card_alert_export +CARD_ALERT_EXPORT +0 +0  - +-", lines[5]), lines
+    assert "outbound dead letters: 0" in lines
     assert lines[-2:] == ["(nothing consumed yet)", "dead letters: 0"]
 
     assert bridge.terminate() == 0
