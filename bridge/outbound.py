@@ -87,8 +87,11 @@ class Forwarder:
 
     def __init__(self, conn: psycopg.Connection, producer: KafkaProducer, batch_size: int,
                  stop: threading.Event, slow_acks: Callable[[float], None],
-                 refused: Callable[[Stream, int, str], None] = lambda *_: None) -> None:
+                 refused: Callable[[Stream, int, str], None] = lambda *_: None,
+                 new_producer: Callable[[], Any] | None = None) -> None:
         self.conn = conn
+        # Makes a producer in place of one a refused record left unusable (None: keep it).
+        self.new_producer = new_producer
         self.slow_acks = slow_acks
         # Told of every row set aside as an outbound dead letter.
         self.refused = refused
@@ -131,29 +134,66 @@ class Forwarder:
     def _await_acks(self, batches: list[Batch]) -> None:
         started = time.monotonic()
         next_report = SLOW_ACK_SECONDS
+        pending = [f for batch in batches for f in batch.futures if f is not None]
         while True:
             try:
                 self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
-                break
             except KafkaTimeoutError:
-                if self.stop.is_set():
-                    raise Stopped from None
-                waited = time.monotonic() - started
-                if waited >= next_report:
-                    self.slow_acks(waited)
-                    next_report += SLOW_ACK_REPEAT
+                pass
+            except kafka_errors.UnknownError:
+                # A batch the broker refused as too large is being split and sent again:
+                # its records' futures move to the new batches.
+                self.stop.wait(0.01)
+            pending = [f for f in pending if not f.is_done]
+            if not pending:
+                break
+            if self.stop.is_set():
+                raise Stopped from None
+            waited = time.monotonic() - started
+            if waited >= next_report:
+                self.slow_acks(waited)
+                next_report += SLOW_ACK_REPEAT
         for batch in batches:
             for row, future in zip(batch.rows, batch.futures, strict=True):
                 if future is None or not future.failed():
                     continue
                 if isinstance(future.exception, REFUSED_RECORD_ERRORS):
+                    # The broker refuses a whole record batch, and the producer refuses
+                    # whatever follows on that partition: find the guilty rows by sending
+                    # each alone through a new producer.
+                    self._replace_producer()
+                    future = self._send_alone(batch.stream, row)
+                    if not future.failed():
+                        continue
+                if isinstance(future.exception, REFUSED_RECORD_ERRORS):
                     row_txid, row_position, key, value = row
                     batch.refused.append((row_txid, row_position, key, value,
-                                          f"Kafka refused the message: {type(future.exception).__name__}:"
+                                          "Kafka refused the message: "
+                                          f"{type(future.exception).__name__}:"
                                           f" {str(future.exception).strip()}"))
                 elif batch.failure is None:
                     batch.failure = (f"Kafka did not acknowledge {batch.stream.topic}: "
                                      f"{future.exception}")
+
+    def _replace_producer(self) -> None:
+        if self.new_producer is None:
+            return
+        self.producer.close(timeout=1)
+        self.producer = self.new_producer()
+
+    def _send_alone(self, stream: Stream, row: tuple[str, int, str, str]) -> Any:
+        """Send one row in a record batch of its own and wait for its outcome."""
+        _, row_position, key, value = row
+        future = self.producer.send(stream.topic, key=key.encode(), value=value.encode(),
+                                    headers=[(POSITION_HEADER, str(row_position).encode())])
+        while not future.is_done:
+            try:
+                self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
+            except (KafkaTimeoutError, kafka_errors.UnknownError):
+                pass
+            if self.stop.is_set() and not future.is_done:
+                raise Stopped
+        return future
 
     def held_back(self) -> bool:
         """Whether committed rows wait behind the commit horizon (an older transaction runs)."""

@@ -188,13 +188,15 @@ class Bridge:
             self.say(f"holding the lease as {self.options.holder}; forwarding "
                      f"{tables} to {to_file or self.options.kafka}"
                      + (f"; consuming {', '.join(INBOUND_TOPICS)}" if consumes else ""))
+            forwarder = Forwarder(
+                conn, producer, self.options.batch_size, self.stop,
+                lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
+                None if to_file is not None else lambda: new_producer(self.options.kafka))
             try:
-                self._forward(conn, Forwarder(
-                    conn, producer, self.options.batch_size, self.stop,
-                    lambda waited: self._report_slow_acks(conn, waited), self._report_refused))
+                self._forward(conn, forwarder)
             finally:
                 session_over.set()
-                producer.close(timeout=1)
+                forwarder.producer.close(timeout=1)
                 if inbound.is_alive():
                     inbound.join()
                 if not conn.closed:
