@@ -144,7 +144,8 @@ class Forwarder:
                 # A batch the broker refused as too large is being split and sent again:
                 # its records' futures move to the new batches.
                 self.stop.wait(0.01)
-            pending = [f for f in pending if not f.is_done]
+            # (A JSON-lines target's writes are done once flushed: they have no is_done.)
+            pending = [f for f in pending if not getattr(f, "is_done", True)]
             if not pending:
                 break
             if self.stop.is_set():
