@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from kafka_fixtures import wait_until
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from test_bridge_status import INSERT_FRAUD, metro
 
 
@@ -138,3 +139,42 @@ def test_status_names_the_transaction_holding_delivery_back(db, conn, start_brid
     lines = metro(db, "bridge", "--status").stdout.splitlines()
     assert lines[2] == "commit horizon: no open transaction holds delivery back"
     assert bridge.terminate() == 0
+
+
+@pytest.fixture
+def bridge_login(server_dsn: str) -> Iterator[str]:
+    """A login role that is a member of metro_bridge only, as the README recommends."""
+    name = f"bridge_{os.getpid()}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE metro_bridge").format(
+            sql.Identifier(name)))
+    yield name
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_a_bridge_with_only_metro_bridge_forwards_and_applies(db, conn, stations, kafka,
+                                                              kafka_producer, bridge_login,
+                                                              start_bridge, topic_reader):
+    from kafka_fixtures import skip_inbound_backlog
+    conn.execute("INSERT INTO cards (card_id, balance) VALUES (42, 100)")
+    skip_inbound_backlog(db, kafka)
+    conn.execute(INSERT_FRAUD)
+    reader = topic_reader("FRAUD")
+    # Peer authentication admits only the superuser here: it becomes the bridge login at once.
+    bridge = start_bridge(make_conninfo(db, options=f"-c session_authorization={bridge_login}"))
+    bridge.wait_for_output("consuming TRAINTOPIC, RECHARGE")
+    assert len(reader.read(3)) == 3
+    # A recharge made two days ago reaches the bridge late: it is applied with its own time
+    # (the bridge is a member of metro_replay).
+    kafka_producer.send("RECHARGE", b"42,2000,3,2026-11-02T08:05:00Z", partition=0).get(10)
+    wait_until(lambda: conn.execute("SELECT balance FROM cards").fetchone() == (2100,), 30,
+               "the recharge applied")
+    assert conn.execute("SELECT holder, lease_pid IS NOT NULL FROM bridge_state").fetchone() == (
+        f"{socket.gethostname()}:{bridge.process.pid}", True)
+    assert conn.execute("SELECT a.usename FROM pg_stat_activity a JOIN bridge_state s"
+                        " ON a.pid = s.lease_pid").fetchone() == (bridge_login,)
+    assert bridge.terminate() == 0
+    assert "Traceback" not in bridge.output()
