@@ -76,6 +76,11 @@ class Batch:
     # Rows set aside: (row_txid, position, key, value, reason).
     refused: list[tuple[str, int, str, str, str]] = field(default_factory=list)
     failure: str | None = None
+    # Rows of the batch proper (not ahead); positions sent ahead of the cursor; positions
+    # sent ahead before that the cursor now reaches.
+    read: int = 0
+    ahead: set[int] = field(default_factory=set)
+    reached: set[int] = field(default_factory=set)
 
     @property
     def delivered(self) -> int:
@@ -101,22 +106,35 @@ class Forwarder:
         # Whether the last cycle filled a batch: more rows are likely waiting.
         self.full = False
         self.streams = streams(conn)
+        # Positions sent ahead of the cursor and acknowledged, per stream (bridge_batch):
+        # not sent again when the cursor reaches them (after a restart they are: at least
+        # once).
+        self.early: dict[str, set[int]] = {}
         self.cursors: dict[str, tuple[str, int]] = {
             stream: (str(txid), position) for stream, txid, position in conn.execute(
                 "SELECT stream, txid, position FROM metro.bridge_cursors").fetchall()}
 
     def _send(self, stream: Stream) -> Batch | None:
         txid, position = self.cursors[stream.table]
-        rows = self.conn.execute(
-            "SELECT row_txid::text, row_position, key, value"
+        read = self.conn.execute(
+            "SELECT row_txid::text, row_position, key, value, ahead"
             " FROM metro.bridge_batch(%s, %s::xid8, %s, %s)",
             (stream.table, txid, position, self.batch_size)).fetchall()
-        if not rows:
+        if not read:
             return None
+        # The cursor moves to the last row of the batch in (txid, position) order; rows of
+        # the same keys beyond it (ahead) go first, all in position order, and are not sent
+        # again when the cursor reaches them.
+        early = self.early.setdefault(stream.table, set())
+        last_txid, last_position = max((int(r[0]), r[1]) for r in read if not r[4])
+        rows = [r[:4] for r in read if r[1] not in early]
         send = self.producer.send
         # With one partition there is nothing to hash: skip the producer's partitioner.
         partition = 0 if len(self.producer.partitions_for(stream.topic)) == 1 else None
-        batch = Batch(stream, rows[-1][0], rows[-1][1], rows)
+        batch = Batch(stream, str(last_txid), last_position, rows)
+        batch.read = sum(1 for r in read if not r[4])
+        batch.ahead = {r[1] for r in read if r[4]}
+        batch.reached = {r[1] for r in read if not r[4]} & early
         for row_txid, row_position, key, value in rows:
             key_bytes, value_bytes = key.encode(), value.encode()
             header = str(row_position).encode()
@@ -210,7 +228,7 @@ class Forwarder:
         that it refused and were set aside). Streams whose batch failed otherwise are not
         acknowledged, and DeliveryFailed is raised once the others are."""
         batches = [batch for batch in map(self._send, self.streams) if batch is not None]
-        self.full = any(len(batch.rows) == self.batch_size for batch in batches)
+        self.full = any(batch.read == self.batch_size for batch in batches)
         if not batches:
             return 0
         self._await_acks(batches)
@@ -226,9 +244,13 @@ class Forwarder:
                                    batch.delivered))
         for batch in done:
             self.cursors[batch.stream.table] = (batch.last_txid, batch.last_position)
+            early = self.early[batch.stream.table]
+            early -= batch.reached
+            early |= batch.ahead
             for _, row_position, _, _, reason in batch.refused:
                 self.refused(batch.stream, row_position, reason)
         failed = [batch.failure for batch in batches if batch.failure is not None]
         if failed:
             raise DeliveryFailed("; ".join(failed))
-        return sum(len(batch.rows) for batch in done)
+        # Progress: rows sent, and rows the cursor passed that were sent ahead before.
+        return sum(len(batch.rows) + len(batch.reached) for batch in done)

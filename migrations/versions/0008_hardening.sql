@@ -109,6 +109,9 @@ COMMENT ON COLUMN bridge_outbound_dead_letters.value IS 'The message value (JSON
 COMMENT ON COLUMN bridge_outbound_dead_letters.reason IS 'Why: the Kafka error';
 COMMENT ON COLUMN bridge_outbound_dead_letters.at IS 'When the bridge set it aside';
 
+-- bridge_batch returns whether a row is sent ahead of the cursor.
+DROP FUNCTION bridge_batch(text, xid8, bigint, integer);
+
 -- grants: metro_bridge reads; it writes through its functions, except its
 -- inbound bookkeeping.
 REVOKE INSERT, UPDATE, DELETE ON bridge_cursors, bridge_state FROM metro_bridge;
@@ -304,7 +307,8 @@ COMMENT ON FUNCTION notify_bridge() IS 'Trigger on every stream: NOTIFY metro_br
 
 -- Registers a stream table of schema metro: its row in streams (topic, key
 -- and time column), its bridge cursor, the (txid, position) index the bridge
--- reads by, the NOTIFY trigger and the bridge's grants. The one step that
+-- reads by, the (key, position) index that keeps a key's rows in order, the
+-- NOTIFY trigger and the bridge's grants. The one step that
 -- makes a new outbox table a stream; calling it again for a registered
 -- stream changes its topic or columns and keeps its cursor. Private: the
 -- schema's owner calls it where the table is created.
@@ -336,6 +340,9 @@ BEGIN
     INSERT INTO bridge_cursors (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (txid, position)',
                    p_stream || '_txid_position', p_stream);
+    -- bridge_batch finds the earlier rows of a key through it.
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (%I, position)',
+                   p_stream || '_key_position', p_stream, key_column);
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', p_stream || '_notify_bridge', p_stream);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %I'
                    ' FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge()',
@@ -345,16 +352,24 @@ BEGIN
     EXECUTE format('GRANT SELECT ON %I TO metro_bridge', p_stream);
 END
 $$;
-COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) index, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
+COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) and (key, position) indexes, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
 
 -- The bridge's reads, for every registered stream: the next rows after
 -- (after_txid, after_position) in (txid, position) order, only from
 -- transactions below the snapshot's xmin: those have all ended, so no row can
--- later appear before the last one returned. value is the stream row without
--- position and txid, columns in table order, timestamps in UTC; key is its
--- key_column.
+-- later appear before the last one returned; the cursor moves to the last of
+-- them (ahead false). Kafka must see a key's rows in commit order, which is
+-- their position order (writers of one key are serialized: a card's row
+-- lock, a payment's risk_decisions row); transaction ids are taken at a
+-- transaction's first write, so a transaction that waited for a card's lock
+-- can hold a smaller txid than the one it waited for. So the rows of the
+-- same keys with a smaller position that lie beyond the batch are returned
+-- too (ahead true: committed, sent before their successors, delivered again
+-- when the cursor reaches them), and everything comes in position order.
+-- value is the stream row without position and txid, columns in table
+-- order, timestamps in UTC; key is its key_column.
 CREATE OR REPLACE FUNCTION bridge_batch(stream text, after_txid xid8, after_position bigint, max_rows integer)
-RETURNS TABLE (row_txid xid8, row_position bigint, key text, value text)
+RETURNS TABLE (row_txid xid8, row_position bigint, key text, value text, ahead boolean)
 LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
 DECLARE
     -- The same snapshot serves the horizon and the read below (STABLE).
@@ -367,14 +382,30 @@ BEGIN
     WHERE a.attrelid = format('metro.%I', stream)::regclass AND a.attnum > 0
       AND NOT a.attisdropped AND a.attname NOT IN ('position', 'txid');
     RETURN QUERY EXECUTE format(
-        'SELECT s.txid, s.position, s.%I::text, row_to_json(v)::text FROM %I s'
-        ' CROSS JOIN LATERAL (SELECT %s) v'
-        ' WHERE (s.txid, s.position) > ($1, $2) AND s.txid < $3'
-        ' ORDER BY s.txid, s.position LIMIT $4', v_key, stream, v_columns)
+        'WITH batch AS MATERIALIZED ('
+        '    SELECT s.txid, s.position, s.%1$I AS k FROM %2$I s'
+        '    WHERE (s.txid, s.position) > ($1, $2) AND s.txid < $3'
+        '    ORDER BY s.txid, s.position LIMIT $4'
+        '), last AS ('
+        '    SELECT b.txid, b.position FROM batch b ORDER BY b.txid DESC, b.position DESC LIMIT 1'
+        '), earlier AS ('
+        '    SELECT s.txid, s.position FROM (SELECT b.k, max(b.position) AS p FROM batch b'
+        '                                    GROUP BY b.k) keys'
+        '    JOIN %2$I s ON s.%1$I = keys.k AND s.position < keys.p'
+        '    CROSS JOIN last'
+        '    WHERE (s.txid, s.position) > (last.txid, last.position)'
+        '), picked AS ('
+        '    SELECT b.txid, b.position, false AS ahead FROM batch b'
+        '    UNION ALL SELECT e.txid, e.position, true FROM earlier e'
+        ')'
+        ' SELECT s.txid, s.position, s.%1$I::text, row_to_json(v)::text, p.ahead'
+        ' FROM picked p JOIN %2$I s ON s.position = p.position'
+        ' CROSS JOIN LATERAL (SELECT %3$s) v'
+        ' ORDER BY s.position', v_key, stream, v_columns)
         USING after_txid, after_position, horizon, max_rows;
 END
 $$;
-COMMENT ON FUNCTION bridge_batch(text, xid8, bigint, integer) IS 'The next rows of a stream after (after_txid, after_position), in (txid, position) order and below the commit horizon: (row_txid, row_position, key, value) with the Kafka key and the row as JSON; MT005 unknown stream';
+COMMENT ON FUNCTION bridge_batch(text, xid8, bigint, integer) IS 'The next rows of a stream after (after_txid, after_position) in (txid, position) order and below the commit horizon, with the rows of the same keys and a smaller position beyond them (ahead), all in position order: (row_txid, row_position, key, value, ahead), the Kafka key and the row as JSON; MT005 unknown stream';
 
 -- Whether committed rows of a stream follow (after_txid, after_position),
 -- readable yet or still held back by the commit horizon.
@@ -655,6 +686,9 @@ GRANT EXECUTE ON FUNCTION bridge_batch(text, xid8, bigint, integer),
     bridge_prune(interval, integer), bridge_lag()
     TO metro_bridge;
 GRANT EXECUTE ON FUNCTION bridge_lag(), bridge_horizon() TO metro_reader;
+
+-- every stream gets its (key, position) index
+SELECT register_stream(s.stream, s.topic, s.key_column, s.time_column) FROM streams s ORDER BY s.stream;
 
 -- procedures/risk.sql as of this revision
 
