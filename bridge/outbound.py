@@ -7,6 +7,14 @@ then records the new cursors in one transaction (metro.bridge_ack). A crash
 anywhere before that transaction means the batch is sent again: at least once,
 with the position header to tell duplicates apart.
 
+Per key, Kafka gets the rows in commit order, which is their position order
+(writers of one key are serialized by its row lock). The cursor moves in
+(txid, position) order, so no row committing late is skipped; bridge_batch
+returns a batch in position order together with the rows of the same keys
+and a smaller position beyond it (a transaction that took its txid before it
+waited for a card's lock), which are sent first and not again when the cursor
+reaches them (after a restart they are: at least once).
+
 A row Kafka refuses for what it is (larger than a message may be, invalid) is
 set aside in metro.bridge_outbound_dead_letters in the same transaction that
 moves its stream's cursor past it: one bad row never stops its stream. Rows
@@ -17,6 +25,7 @@ others are acknowledged first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -206,10 +215,8 @@ class Forwarder:
         future = self.producer.send(stream.topic, key=key.encode(), value=value.encode(),
                                     headers=[(POSITION_HEADER, str(row_position).encode())])
         while not future.is_done:
-            try:
+            with contextlib.suppress(KafkaTimeoutError, kafka_errors.UnknownError):
                 self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
-            except (KafkaTimeoutError, kafka_errors.UnknownError):
-                pass
             if self.stop.is_set() and not future.is_done:
                 raise Stopped
         return future

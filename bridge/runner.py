@@ -12,6 +12,7 @@ starts again from the durable cursors after a short back-off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -200,10 +201,9 @@ class Bridge:
                 if inbound.is_alive():
                     inbound.join()
                 if not conn.closed:
-                    try:
+                    # Failing that, the lease goes with the session.
+                    with contextlib.suppress(psycopg.Error):
                         conn.execute("SELECT metro.bridge_release_lease()")
-                    except psycopg.Error:
-                        pass  # the lease goes with the session
 
     def _take_lease(self, conn: psycopg.Connection) -> None:
         """Wait until this session holds the lease; raise Stopped if asked to stop first."""

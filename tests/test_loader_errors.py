@@ -84,7 +84,8 @@ def test_the_database_s_error_codes_decide_when_it_has_them(run, conn, tmp_path)
     status, out, err = run("-p", "evaluate_transaction", path)
     assert (status, out) == (2, "")
     assert err == ("loader: loading metro.evaluate_transaction failed: Invalid transaction_id: "
-                   "'   '. A transaction_id is 1 to 200 characters, not only spaces\n")
+                   "'   '. A transaction_id is 1 to 200 characters, not only spaces, control or"
+                   " zero-width characters\n")
     assert rows(conn, "SELECT transaction_id FROM risk_decisions") == [("tx-1",)]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+
 import psycopg
 import pytest
 from factories import add_card, at, call, counts, events

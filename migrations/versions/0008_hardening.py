@@ -14,6 +14,8 @@ Applies 0008_hardening.sql, frozen (see 0001):
 - metro_bridge writes through its functions; no function executable by PUBLIC;
 - payments: MT011 for a transaction_id reused with another account or amount,
   MT007 for ids of only invisible characters.
+- in commit order per key: bridge_batch in position order, with the earlier rows
+  of the batch's keys sent ahead; a (key, position) index on every stream.
 The functions of gates.sql, recharge.sql and trains.sql are patched in place,
 so what an earlier revision put in their bodies stays.
 """

@@ -16,6 +16,9 @@
 -- - payments: a transaction_id reused with another account or amount is
 --   refused (MT011); ids of only whitespace, control or zero-width characters
 --   are MT007.
+-- - order per key: bridge_batch returns rows in position order, with the
+--   earlier rows of the same keys beyond the batch (ahead); every stream gets
+--   a (key, position) index.
 -- Functions of procedures/gates.sql, recharge.sql and trains.sql are patched
 -- in place (one check each), so this revision keeps whatever else an earlier
 -- revision put in their bodies.
