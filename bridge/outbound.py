@@ -6,10 +6,26 @@ waits until Kafka acknowledged all of them (acks=all, idempotent producer) and
 then records the new cursors in one transaction (metro.bridge_ack). A crash
 anywhere before that transaction means the batch is sent again: at least once,
 with the position header to tell duplicates apart.
+
+Per key, Kafka gets the rows in commit order, which is their position order
+(writers of one key are serialized by its row lock). The cursor moves in
+(txid, position) order, so no row committing late is skipped; bridge_batch
+returns a batch in position order together with the rows of the same keys
+and a smaller position beyond it (a transaction that took its txid before it
+waited for a card's lock), which are sent first and not again when the cursor
+reaches them (after a restart they are: at least once).
+
+A row Kafka refuses for what it is (larger than a message may be, invalid) is
+set aside in metro.bridge_outbound_dead_letters in the same transaction that
+moves its stream's cursor past it: one bad row never stops its stream. Rows
+larger than MAX_MESSAGE_BYTES are not even sent. Any other failure (Kafka
+unavailable, timed out) holds back only the streams whose rows failed; the
+others are acknowledged first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +34,7 @@ from typing import Any
 
 import psycopg
 from kafka import KafkaProducer
+from kafka import errors as kafka_errors
 from kafka.errors import KafkaTimeoutError
 
 from metro.kafka_settings import new_client
@@ -28,6 +45,16 @@ FLUSH_SLICE_SECONDS = 0.5
 # every SLOW_ACK_REPEAT seconds); the batch is still in the producer's hands.
 SLOW_ACK_SECONDS = 3.0
 SLOW_ACK_REPEAT = 10.0
+# The largest message (key, value and headers) sent: a broker refuses messages
+# above message.max.bytes (1,048,588 by default, with the batch overhead).
+MAX_MESSAGE_BYTES = 1_000_000
+# Errors about the record itself: sending it again cannot succeed.
+REFUSED_RECORD_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(kafka_errors, name) for name in (
+        "MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError",
+        "CorruptRecordError", "CorruptRecordException", "InvalidTimestampError",
+        "RecordListTooLargeError")
+    if isinstance(getattr(kafka_errors, name, None), type))
 
 
 class DeliveryFailed(Exception):
@@ -52,61 +79,148 @@ class Batch:
     stream: Stream
     last_txid: str
     last_position: int
+    # (row_txid, position, key, value) of every row read, and the future of each row sent
+    # (None: not sent, too large).
+    rows: list[tuple[str, int, str, str]] = field(default_factory=list)
     futures: list[Any] = field(default_factory=list)
+    # Rows set aside: (row_txid, position, key, value, reason).
+    refused: list[tuple[str, int, str, str, str]] = field(default_factory=list)
+    failure: str | None = None
+    # Rows of the batch proper (not ahead); positions sent ahead of the cursor; positions
+    # sent ahead before that the cursor now reaches.
+    read: int = 0
+    ahead: set[int] = field(default_factory=set)
+    reached: set[int] = field(default_factory=set)
+
+    @property
+    def delivered(self) -> int:
+        return len(self.rows) - len(self.refused)
 
 
 class Forwarder:
     """Moves stream rows to Kafka for a bridge that holds the lease on conn."""
 
     def __init__(self, conn: psycopg.Connection, producer: KafkaProducer, batch_size: int,
-                 stop: threading.Event, slow_acks: Callable[[float], None]) -> None:
+                 stop: threading.Event, slow_acks: Callable[[float], None],
+                 refused: Callable[[Stream, int, str], None] = lambda *_: None,
+                 new_producer: Callable[[], Any] | None = None) -> None:
         self.conn = conn
+        # Makes a producer in place of one a refused record left unusable (None: keep it).
+        self.new_producer = new_producer
         self.slow_acks = slow_acks
+        # Told of every row set aside as an outbound dead letter.
+        self.refused = refused
         self.producer = producer
         self.batch_size = batch_size
         self.stop = stop
         # Whether the last cycle filled a batch: more rows are likely waiting.
         self.full = False
         self.streams = streams(conn)
+        # Positions sent ahead of the cursor and acknowledged, per stream (bridge_batch):
+        # not sent again when the cursor reaches them (after a restart they are: at least
+        # once).
+        self.early: dict[str, set[int]] = {}
         self.cursors: dict[str, tuple[str, int]] = {
             stream: (str(txid), position) for stream, txid, position in conn.execute(
                 "SELECT stream, txid, position FROM metro.bridge_cursors").fetchall()}
 
     def _send(self, stream: Stream) -> Batch | None:
         txid, position = self.cursors[stream.table]
-        rows = self.conn.execute(
-            "SELECT row_txid::text, row_position, key, value"
+        read = self.conn.execute(
+            "SELECT row_txid::text, row_position, key, value, ahead"
             " FROM metro.bridge_batch(%s, %s::xid8, %s, %s)",
             (stream.table, txid, position, self.batch_size)).fetchall()
-        if not rows:
+        if not read:
             return None
+        # The cursor moves to the last row of the batch in (txid, position) order; rows of
+        # the same keys beyond it (ahead) go first, all in position order, and are not sent
+        # again when the cursor reaches them.
+        early = self.early.setdefault(stream.table, set())
+        last_txid, last_position = max((int(r[0]), r[1]) for r in read if not r[4])
+        rows = [r[:4] for r in read if r[1] not in early]
         send = self.producer.send
         # With one partition there is nothing to hash: skip the producer's partitioner.
         partition = 0 if len(self.producer.partitions_for(stream.topic)) == 1 else None
-        futures = [send(stream.topic, key=key.encode(), value=value.encode(), partition=partition,
-                        headers=[(POSITION_HEADER, str(row_position).encode())])
-                   for _, row_position, key, value in rows]
-        return Batch(stream, rows[-1][0], rows[-1][1], futures)
+        batch = Batch(stream, str(last_txid), last_position, rows)
+        batch.read = sum(1 for r in read if not r[4])
+        batch.ahead = {r[1] for r in read if r[4]}
+        batch.reached = {r[1] for r in read if not r[4]} & early
+        for row_txid, row_position, key, value in rows:
+            key_bytes, value_bytes = key.encode(), value.encode()
+            header = str(row_position).encode()
+            size = len(key_bytes) + len(value_bytes) + len(POSITION_HEADER) + len(header)
+            if size > MAX_MESSAGE_BYTES:
+                batch.futures.append(None)
+                batch.refused.append((row_txid, row_position, key, value,
+                                      f"message of {size:,} bytes is larger than the"
+                                      f" {MAX_MESSAGE_BYTES:,} bytes the bridge sends"))
+                continue
+            batch.futures.append(send(stream.topic, key=key_bytes, value=value_bytes,
+                                      partition=partition, headers=[(POSITION_HEADER, header)]))
+        return batch
 
     def _await_acks(self, batches: list[Batch]) -> None:
         started = time.monotonic()
         next_report = SLOW_ACK_SECONDS
+        pending = [f for batch in batches for f in batch.futures if f is not None]
         while True:
             try:
                 self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
-                break
             except KafkaTimeoutError:
-                if self.stop.is_set():
-                    raise Stopped from None
-                waited = time.monotonic() - started
-                if waited >= next_report:
-                    self.slow_acks(waited)
-                    next_report += SLOW_ACK_REPEAT
+                pass
+            except kafka_errors.UnknownError:
+                # A batch the broker refused as too large is being split and sent again:
+                # its records' futures move to the new batches.
+                self.stop.wait(0.01)
+            # (A JSON-lines target's writes are done once flushed: they have no is_done.)
+            pending = [f for f in pending if not getattr(f, "is_done", True)]
+            if not pending:
+                break
+            if self.stop.is_set():
+                raise Stopped from None
+            waited = time.monotonic() - started
+            if waited >= next_report:
+                self.slow_acks(waited)
+                next_report += SLOW_ACK_REPEAT
         for batch in batches:
-            for future in batch.futures:
-                if future.failed():
-                    raise DeliveryFailed(f"Kafka did not acknowledge {batch.stream.topic}: "
-                                         f"{future.exception}")
+            for row, future in zip(batch.rows, batch.futures, strict=True):
+                if future is None or not future.failed():
+                    continue
+                if isinstance(future.exception, REFUSED_RECORD_ERRORS):
+                    # The broker refuses a whole record batch, and the producer refuses
+                    # whatever follows on that partition: find the guilty rows by sending
+                    # each alone through a new producer.
+                    self._replace_producer()
+                    future = self._send_alone(batch.stream, row)
+                    if not future.failed():
+                        continue
+                if isinstance(future.exception, REFUSED_RECORD_ERRORS):
+                    row_txid, row_position, key, value = row
+                    batch.refused.append((row_txid, row_position, key, value,
+                                          "Kafka refused the message: "
+                                          f"{type(future.exception).__name__}:"
+                                          f" {str(future.exception).strip()}"))
+                elif batch.failure is None:
+                    batch.failure = (f"Kafka did not acknowledge {batch.stream.topic}: "
+                                     f"{future.exception}")
+
+    def _replace_producer(self) -> None:
+        if self.new_producer is None:
+            return
+        self.producer.close(timeout=1)
+        self.producer = self.new_producer()
+
+    def _send_alone(self, stream: Stream, row: tuple[str, int, str, str]) -> Any:
+        """Send one row in a record batch of its own and wait for its outcome."""
+        _, row_position, key, value = row
+        future = self.producer.send(stream.topic, key=key.encode(), value=value.encode(),
+                                    headers=[(POSITION_HEADER, str(row_position).encode())])
+        while not future.is_done:
+            with contextlib.suppress(KafkaTimeoutError, kafka_errors.UnknownError):
+                self.producer.flush(timeout=FLUSH_SLICE_SECONDS)
+            if self.stop.is_set() and not future.is_done:
+                raise Stopped
+        return future
 
     def held_back(self) -> bool:
         """Whether committed rows wait behind the commit horizon (an older transaction runs)."""
@@ -118,17 +232,33 @@ class Forwarder:
         return False
 
     def cycle(self) -> int:
-        """Forward one batch of every stream; the number of rows Kafka acknowledged."""
+        """Forward one batch of every stream; the number of rows Kafka acknowledged (or
+        that it refused and were set aside). Streams whose batch failed otherwise are not
+        acknowledged, and DeliveryFailed is raised once the others are."""
         batches = [batch for batch in map(self._send, self.streams) if batch is not None]
-        self.full = any(len(batch.futures) == self.batch_size for batch in batches)
+        self.full = any(batch.read == self.batch_size for batch in batches)
         if not batches:
             return 0
         self._await_acks(batches)
+        done = [batch for batch in batches if batch.failure is None]
         with self.conn.transaction():
-            for batch in batches:
+            for batch in done:
+                for row_txid, row_position, key, value, reason in batch.refused:
+                    self.conn.execute(
+                        "SELECT metro.bridge_outbound_dead_letter(%s, %s::xid8, %s, %s, %s, %s)",
+                        (batch.stream.table, row_txid, row_position, key, value, reason))
                 self.conn.execute("SELECT metro.bridge_ack(%s, %s::xid8, %s, %s)",
                                   (batch.stream.table, batch.last_txid, batch.last_position,
-                                   len(batch.futures)))
-        for batch in batches:
+                                   batch.delivered))
+        for batch in done:
             self.cursors[batch.stream.table] = (batch.last_txid, batch.last_position)
-        return sum(len(batch.futures) for batch in batches)
+            early = self.early[batch.stream.table]
+            early -= batch.reached
+            early |= batch.ahead
+            for _, row_position, _, _, reason in batch.refused:
+                self.refused(batch.stream, row_position, reason)
+        failed = [batch.failure for batch in batches if batch.failure is not None]
+        if failed:
+            raise DeliveryFailed("; ".join(failed))
+        # Progress: rows sent, and rows the cursor passed that were sent ahead before.
+        return sum(len(batch.rows) + len(batch.reached) for batch in done)

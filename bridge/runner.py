@@ -1,8 +1,10 @@
 """The bridge process: take the lease, forward streams, consume inbound topics, survive outages.
 
-One PostgreSQL session holds the lease (a session advisory lock, released by
-PostgreSQL when the session ends, so a killed bridge frees it at once), LISTENs
-for the streams' wake-up and reads and acknowledges the streams. The inbound
+One PostgreSQL session holds the lease (a row of metro.bridge_state with the
+session's backend and an expiry, taken and renewed through functions only
+metro_bridge may execute; a killed bridge's lease is taken over as soon as its
+backend is gone, a hung one's when it expires), LISTENs for the streams'
+wake-up and reads and acknowledges the streams. The inbound
 topics are consumed on a second session in a thread. Whenever PostgreSQL or
 Kafka fails, everything is torn down, the error is reported, and the bridge
 starts again from the durable cursors after a short back-off.
@@ -10,6 +12,7 @@ starts again from the durable cursors after a short back-off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -24,7 +27,7 @@ import psycopg
 from kafka.errors import KafkaError
 
 from metro.errors import MetroError
-from metro.topics import INBOUND_TOPICS, streams
+from metro.topics import INBOUND_TOPICS, Stream, streams
 
 from .inbound import CONSUMER_GROUP, InboundConsumer
 from .jsonlines import JsonLinesTarget
@@ -33,10 +36,12 @@ from .outbound import DeliveryFailed, Forwarder, Stopped, new_producer
 log = logging.getLogger("metro.bridge")
 
 CHANNEL = "metro_bridge"
-# Advisory locks (int, int), per database: 'mtrb', 1 is the lease; 'mtrb', 2 is
-# held while the bridge sleeps, telling writers to NOTIFY (procedures/07_bridge.sql).
-LEASE_KEY = (0x6D747262, 1)
+# Advisory lock (int, int), per database: 'mtrb', 2 is held while the bridge sleeps,
+# telling writers to NOTIFY (procedures/bridge.sql). The lease is not a lock: any role
+# may take any advisory lock.
 IDLE_KEY = (0x6D747262, 2)
+# The lease lasts LEASE_TTL unless renewed; the bridge renews it every HEARTBEAT_SECONDS.
+LEASE_TTL = timedelta(seconds=30)
 HEARTBEAT_SECONDS = 5.0
 PRUNE_BATCH = 50_000
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
@@ -77,13 +82,24 @@ def describe(error: BaseException, kafka: str) -> str:
     """One line saying what went wrong, for the terminal and bridge_state.last_error."""
     if isinstance(error, KafkaError | DeliveryFailed):
         return f"Kafka at {kafka}: {str(error).strip() or type(error).__name__}"
+    if lease_lost(error):
+        return "lost the lease: another bridge took it over"
     if isinstance(error, psycopg.OperationalError):
         lines = str(error).strip().splitlines() or [type(error).__name__]
         return f"PostgreSQL unavailable: {lines[0].strip()}"
     return f"{type(error).__name__}: {str(error).strip()}"
 
 
-RETRIED = (psycopg.OperationalError, KafkaError, DeliveryFailed, OSError)
+class LeaseLost(Exception):
+    """Another bridge took the lease over (this one stalled past its expiry)."""
+
+
+def lease_lost(error: BaseException) -> bool:
+    return isinstance(error, LeaseLost) or (
+        isinstance(error, psycopg.Error) and error.sqlstate == "MT012")
+
+
+RETRIED = (psycopg.OperationalError, KafkaError, DeliveryFailed, OSError, LeaseLost)
 
 
 class Bridge:
@@ -108,7 +124,10 @@ class Bridge:
                 self._session()
             except Stopped:
                 break
-            except RETRIED as error:
+            except (*RETRIED, psycopg.Error) as error:
+                if isinstance(error, psycopg.Error) and not isinstance(
+                        error, psycopg.OperationalError) and not lease_lost(error):
+                    raise
                 self.report(error)
                 if time.monotonic() - started > 2 * RETRY_MAX:
                     backoff = RETRY_FIRST
@@ -129,14 +148,24 @@ class Bridge:
         """Record message as the bridge's last error, when PostgreSQL answers."""
         try:
             with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=2) as conn:
-                conn.execute("UPDATE metro.bridge_state SET last_error = %s, last_error_at = now()",
-                             (message,))
+                conn.execute("SELECT metro.bridge_report_error(%s)", (message,))
         except psycopg.Error:
             pass
 
-    def _report_slow_acks(self, waited: float) -> None:
+    def _report_slow_acks(self, conn: psycopg.Connection, waited: float) -> None:
         self.report(DeliveryFailed(f"no acknowledgement for {waited:.0f} s; the rows stay in "
                                    "the outbox and the producer keeps retrying"))
+        # Waiting for Kafka is no stall: keep the lease.
+        self._renew_lease(conn)
+
+    def _report_refused(self, stream: Stream, position: int, reason: str) -> None:
+        self.warn(f"Kafka refused {stream.table} row {position}, set aside in "
+                  f"metro.bridge_outbound_dead_letters: {reason}")
+
+    def _renew_lease(self, conn: psycopg.Connection) -> None:
+        row = conn.execute("SELECT metro.bridge_renew_lease(%s)", (LEASE_TTL,)).fetchone()
+        if not row or not row[0]:
+            raise LeaseLost("another bridge took the lease over")
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
@@ -166,20 +195,28 @@ class Bridge:
             self.say(f"holding the lease as {self.options.holder}; forwarding "
                      f"{tables} to {to_file or self.options.kafka}"
                      + (f"; consuming {', '.join(INBOUND_TOPICS)}" if consumes else ""))
+            forwarder = Forwarder(
+                conn, producer, self.options.batch_size, self.stop,
+                lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
+                None if to_file is not None else lambda: new_producer(self.options.kafka))
             try:
-                self._forward(conn, Forwarder(conn, producer, self.options.batch_size, self.stop,
-                                              self._report_slow_acks))
+                self._forward(conn, forwarder)
             finally:
                 session_over.set()
-                producer.close(timeout=1)
+                forwarder.producer.close(timeout=1)
                 if inbound.is_alive():
                     inbound.join()
+                if not conn.closed:
+                    # Failing that, the lease goes with the session.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("SELECT metro.bridge_release_lease()")
 
     def _take_lease(self, conn: psycopg.Connection) -> None:
         """Wait until this session holds the lease; raise Stopped if asked to stop first."""
         waiting = False
         while True:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEASE_KEY).fetchone()
+            row = conn.execute("SELECT metro.bridge_take_lease(%s, %s)",
+                               (self.options.holder, LEASE_TTL)).fetchone()
             if row and row[0]:
                 break
             if not waiting:
@@ -188,8 +225,6 @@ class Bridge:
                 waiting = True
             if self.stop.wait(self.options.lease_retry):
                 raise Stopped
-        conn.execute("UPDATE metro.bridge_state SET holder = %s, since = now(),"
-                     " heartbeat_at = now()", (self.options.holder,))
 
     def _forward(self, conn: psycopg.Connection, forwarder: Forwarder) -> None:
         """Forward until stopped: poll while rows keep coming, else sleep until a writer
@@ -200,7 +235,7 @@ class Bridge:
         while not self.stop.is_set():
             now = time.monotonic()
             if now - heartbeat >= HEARTBEAT_SECONDS:
-                conn.execute("UPDATE metro.bridge_state SET heartbeat_at = now()")
+                self._renew_lease(conn)
                 heartbeat = now
             if now - prune >= self.options.prune_interval:
                 self._prune(conn)
@@ -247,7 +282,8 @@ class Bridge:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", IDLE_KEY)
 
     def _wait_for_wakeup(self, conn: psycopg.Connection) -> None:
-        deadline = time.monotonic() + self.options.poll_interval
+        # Wake up in time to renew the lease, whatever the poll interval.
+        deadline = time.monotonic() + min(self.options.poll_interval, HEARTBEAT_SECONDS)
         while not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:

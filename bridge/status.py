@@ -1,4 +1,5 @@
-"""`metro bridge --status`: who holds the lease, lag per stream, last error, inbound offsets.
+"""`metro bridge --status`: who holds the lease, what holds delivery back, lag per stream,
+outbound dead letters, last error, inbound offsets.
 
 The last error stays recorded; it is shown as resolved once something worked after it:
 Kafka acknowledged a batch (bridge_acks), an inbound partition moved on
@@ -14,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from .runner import HEARTBEAT_SECONDS, LEASE_KEY
+from .runner import HEARTBEAT_SECONDS
 
 
 @dataclass
@@ -31,16 +32,29 @@ class BridgeStatus:
     now: datetime
     resolved_at: datetime | None = None       # when something first worked after last_error
     newest_dead_letter: tuple[Any, ...] | None = None  # topic, partition, offset, reason, at
+    lease_pid: int | None = None
+    lease_expires: datetime | None = None
+    # The oldest transaction holding the commit horizon (metro.bridge_horizon()), or None.
+    horizon: tuple[Any, ...] | None = None
+    # Outbound dead letters per stream: (stream, count, last position, last reason).
+    refused: list[tuple[Any, ...]] | None = None
 
 
 def collect(conn: psycopg.Connection) -> BridgeStatus:
-    held = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
-        " WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
-        " AND l.classid = %s AND l.objid = %s AND l.objsubid = 2)", LEASE_KEY).fetchone()
-    state = conn.execute("SELECT holder, since, heartbeat_at, last_error, last_error_at"
-                         " FROM metro.bridge_state").fetchone()
-    assert held is not None and state is not None
+    # Held: by a live backend (pid and start time still in pg_stat_activity) and not expired.
+    state = conn.execute(
+        "SELECT holder, since, heartbeat_at, last_error, last_error_at, lease_pid,"
+        " lease_expires, lease_pid IS NOT NULL AND lease_expires > clock_timestamp()"
+        " AND EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = s.lease_pid"
+        "             AND (a.backend_start IS NULL OR s.lease_backend_start IS NULL"
+        "                  OR a.backend_start = s.lease_backend_start))"
+        " FROM metro.bridge_state s").fetchone()
+    assert state is not None
+    horizon = conn.execute("SELECT pid, role, database, application_name, state, xact_start,"
+                           " xact_age FROM metro.bridge_horizon()").fetchone()
+    refused = conn.execute(
+        "SELECT DISTINCT ON (stream) stream, count(*) OVER (PARTITION BY stream), position,"
+        " reason FROM metro.bridge_outbound_dead_letters ORDER BY stream, id DESC").fetchall()
     streams = conn.execute("SELECT stream, topic, delivered, acked_at, pending, oldest_pending"
                            " FROM metro.bridge_lag()").fetchall()
     inbound = conn.execute("SELECT topic, kafka_partition, next_offset, applied, dead_lettered,"
@@ -50,10 +64,11 @@ def collect(conn: psycopg.Connection) -> BridgeStatus:
     assert dead is not None
     newest = conn.execute("SELECT topic, kafka_partition, kafka_offset, reason, received_at"
                           " FROM metro.bridge_dead_letters ORDER BY id DESC LIMIT 1").fetchone()
-    holder, since, heartbeat_at, last_error, last_error_at = state
-    return BridgeStatus(held[0], holder, since, heartbeat_at, last_error, last_error_at,
+    holder, since, heartbeat_at, last_error, last_error_at, lease_pid, lease_expires, held = state
+    return BridgeStatus(held, holder, since, heartbeat_at, last_error, last_error_at,
                         streams, inbound, dead[0], dead[1],
-                        resolved(conn, since, heartbeat_at, last_error_at), newest)
+                        resolved(conn, since, heartbeat_at, last_error_at), newest,
+                        lease_pid, lease_expires, tuple(horizon) if horizon else None, refused)
 
 
 def resolved(conn: psycopg.Connection, since: datetime | None, heartbeat_at: datetime | None,
@@ -106,6 +121,21 @@ def _error_line(status: BridgeStatus) -> str:
     return f"last error: {status.last_error} ({ago})"
 
 
+def horizon_line(horizon: tuple[Any, ...] | None) -> str:
+    """Who holds delivery back: stream rows of transactions that began after the oldest open
+    one wait until it ends."""
+    if horizon is None:
+        return "commit horizon: no open transaction holds delivery back"
+    pid, role, database, application, state, xact_start, age = horizon
+    who = f"pid {pid}" if pid is not None else application
+    seconds = age.total_seconds() if age is not None else 0.0
+    return (f"commit horizon: held by {who} (role {role}, database {database}"
+            + (f", application {application!r}" if pid is not None and application else "")
+            + f", {state or 'state unknown'}), its transaction open for {seconds:.1f} s"
+            + (f" since {xact_start:%Y-%m-%d %H:%M:%S}" if xact_start else "")
+            + ": rows committed after it began wait until it ends")
+
+
 def render(status: BridgeStatus) -> str:
     now = status.now
     if status.lease_held:
@@ -115,7 +145,7 @@ def render(status: BridgeStatus) -> str:
         lease = "not running: no bridge holds the lease" + (
             f" (last holder {status.holder}, heartbeat {_ago(status.heartbeat_at, now)})"
             if status.holder else "")
-    lines = [lease, _error_line(status), ""]
+    lines = [lease, _error_line(status), horizon_line(status.horizon), ""]
     rows = []
     for stream, topic, delivered, acked_at, pending, oldest in status.streams:
         oldest_text = "-" if oldest is None else f"{oldest:%Y-%m-%d %H:%M:%S} ({_ago(oldest, now)})"
@@ -123,6 +153,11 @@ def render(status: BridgeStatus) -> str:
                      _ago(acked_at, now)])
     lines += table(["stream", "topic", "delivered", "pending", "oldest pending (event time)",
                     "last ack"], rows, "llrrll")
+    refused = status.refused or []
+    lines.append(f"outbound dead letters: {sum(r[1] for r in refused)}"
+                 + (" (SELECT * FROM metro.bridge_outbound_dead_letters)" if refused else ""))
+    for stream, count, position, reason in refused:
+        lines.append(f"  {stream}: {count}, last at position {position}: {reason}")
     lines.append("")
     if not status.inbound:
         lines.append("inbound: nothing consumed yet")

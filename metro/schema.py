@@ -52,6 +52,7 @@ TREE: tuple[tuple[str, str], ...] = (
     ("procedures", "risk.sql"),       # risk rule, evaluate_transaction(s)
     ("procedures", "recharge.sql"),   # recharge_card
     ("procedures", "trains.sql"),     # record_train_event
+    ("procedures", "privileges.sql"), # no function executable by PUBLIC (last)
 )
 
 

@@ -32,6 +32,7 @@ LANGUAGE sql STABLE AS $$
                 THEN 'Insufficient Balance' END
 $$;
 COMMENT ON FUNCTION entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean, timestamptz) IS 'The outcome of an entry swipe (accept, amount charged, message, alert): the one place the gate messages are decided; inlined into validate_entry and validate_entries';
+REVOKE ALL ON FUNCTION entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean, timestamptz) FROM PUBLIC;
 
 -- Decides an entry swipe and records it whatever the outcome, with a fraud
 -- row for fraud and a card_alert_export row for an insufficient balance when
@@ -51,6 +52,7 @@ BEGIN
     IF p_card IS NULL THEN PERFORM raise_null_argument('validate_entry', 'card_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('validate_entry', 'station_id'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('validate_entry', 'ts'); END IF;
+    PERFORM checked_ts('validate_entry', 'ts', p_ts);
     SELECT s.fare, s.name INTO v_fare, v_station_name FROM stations s WHERE s.station_id = p_station;
     IF NOT FOUND THEN PERFORM raise_unknown_station(p_station); END IF;
 
@@ -102,6 +104,7 @@ DECLARE
 BEGIN
     IF card_ids IS NULL THEN PERFORM raise_null_argument('validate_entries', 'card_ids'); END IF;
     IF station_ids IS NULL THEN PERFORM raise_null_argument('validate_entries', 'station_ids'); END IF;
+    PERFORM checked_ts_array('validate_entries', ts);
     IF cardinality(station_ids) <> cardinality(card_ids)
        OR (ts IS NOT NULL AND cardinality(ts) <> cardinality(card_ids)) THEN
         RAISE EXCEPTION 'validate_entries: card_ids, station_ids and ts must have the same length, got %, % and %',
@@ -208,6 +211,7 @@ BEGIN
     IF p_card IS NULL THEN PERFORM raise_null_argument('process_exit', 'card_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('process_exit', 'station_id'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('process_exit', 'ts'); END IF;
+    PERFORM checked_ts('process_exit', 'ts', p_ts);
     IF NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = p_station) THEN
         PERFORM raise_unknown_station(p_station);
     END IF;
@@ -223,7 +227,15 @@ BEGIN
           AND (e.activity_code = -1 OR (e.activity_code = 1 AND e.accept = 1))
         ORDER BY e.ts DESC
         LIMIT 1;
-        IF FOUND AND v_last.activity_code = 1 THEN
+        -- One trip per accepted entry whatever order exits arrive in: an
+        -- exit recorded after that entry (a later one that came first) closed it.
+        IF FOUND AND v_last.activity_code = 1 AND NOT EXISTS (
+               SELECT FROM card_events x
+               WHERE x.card_id = p_card AND x.ts >= v_last.ts AND x.activity_code = -1
+                 AND x.ts < coalesce((SELECT min(e.ts) FROM card_events e
+                                      WHERE e.card_id = p_card AND e.ts > v_last.ts
+                                        AND e.activity_code = 1 AND e.accept = 1),
+                                     'infinity')) THEN
             INSERT INTO trips (card_id, entry_station, entry_ts, exit_station, exit_ts)
             VALUES (p_card, v_last.station_id, v_last.ts, p_station, p_ts);
             v_message := 'Exit recorded';

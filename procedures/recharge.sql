@@ -27,6 +27,7 @@ BEGIN
     IF p_amount IS NULL THEN PERFORM raise_null_argument('recharge_card', 'amount'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('recharge_card', 'station_id'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('recharge_card', 'ts'); END IF;
+    PERFORM checked_ts('recharge_card', 'ts', p_ts);
     IF p_amount <= 0 THEN
         RAISE EXCEPTION 'Recharge amount must be a positive number of cents: %', p_amount
             USING ERRCODE = 'MT003', HINT = 'Amounts are integer cents: 2000 is 20.00.';

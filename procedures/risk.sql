@@ -7,23 +7,26 @@ SET search_path = metro, pg_catalog;
 -- functions
 
 -- Why evaluate_transaction refuses a payment's arguments, checked in this
--- order: (MT004, the NULL argument's name), (MT007, 'transaction_id') for an
--- empty, blank or too long transaction_id, (MT003, 'amount') for an amount
+-- order: (MT004, the NULL argument's name), (MT007, 'transaction_id') for a
+-- transaction_id that is empty, made only of whitespace, control or
+-- zero-width (invisible formatting) characters, or too long, (MT003, 'amount') for an amount
 -- that is not positive, has more than two decimals or is 10^12 or more; one
 -- row (NULL, NULL) when they are fine. ts is not checked here: the batch
 -- reads a NULL ts as now(). Inlined, so it names nothing unqualified.
 CREATE OR REPLACE FUNCTION payment_refusal(transaction_id text, account_id text, amount numeric)
 RETURNS TABLE (sqlstate text, argument text) LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN 'MT004'
-                WHEN btrim($1) = '' OR length($1) > 200 THEN 'MT007'
+                WHEN $1 ~ '^[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]*$'
+                     OR length($1) > 200 THEN 'MT007'
                 WHEN $3 <= 0 OR $3 <> round($3, 2) OR $3 >= 1e12 THEN 'MT003' END,
            CASE WHEN $1 IS NULL THEN 'transaction_id'
                 WHEN $2 IS NULL THEN 'account_id'
                 WHEN $3 IS NULL THEN 'amount'
-                WHEN btrim($1) = '' OR length($1) > 200 THEN 'transaction_id'
+                WHEN $1 ~ '^[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]*$'
+                     OR length($1) > 200 THEN 'transaction_id'
                 WHEN $3 <= 0 OR $3 <> round($3, 2) OR $3 >= 1e12 THEN 'amount' END
 $$;
-COMMENT ON FUNCTION payment_refusal(text, text, numeric) IS 'Why a payment''s arguments are refused: (MT004, argument) NULL, (MT007, transaction_id) empty or too long, (MT003, amount) not positive, over two decimals or too large; (NULL, NULL) when fine. Inlined into evaluate_transaction and evaluate_transactions';
+COMMENT ON FUNCTION payment_refusal(text, text, numeric) IS 'Why a payment''s arguments are refused: (MT004, argument) NULL, (MT007, transaction_id) empty, only whitespace, control or zero-width characters, or too long, (MT003, amount) not positive, over two decimals or too large; (NULL, NULL) when fine. Inlined into evaluate_transaction and evaluate_transactions';
 
 -- The rule deciding a payment of amount (currency units) from account_id:
 -- the first, in rule_order, whose amount range holds the amount and whose
@@ -56,6 +59,20 @@ END
 $$;
 COMMENT ON FUNCTION raise_no_risk_rule(text, numeric, smallint) IS 'Raises MT008 naming the amount, the account and its risk level';
 
+-- Raises MT011: transaction_id was decided before for another account or
+-- amount. The message names what this call passed, not what was recorded
+-- (another payment's details are not the caller's to learn).
+CREATE OR REPLACE FUNCTION raise_transaction_id_reused(transaction_id text, account_id text, amount numeric)
+RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'transaction_id % was already used for another payment: account % and amount % differ from the recorded ones',
+        quote_literal(left(transaction_id, 40)), account_id, amount
+        USING ERRCODE = 'MT011',
+              HINT = 'A transaction_id names one payment: repeat it only with the same account_id and amount (to get the recorded decision back), and give a new payment a new transaction_id.';
+END
+$$;
+COMMENT ON FUNCTION raise_transaction_id_reused(text, text, numeric) IS 'Raises MT011 naming the transaction_id and the account and amount passed';
+
 -- Decides a payment with the risk rules and records the decision once:
 -- a transaction_id seen before gets its recorded decision back and nothing
 -- is written. A new decision is also written to the transaction_decisions
@@ -71,6 +88,7 @@ DECLARE
     v risk_verdict;
     refusal record;
     m record;
+    d record;
 BEGIN
     SELECT * INTO refusal FROM payment_refusal(p_transaction, p_account, p_amount);
     IF refusal.sqlstate = 'MT004' THEN
@@ -80,16 +98,21 @@ BEGIN
     IF refusal.sqlstate = 'MT007' THEN
         RAISE EXCEPTION 'Invalid transaction_id: %', quote_literal(left(p_transaction, 40))
             USING ERRCODE = 'MT007',
-                  HINT = 'A transaction_id is 1 to 200 characters, not only spaces.';
+                  HINT = 'A transaction_id is 1 to 200 characters, not only spaces, control or zero-width characters.';
     ELSIF refusal.sqlstate = 'MT003' THEN
         RAISE EXCEPTION 'Transaction amount must be positive, below 1,000,000,000,000, with at most two decimals: %', p_amount
             USING ERRCODE = 'MT003', HINT = 'Amounts are currency units with cents: 5000.01.';
     END IF;
 
-    SELECT d.blocked, d.rule, d.message INTO v
-    FROM risk_decisions d WHERE d.transaction_id = p_transaction;
+    PERFORM checked_ts('evaluate_transaction', 'ts', p_ts);
+
+    SELECT r.blocked, r.rule, r.message, r.account_id, r.amount INTO d
+    FROM risk_decisions r WHERE r.transaction_id = p_transaction;
     IF FOUND THEN
-        RETURN v;
+        IF d.account_id <> p_account OR d.amount <> p_amount THEN
+            PERFORM raise_transaction_id_reused(p_transaction, p_account, p_amount);
+        END IF;
+        RETURN ROW(d.blocked, d.rule, d.message)::risk_verdict;
     END IF;
 
     SELECT * INTO m FROM risk_rule(p_account, p_amount);
@@ -101,16 +124,19 @@ BEGIN
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         -- The same transaction_id was decided by a call that committed meanwhile.
-        SELECT d.blocked, d.rule, d.message INTO v
-        FROM risk_decisions d WHERE d.transaction_id = p_transaction;
-        RETURN v;
+        SELECT r.blocked, r.rule, r.message, r.account_id, r.amount INTO d
+        FROM risk_decisions r WHERE r.transaction_id = p_transaction;
+        IF d.account_id <> p_account OR d.amount <> p_amount THEN
+            PERFORM raise_transaction_id_reused(p_transaction, p_account, p_amount);
+        END IF;
+        RETURN ROW(d.blocked, d.rule, d.message)::risk_verdict;
     END IF;
     INSERT INTO transaction_decisions (transaction_id, account_id, amount, ts, risk_level, blocked, rule, message)
     VALUES (p_transaction, p_account, p_amount, p_ts, m.risk_level, m.blocked, m.rule, m.message);
     RETURN ROW(m.blocked, m.rule, m.message)::risk_verdict;
 END
 $$;
-COMMENT ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) IS 'Decides a payment with the risk rules: (blocked, rule, message), recorded once per transaction_id in risk_decisions and the transaction_decisions stream; a transaction_id seen before gets its recorded decision and writes nothing. MT004 NULL argument, MT007 invalid transaction_id, MT003 invalid amount, MT008 no rule covers it';
+COMMENT ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) IS 'Decides a payment with the risk rules: (blocked, rule, message), recorded once per transaction_id in risk_decisions and the transaction_decisions stream; a transaction_id seen before with the same account and amount gets its recorded decision and writes nothing. MT004 NULL argument, MT007 invalid transaction_id, MT003 invalid amount, MT009/MT010 ts refused, MT011 transaction_id reused for another account or amount, MT008 no rule covers it';
 REVOKE ALL ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz)
     TO metro_app, metro_bridge;
@@ -122,7 +148,7 @@ GRANT EXECUTE ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz)
 -- a transaction_id repeated within the batch is decided by its first
 -- occurrence and the later ones get that decision. ts NULL, or a NULL element,
 -- means now(). Arrays of different lengths raise 22023. When any payment would
--- be refused (MT003, MT004, MT007, MT008), the batch is decided by
+-- be refused (MT003, MT004, MT007, MT008, MT009, MT010, MT011), the batch is decided by
 -- evaluate_transaction one payment at a time, so the caller gets exactly the
 -- error of the first refused payment, and the whole call writes nothing.
 CREATE OR REPLACE FUNCTION evaluate_transactions(transaction_ids text[], account_ids text[],
@@ -163,6 +189,22 @@ BEGIN
         WHERE x.sqlstate IS NOT NULL
         UNION ALL
         SELECT FROM fresh f WHERE f.rule IS NULL
+        UNION ALL
+        -- A ts the caller may not pass (MT009, MT010).
+        SELECT WHERE ts_array_refusal(ts) IS NOT NULL
+        UNION ALL
+        -- A transaction_id reused with another account or amount (MT011):
+        -- against the recorded decision, or within the batch.
+        SELECT FROM payments p JOIN risk_decisions d ON d.transaction_id = p.transaction_id
+        WHERE d.account_id <> p.account_id OR d.amount <> p.amount
+        UNION ALL
+        SELECT FROM (SELECT p.account_id, p.amount,
+                            first_value(p.account_id) OVER w AS first_account,
+                            first_value(p.amount) OVER w AS first_amount
+                     FROM payments p
+                     WINDOW w AS (PARTITION BY p.transaction_id ORDER BY p.n)) x
+        WHERE x.account_id IS DISTINCT FROM x.first_account
+           OR x.amount IS DISTINCT FROM x.first_amount
     ), decided AS (
         INSERT INTO risk_decisions AS d (transaction_id, account_id, amount, ts, risk_level, blocked, rule, message)
         SELECT f.transaction_id, f.account_id, f.amount, f.ts, f.risk_level, f.blocked, f.rule, f.message
@@ -205,6 +247,9 @@ $$;
 COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
 
 -- grants
+REVOKE ALL ON FUNCTION payment_refusal(text, text, numeric), risk_rule(text, numeric),
+    raise_no_risk_rule(text, numeric, smallint), raise_transaction_id_reused(text, text, numeric)
+    FROM PUBLIC;
 REVOKE ALL ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[])
     TO metro_app, metro_bridge;

@@ -55,3 +55,104 @@ COMMENT ON FUNCTION settings_keep_row() IS 'Trigger: refuses DELETE and TRUNCATE
 -- triggers
 CREATE TRIGGER settings_keep_row BEFORE DELETE OR TRUNCATE ON settings
     FOR EACH STATEMENT EXECUTE FUNCTION settings_keep_row();
+
+-- Time. A caller passes ts to replay its own clock. Whoever calls, ts must be
+-- finite and in [2000-01-01, 2200-01-01) UTC (MT009). A metro_app caller may
+-- pass a ts only within settings.max_clock_skew of now() (turnstiles that
+-- store and forward); members of metro_replay may pass any valid ts
+-- (simulations, backfills, the bridge applying inbound topics), and so may the
+-- schema's owner and superusers (loader, producers, tests). The functions are
+-- SECURITY DEFINER, so the caller is session_user, the role that logged in
+-- (or that SET SESSION AUTHORIZATION chose): SET ROLE cannot widen it.
+
+-- Whether the session's login role may pass any valid ts.
+CREATE OR REPLACE FUNCTION replay_caller()
+RETURNS boolean LANGUAGE sql STABLE SET search_path = metro, pg_temp AS $$
+    SELECT pg_has_role(session_user, 'metro_replay', 'MEMBER')
+        OR pg_has_role(session_user, n.nspowner, 'MEMBER')
+    FROM pg_namespace n WHERE n.nspname = 'metro'
+$$;
+COMMENT ON FUNCTION replay_caller() IS 'Whether session_user may pass any valid ts: a member of metro_replay, of the schema''s owner, or a superuser';
+
+-- Refuses, before anything is written, a ts the caller may not pass: MT009
+-- for an infinite ts or one outside [2000-01-01, 2200-01-01) UTC, MT010 for a
+-- ts further than settings.max_clock_skew from now() from a caller that is
+-- not replay_caller(). NULL passes (the callers raise MT004 for it). ts =
+-- now(), the default, costs no read of settings.
+CREATE OR REPLACE FUNCTION checked_ts(function_name text, argument text, ts timestamptz)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_skew interval;
+BEGIN
+    IF ts IS NULL THEN
+        RETURN;
+    END IF;
+    IF isfinite(ts) AND ts >= timestamptz '2000-01-01 00:00:00+00'
+       AND ts < timestamptz '2200-01-01 00:00:00+00' THEN
+        IF ts = now() THEN
+            RETURN;
+        END IF;
+        SELECT s.max_clock_skew INTO v_skew FROM settings s;
+        IF ts BETWEEN now() - v_skew AND now() + v_skew OR replay_caller() THEN
+            RETURN;
+        END IF;
+        RAISE EXCEPTION '%: % % is more than % away from the server''s clock (%)',
+            function_name, argument, ts, v_skew, now()
+            USING ERRCODE = 'MT010',
+                  DETAIL = format('Role %s may pass a ts only within settings.max_clock_skew of now(); it is not a member of metro_replay.', session_user),
+                  HINT = 'Omit ts to use now(), fix the client''s clock, or run simulations and backfills as a member of metro_replay.';
+    END IF;
+    RAISE EXCEPTION '%: % must be a finite time from 2000-01-01 up to 2200-01-01 UTC, got %',
+        function_name, argument, ts
+        USING ERRCODE = 'MT009',
+              HINT = 'Pass the time the event happened (timestamptz, e.g. 2026-11-02 08:00:00+00), or omit ts to use now().';
+END
+$$;
+COMMENT ON FUNCTION checked_ts(text, text, timestamptz) IS 'Refuses a ts the caller may not pass: MT009 infinite or outside [2000-01-01, 2200-01-01), MT010 further than settings.max_clock_skew from now() for a caller not in metro_replay; NULL passes';
+
+-- The ordinal of the first element of a batch's ts array that checked_ts
+-- would refuse, NULL when none (NULL elements mean now() and pass). One
+-- set-wise statement for the common case of a batch within the skew.
+CREATE OR REPLACE FUNCTION ts_array_refusal(ts timestamptz[])
+RETURNS integer LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_skew interval := (SELECT s.max_clock_skew FROM settings s);
+    v_first integer;
+BEGIN
+    IF ts IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT min(u.n) INTO v_first FROM unnest(ts) WITH ORDINALITY u(t, n)
+    WHERE NOT (isfinite(u.t) AND u.t >= timestamptz '2000-01-01 00:00:00+00'
+               AND u.t < timestamptz '2200-01-01 00:00:00+00'
+               AND u.t BETWEEN now() - v_skew AND now() + v_skew);
+    IF v_first IS NULL OR NOT replay_caller() THEN
+        RETURN v_first;
+    END IF;
+    SELECT min(u.n) INTO v_first FROM unnest(ts) WITH ORDINALITY u(t, n)
+    WHERE NOT (isfinite(u.t) AND u.t >= timestamptz '2000-01-01 00:00:00+00'
+               AND u.t < timestamptz '2200-01-01 00:00:00+00');
+    RETURN v_first;
+END
+$$;
+COMMENT ON FUNCTION ts_array_refusal(timestamptz[]) IS 'Ordinal of the first element of a ts array that checked_ts refuses (NULL: none; NULL elements pass)';
+
+-- checked_ts for the first refused element of a batch's ts array, named ts[i].
+CREATE OR REPLACE FUNCTION checked_ts_array(function_name text, ts timestamptz[])
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_first integer := ts_array_refusal(ts);
+BEGIN
+    IF v_first IS NOT NULL THEN
+        PERFORM checked_ts(function_name, format('ts[%s]', v_first), ts[v_first]);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION checked_ts_array(text, timestamptz[]) IS 'checked_ts for the first refused element of a ts array (MT009 or MT010 naming ts[i])';
+
+-- grants: every function above is private to the schema's owner.
+REVOKE ALL ON FUNCTION raise_null_argument(text, text), raise_unknown_station(integer),
+    cents_text(bigint), fraud_trans_id(bigint, timestamptz), settings_keep_row(),
+    replay_caller(), checked_ts(text, text, timestamptz), ts_array_refusal(timestamptz[]),
+    checked_ts_array(text, timestamptz[])
+    FROM PUBLIC;

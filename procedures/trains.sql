@@ -21,6 +21,7 @@ BEGIN
     IF p_station IS NULL THEN PERFORM raise_null_argument('record_train_event', 'station_id'); END IF;
     IF p_activity IS NULL THEN PERFORM raise_null_argument('record_train_event', 'activity_type'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('record_train_event', 'ts'); END IF;
+    PERFORM checked_ts('record_train_event', 'ts', p_ts);
     IF p_activity NOT IN (0, 1) THEN
         RAISE EXCEPTION 'record_train_event: activity_type must be 0 (arrival) or 1 (departure), got %', p_activity
             USING ERRCODE = 'MT005';

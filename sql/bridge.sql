@@ -63,15 +63,21 @@ CREATE TABLE bridge_state (
     since timestamptz,
     heartbeat_at timestamptz,
     last_error text,
-    last_error_at timestamptz
+    last_error_at timestamptz,
+    lease_pid integer,
+    lease_backend_start timestamptz,
+    lease_expires timestamptz
 );
-COMMENT ON TABLE bridge_state IS 'The bridge holding the lease (a session advisory lock) and its last error, for metro bridge --status';
+COMMENT ON TABLE bridge_state IS 'The bridge lease (holder, its backend and expiry; taken and renewed only through bridge_take_lease and bridge_renew_lease) and the last error, for metro bridge --status';
 COMMENT ON COLUMN bridge_state.singleton IS 'Always true: the table holds exactly one row';
 COMMENT ON COLUMN bridge_state.holder IS 'host:pid of the bridge that holds the lease (or last held it)';
 COMMENT ON COLUMN bridge_state.since IS 'When the holder took the lease';
 COMMENT ON COLUMN bridge_state.heartbeat_at IS 'Last sign of life of the holder';
 COMMENT ON COLUMN bridge_state.last_error IS 'Last error the bridge reported (Kafka or PostgreSQL unavailable, ...)';
 COMMENT ON COLUMN bridge_state.last_error_at IS 'When last_error happened';
+COMMENT ON COLUMN bridge_state.lease_pid IS 'Backend process id of the session holding the lease (NULL: released)';
+COMMENT ON COLUMN bridge_state.lease_backend_start IS 'Start time of that backend, so a reused process id is not mistaken for the holder';
+COMMENT ON COLUMN bridge_state.lease_expires IS 'The lease is stale after this unless renewed; a stale lease, or one whose backend is gone, is taken over';
 INSERT INTO bridge_state DEFAULT VALUES;
 
 CREATE TABLE bridge_inbound_offsets (
@@ -112,9 +118,33 @@ COMMENT ON COLUMN bridge_dead_letters.value IS 'Message value as received';
 COMMENT ON COLUMN bridge_dead_letters.reason IS 'Why it was not applied: the parse error, or SQLSTATE and message of the function';
 COMMENT ON COLUMN bridge_dead_letters.received_at IS 'When the bridge set it aside';
 
+CREATE TABLE bridge_outbound_dead_letters (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stream text NOT NULL REFERENCES streams,
+    position bigint NOT NULL,
+    txid xid8 NOT NULL,
+    key text,
+    value text,
+    reason text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (stream, position)
+);
+COMMENT ON TABLE bridge_outbound_dead_letters IS 'Stream rows Kafka refused (too large, invalid): set aside so their stream moves on; the row stays in its stream table until pruned';
+COMMENT ON COLUMN bridge_outbound_dead_letters.id IS 'Order in which rows were set aside';
+COMMENT ON COLUMN bridge_outbound_dead_letters.stream IS 'Stream (a row of streams)';
+COMMENT ON COLUMN bridge_outbound_dead_letters.position IS 'Stream position of the refused row';
+COMMENT ON COLUMN bridge_outbound_dead_letters.txid IS 'Writing transaction of the refused row';
+COMMENT ON COLUMN bridge_outbound_dead_letters.key IS 'Kafka key the row would have had';
+COMMENT ON COLUMN bridge_outbound_dead_letters.value IS 'The message value (JSON) Kafka refused';
+COMMENT ON COLUMN bridge_outbound_dead_letters.reason IS 'Why: the Kafka error';
+COMMENT ON COLUMN bridge_outbound_dead_letters.at IS 'When the bridge set it aside';
+
 -- grants
-GRANT SELECT ON streams, bridge_settings TO metro_bridge;
-GRANT SELECT, INSERT, UPDATE, DELETE ON bridge_cursors, bridge_acks, bridge_state,
-    bridge_inbound_offsets, bridge_dead_letters TO metro_bridge;
+-- metro_bridge reads; it moves cursors, takes the lease, records errors and
+-- outbound dead letters only through the SECURITY DEFINER functions of
+-- procedures/bridge.sql. Its inbound bookkeeping it writes itself.
+GRANT SELECT ON streams, bridge_settings, bridge_cursors, bridge_state,
+    bridge_outbound_dead_letters TO metro_bridge;
+GRANT SELECT, INSERT, UPDATE ON bridge_inbound_offsets, bridge_dead_letters TO metro_bridge;
 GRANT SELECT ON streams, bridge_cursors, bridge_state, bridge_inbound_offsets, bridge_dead_letters
     TO metro_reader;

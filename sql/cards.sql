@@ -3,6 +3,20 @@
 -- triggers of procedures/history.sql.
 SET search_path = metro, pg_catalog;
 
+-- types
+-- Card holder details are copied into every alert row sent to Kafka: bounded
+-- here, so no card can make a message Kafka refuses. Domains, not table
+-- CHECKs: a balance UPDATE does not re-check them.
+CREATE DOMAIN card_name AS text
+    CONSTRAINT card_name_at_most_200_characters CHECK (length(VALUE) <= 200);
+COMMENT ON DOMAIN card_name IS 'Card holder name, at most 200 characters';
+CREATE DOMAIN card_phone AS text
+    CONSTRAINT card_phone_at_most_40_characters CHECK (length(VALUE) <= 40);
+COMMENT ON DOMAIN card_phone IS 'Card holder phone, at most 40 characters';
+CREATE DOMAIN card_email AS text
+    CONSTRAINT card_email_at_most_320_characters CHECK (length(VALUE) <= 320);
+COMMENT ON DOMAIN card_email IS 'Card holder e-mail, at most 320 characters';
+
 -- tables
 CREATE TABLE cards (
     card_id bigint PRIMARY KEY,
@@ -10,9 +24,9 @@ CREATE TABLE cards (
     card_type card_type_code NOT NULL DEFAULT 0,
     balance cents NOT NULL DEFAULT 0,
     expires timestamptz,
-    name text,
-    phone text,
-    email text,
+    name card_name,
+    phone card_phone,
+    email card_email,
     notify notify_channel NOT NULL DEFAULT 0,
     CHECK (card_type = 0 OR expires IS NOT NULL)
 ) WITH (fillfactor = 90);  -- room on each page for HOT balance updates

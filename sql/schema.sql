@@ -38,7 +38,8 @@ CREATE TABLE settings (
     fraud_window interval NOT NULL DEFAULT '1 hour' CHECK (fraud_window > interval '0'),
     fraud_station_limit integer NOT NULL DEFAULT 5 CHECK (fraud_station_limit >= 1),
     fraud_entry_limit integer NOT NULL DEFAULT 10 CHECK (fraud_entry_limit >= 1),
-    max_wait interval NOT NULL DEFAULT '30 minutes' CHECK (max_wait > interval '0')
+    max_wait interval NOT NULL DEFAULT '30 minutes' CHECK (max_wait > interval '0'),
+    max_clock_skew interval NOT NULL DEFAULT '10 minutes' CHECK (max_clock_skew >= interval '0')
 );
 COMMENT ON TABLE settings IS 'Operator-tunable thresholds, one row; an UPDATE takes effect on the next call';
 COMMENT ON COLUMN settings.singleton IS 'Always true: the table holds exactly one row';
@@ -46,4 +47,5 @@ COMMENT ON COLUMN settings.fraud_window IS 'How far back the fraud rules look: e
 COMMENT ON COLUMN settings.fraud_station_limit IS 'Fraud when the card entered at this many distinct stations within the window';
 COMMENT ON COLUMN settings.fraud_entry_limit IS 'Fraud when the card has this many entries within the window';
 COMMENT ON COLUMN settings.max_wait IS 'Entries older than this before a departure are not counted as waiting for it';
+COMMENT ON COLUMN settings.max_clock_skew IS 'How far from now() a metro_app caller may pass ts (turnstiles that store and forward); metro_replay members may pass any valid ts';
 INSERT INTO settings DEFAULT VALUES;

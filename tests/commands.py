@@ -18,3 +18,15 @@ def run_metro(*args, dsn=None, home=None):
         env["METRO_HOME"] = str(home)
     return subprocess.run([*METRO, *args], capture_output=True, text=True, env=env, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)
+
+
+def metro(dsn, *args):
+    """`metro ARGS` against the database dsn."""
+    return run_metro(*args, dsn=dsn)
+
+
+def loader_command(tmp_path, url, *args):
+    """The installed `loader` command, as a user runs it, in tmp_path."""
+    return subprocess.run([str(Path(sys.executable).with_name("loader")), *args],
+                          env={**os.environ, "METRO_DATABASE_URL": url}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)

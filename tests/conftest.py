@@ -1,5 +1,7 @@
-"""Tests by what they need: unit/ (nothing), database/ (a real PostgreSQL), kafka/ (a
-real Kafka broker as well, marked `kafka`), e2e/ (whole commands as a user runs them).
+"""Tests by what they need or show: unit/ (nothing), database/ (a real PostgreSQL),
+kafka/ (a real Kafka broker as well; every test using it is marked `kafka`), e2e/ (whole
+commands as a user runs them), security/ (what no role or client can do) and faults/
+(crashes, outages, refused and malformed input).
 
 Real PostgreSQL for every test: the schema is installed once per session into a
 template database (through alembic, as `metro install` does), and each test gets

@@ -68,3 +68,9 @@ def counts(conn: psycopg.Connection) -> dict[str, int]:
         assert row is not None
         result[table] = int(row[0])
     return result
+
+
+# Three fraud rows of cards 1-3, for the bridge's tests.
+INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
+                " SELECT n || '_1', n, '2026-11-02 08:00:00+00', 1, 1, 250"
+                " FROM generate_series(1, 3) n")

@@ -5,13 +5,9 @@ or select the database is one line and exit status 2."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import psycopg
 import pytest
+from commands import loader_command
 from test_loader import log_entries, rows, run, write  # noqa: F401 - fixtures
 
 from metro.database import with_dbname
@@ -84,15 +80,9 @@ def test_the_database_s_error_codes_decide_when_it_has_them(run, conn, tmp_path)
     status, out, err = run("-p", "evaluate_transaction", path)
     assert (status, out) == (2, "")
     assert err == ("loader: loading metro.evaluate_transaction failed: Invalid transaction_id: "
-                   "'   '. A transaction_id is 1 to 200 characters, not only spaces\n")
+                   "'   '. A transaction_id is 1 to 200 characters, not only spaces, control or"
+                   " zero-width characters\n")
     assert rows(conn, "SELECT transaction_id FROM risk_decisions") == [("tx-1",)]
-
-
-def loader_command(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    """The installed `loader` command, as a user runs it."""
-    return subprocess.run([str(Path(sys.executable).with_name("loader")), *args],
-                          env={**os.environ, "METRO_DATABASE_URL": url}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("url, says", [

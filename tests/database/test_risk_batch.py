@@ -38,7 +38,22 @@ def reset(conn: psycopg.Connection, decided_before: list[tuple]) -> None:
     conn.execute("TRUNCATE risk_decisions, transaction_decisions, risk_tags")
     conn.execute("INSERT INTO risk_tags VALUES ('2', 2), ('3', 3), ('account4', 1)")
     for args in decided_before:
-        conn.execute(SINGLE, args)
+        try:
+            conn.execute(SINGLE, args)
+        except psycopg.Error as error:
+            if error.sqlstate != "MT011":  # an id reused with other details: refused
+                raise
+
+
+def consistent(payments: list[tuple], before: list[tuple] = ()) -> list[tuple]:
+    """payments with each repeated transaction_id carrying the account and amount of its
+    first occurrence (in before, then in payments), so none is refused as reused (MT011)."""
+    first: dict[str, tuple] = {}
+    result = []
+    for transaction_id, account, amount, ts in [*before, *payments]:
+        account, amount = first.setdefault(transaction_id, (account, amount))
+        result.append((transaction_id, account, amount, ts))
+    return result[len(before):]
 
 
 def refusal(error: psycopg.Error) -> bool:
@@ -132,6 +147,8 @@ def test_valid_batches_equal_single_calls(conn):
     @given(st.lists(valid_payments, min_size=2, max_size=12),
            st.lists(valid_payments, max_size=3), st.sampled_from(ELEVATED_RANGES))
     def check(batch_payments, decided_before, elevated):
+        decided_before = consistent(decided_before)
+        batch_payments = consistent(batch_payments, decided_before)
         conn.execute("UPDATE risk_rules SET amount_range = %s"
                      " WHERE rule = 'elevated_risk_above_5000'", (elevated,))
         reset(conn, decided_before)
@@ -162,9 +179,9 @@ def test_duplicates_and_transactions_decided_before(conn):
     assert batch(conn, [("old", "3", Decimal("20000"), at())]) == [HIGH]
     rows = batch(conn, [
         ("a", "2", Decimal("6000"), at(1)),
-        ("old", "1", Decimal("1.00"), at(2)),    # decided before: its decision, nothing written
+        ("old", "3", Decimal("20000.00"), at(2)),  # decided before: its decision, nothing written
         ("b", "1", Decimal("6000"), at(3)),
-        ("a", "1", Decimal("1.00"), at(4)),      # the first "a" decided it
+        ("a", "2", Decimal("6000.0"), at(4)),      # the first "a" decided it
         ("c", "3", Decimal("10000.01"), at(5)),
     ])
     assert rows == [ELEVATED, HIGH, PASS, ELEVATED, HIGH]
@@ -173,6 +190,15 @@ def test_duplicates_and_transactions_decided_before(conn):
                 ("b", "1", Decimal("6000.00"), at(3), 1, *PASS),
                 ("c", "3", Decimal("10000.01"), at(5), 3, *HIGH)]
     assert state(conn) == [sorted(recorded), recorded]
+    # The same ids with another account or amount: refused, within the batch or against
+    # the recorded decision, and nothing written.
+    for reused in ([("d", "1", Decimal("5"), at(6)), ("d", "1", Decimal("6"), at(6))],
+                   [("e", "1", Decimal("5"), at(6)), ("old", "4", Decimal("20000"), at(6))]):
+        assert batch(conn, reused) == one_by_one(conn, reused) == (
+            "MT011", f"transaction_id '{reused[1][0]}' was already used for another payment:"
+                     f" account {reused[1][1]} and amount {reused[1][2]} differ from the"
+                     " recorded ones")
+        assert state(conn) == [sorted(recorded), recorded]
 
 
 def test_ts_null_means_now(conn):
@@ -262,7 +288,7 @@ def test_the_bridge_applies_a_poll_once_and_dead_letters_bad_payments(db, conn, 
     conn.execute("INSERT INTO risk_tags VALUES (2, 2)")
     skip_inbound_backlog(db, kafka)
     values = [payment("k-1", 2, "6000.00"), b"not a payment", payment("k-2", 1, "6000.00"),
-              payment("k-1", 1, "1.00"), payment("k-3", 1, "0.001" if refused else "7.00")]
+              payment("k-1", 2, "6000.00"), payment("k-3", 1, "0.001" if refused else "7.00")]
     sent = [kafka_producer.send("transaction_topic", value, partition=1) for value in values]
     offsets = [future.get(timeout=10).offset for future in sent]
     tp = TopicPartition("transaction_topic", 1)

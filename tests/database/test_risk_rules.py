@@ -98,8 +98,7 @@ def test_a_duplicate_transaction_id_returns_the_recorded_decision(conn):
     first = evaluate(conn, "dup", 7, "12000.00", at(0))
     conn.execute("UPDATE risk_tags SET risk_level = 1")
     assert evaluate(conn, "dup", 7, "12000.00", at(5)) == first == (True, *HIGH)
-    # Even other details under the same id get the recorded decision back.
-    assert evaluate(conn, "dup", 8, "1.00", at(9)) == first
+    # Other details under the same id are refused (MT011): tests/test_security_payments.py.
     assert decisions(conn) == [("dup", "7", Decimal("12000.00"), at(0), 3, True, *HIGH)]
     assert len(decision_stream(conn)) == 1
 
@@ -111,8 +110,8 @@ def test_concurrent_calls_with_one_transaction_id_record_one_decision(db, conn):
         assert call(first, "evaluate_transaction", "race", "7", Decimal("7000"), at()) == (
             True, *ELEVATED)
         pid = second.info.backend_pid
-        second_call = pool.submit(call, second, "evaluate_transaction", "race", "7", Decimal(1),
-                                  at())
+        second_call = pool.submit(call, second, "evaluate_transaction", "race", "7",
+                                  Decimal("7000.00"), at())
         wait_until(lambda: conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
                                         " WHERE pid = %s", (pid,)).fetchone() == (True,),
                    10, "the second call to wait for the first one's key")

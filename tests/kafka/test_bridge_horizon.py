@@ -33,6 +33,7 @@ def test_a_lower_position_committing_late_holds_back_later_rows(db, conn):
 
 
 def test_a_transaction_that_started_first_but_writes_last_is_read_in_txid_order(db, conn):
+    """The cursor moves in (txid, position) order; a batch comes in position order."""
     first = psycopg.connect(db)
     first.execute("SELECT pg_current_xact_id()")         # takes the older txid, writes nothing yet
     conn.execute(INSERT_TRIP, (1,))                      # position 1, newer txid, committed
@@ -40,7 +41,7 @@ def test_a_transaction_that_started_first_but_writes_last_is_read_in_txid_order(
     first.execute(INSERT_TRIP, (2,))                     # position 2, older txid
     first.commit()
     first.close()
-    assert batch(conn) == [2, 1]
+    assert batch(conn) == [1, 2]
     # The cursor after position 2 (older txid) still finds position 1.
     txid = conn.execute("SELECT txid::text FROM metro.trips WHERE position = 2").fetchone()[0]
     assert batch(conn, (txid, 2)) == [1]

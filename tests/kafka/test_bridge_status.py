@@ -5,26 +5,16 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import psycopg
 import pytest
-from kafka_fixtures import PROJECT_ROOT, wait_until
+from commands import metro
+from factories import INSERT_FRAUD
+from kafka_fixtures import wait_until
 from psycopg import sql
 
 from metro.app.kafka_broker import free_port_pair
 from metro.database import with_dbname
-
-INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
-                " SELECT n || '_1', n, '2026-11-02 08:00:00+00', 1, 1, 250"
-                " FROM generate_series(1, 3) n")
-
-
-def metro(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METRO_DATABASE_URL": dsn}
-    return subprocess.run([sys.executable, "-m", "metro.app.cli", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_status_of_a_bridge_that_cannot_reach_kafka(db, conn, start_bridge):
@@ -41,16 +31,18 @@ def test_status_of_a_bridge_that_cannot_reach_kafka(db, conn, start_bridge):
     assert re.fullmatch(rf"running: {socket.gethostname()}:{bridge.process.pid} holds the lease "
                         r"since \S+ \S+ \(heartbeat [\d.]+ s ago\)", lines[0])
     assert lines[1].startswith(f"last error: {error} (")
+    assert lines[2] == "commit horizon: no open transaction holds delivery back"
     # Columns as wide as their content: transaction_decisions lines up with the others.
-    assert lines[3].startswith("stream                topic                 delivered pending "
+    assert lines[4].startswith("stream                topic                 delivered pending "
                                "oldest pending (event time) ")
-    assert [line[:62] for line in lines[4:8]] == [
+    assert [line[:62] for line in lines[5:9]] == [
         "card_alert_export     CARD_ALERT_EXPORT             0       0 ",
         "fraud                 FRAUD                         0       3 ",
         "transaction_decisions transaction_decisions         0       0 ",
         "trips                 TRIPS                         0       0 "]
-    assert re.fullmatch(r"2026-11-02 08:00:00 \(.+ ago\)  -", lines[5][62:]), lines
-    assert lines[3].index("last ack") == len(lines[5]) - 1
+    assert re.fullmatch(r"2026-11-02 08:00:00 \(.+ ago\)  -", lines[6][62:]), lines
+    assert lines[4].index("last ack") == len(lines[6]) - 1
+    assert lines[9] == "outbound dead letters: 0"
     assert lines[-2:] == ["inbound: nothing consumed yet", "dead letters: 0"]
 
     assert bridge.terminate() == 0

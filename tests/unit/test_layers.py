@@ -66,7 +66,7 @@ def test_the_check_sees_an_import_that_runs_up(tmp_path):
 
 def test_only_the_configuration_module_reads_the_environment():
     readers = []
-    for package, path in files():
+    for _, path in files():
         if path == ROOT / "metro" / "config.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
