@@ -9,7 +9,7 @@ SET search_path = metro, pg_catalog;
 --   in the same second; purchases (recharges) do not count,
 -- 3 fraud_entry_limit or more entries in [ts - fraud_window, ts),
 -- 2 fraud_station_limit or more distinct stations among those entries.
--- Both read card_events_card_ts: rule 1 the card's events of one second,
+-- Both read card_events' primary key (card_id, ts, ...): rule 1 the card's events of one second,
 -- rules 2 and 3 at most fraud_entry_limit entries, so the cost is bounded by
 -- the thresholds, not by the card's history. A plain SQL function returning
 -- a set, so that PostgreSQL inlines it into the caller's query: validate_entry

@@ -68,3 +68,11 @@ def counts(conn: psycopg.Connection) -> dict[str, int]:
         assert row is not None
         result[table] = int(row[0])
     return result
+
+
+def catch_up(conn: psycopg.Connection) -> None:
+    """Run the rollup until derived data has caught up with every committed source row."""
+    while True:
+        row = conn.execute("SELECT bool_or(full_round) FROM metro.run_rollup(10000)").fetchone()
+        if not row or not row[0]:
+            return
