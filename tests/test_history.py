@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import psycopg
-from factories import add_card, at
+from factories import add_card, at, catch_up
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +35,7 @@ operation = st.tuples(
 
 
 def assert_history_matches(conn):
+    catch_up(conn)
     recomputed = conn.execute(CARD_HISTORY_RECOMPUTED).fetchall()
     assert conn.execute(CARD_HISTORY).fetchall() == recomputed
     recomputed = conn.execute(STATION_STATS_RECOMPUTED).fetchall()

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from factories import add_card, at, counts
+from factories import add_card, at, catch_up, counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +42,7 @@ def reset(conn):
 
 
 def state(conn):
+    catch_up(conn)
     return [conn.execute(query).fetchall() for query in STATE]
 
 
