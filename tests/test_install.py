@@ -11,7 +11,6 @@ from commands import run_metro
 from metro import schema
 from metro.embedded import bin_dir
 
-
 # Daily partitions (card_events_p20261102, ...) are made for the days a database holds,
 # like its rows: they are compared as data, not as the catalog.
 DAILY_PARTITIONS = "metro.*_p" + "[0-9]" * 8

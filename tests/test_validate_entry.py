@@ -1,6 +1,6 @@
 """validate_entry: every branch, with its message, the balance after, and the rows written."""
 
-from factories import add_card, at, balance, call, events, stream, catch_up
+from factories import add_card, at, balance, call, catch_up, events, stream
 
 ENTRY, ACCEPTED, REJECTED, FRAUD = 1, 1, 0, -1
 
