@@ -981,7 +981,10 @@ GRANT EXECUTE ON FUNCTION validate_entry(bigint, integer, timestamptz) TO metro_
 CREATE OR REPLACE FUNCTION validate_entries(card_ids bigint[], station_ids integer[],
                                             ts timestamptz[] DEFAULT NULL)
 RETURNS TABLE (ordinal integer, accepted boolean, message text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp
+-- Generic plans: a round is one statement, and planning it afresh for every
+-- round (PostgreSQL's choice for its cost estimates) cost ten times the round.
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_missing integer;
     v_size integer := cardinality(card_ids);
