@@ -152,12 +152,12 @@ def test_no_session_setting_skips_a_record_or_changes_a_decision(db, stations):
     fires for the last three and the history counts all four."""
     with psycopg.connect(db, autocommit=True) as admin:
         add_card(admin, 7, balance=3000)
-        second = admin.execute("SELECT date_trunc('second', now())").fetchone()[0]
+        second = admin.execute("SELECT date_trunc('second', now())").fetchone()[0]  # type: ignore[index]
     with psycopg.connect(db, autocommit=True) as app:
         app.execute("SET ROLE metro_app")
         app.execute("SET metro.history_written = 'on'")
-        results = [tuple(app.execute("SELECT * FROM validate_entry(7, 3, %s)",
-                                     (second + timedelta(milliseconds=ms),)).fetchone())
+        results = [app.execute("SELECT * FROM validate_entry(7, 3, %s)",
+                               (second + timedelta(milliseconds=ms),)).fetchone()
                    for ms in (100, 300, 500, 700)]
     assert results == [(True, "Remaining Balance: 27.50")] + [
         (False, "Fraudulent transaction")] * 3
