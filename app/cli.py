@@ -1,4 +1,5 @@
-"""The `metro` command: database control, schema install, psql, demo, Kafka broker, bridge."""
+"""The `metro` command: database control, schema install, psql, demo, Kafka broker, bridge,
+worker."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from metro.embedded import bin_dir
 from metro.errors import MetroError
 
 from ..bridge import command as bridge_command
+from ..worker import command as worker_command
 from . import demo, kafka_broker
 from . import topics as topics_command
 from .web import command as dashboard_command
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka_broker.add_parser(sub)
     bridge_command.add_parser(sub)
+    worker_command.add_parser(sub)
     dashboard_command.add_parser(sub)
     topics_command.add_parser(sub)
     return parser

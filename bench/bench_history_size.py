@@ -21,9 +21,8 @@
    calls/s and p50 (median of the rounds, with their range). The in-window
    events are written just before they are measured, within the last 50 minutes.
 
-The past events are inserted the way validate_entries writes its own: with the
-history written in aggregate in the same transaction (metro.history_written), since
-a row trigger per event would make loading ten million events take most of an hour.
+The past events are inserted in bulk and their history is rolled up by
+metro.run_rollup() in large rounds, as the worker would.
 
 Checks (a failed one exits non-zero): card_events holds exactly the rows added;
 is_fraud is false for the cold, old and exits-and-purchases cards and true for the
@@ -67,25 +66,6 @@ ADD_EVENTS = """
            now() - interval '30 days' * random() - interval '1 hour',
            1 + n %% 15, (ARRAY[1, 1, -1, 2])[1 + n %% 4], 0, (ARRAY[1, 1, 1, 0, -1])[1 + n %% 5]
     FROM generate_series(%(first)s::bigint, %(last)s::bigint) n"""
-ADD_CARD_HISTORY = """
-    INSERT INTO metro.card_history_second AS h (card_id, second_start, swipes)
-    SELECT card_id, date_trunc('second', ts), count(*) FROM metro.card_events
-    WHERE event_id > %(after)s GROUP BY 1, 2
-    ON CONFLICT (card_id, second_start) DO UPDATE SET swipes = h.swipes + excluded.swipes"""
-ADD_STATION_HISTORY = """
-    INSERT INTO metro.station_second_slots AS s
-        (station_id, second_start, slot, swipes, entries, accepted, rejected, fraud, revenue)
-    SELECT station_id, date_trunc('second', ts), pg_backend_pid(), count(*),
-           count(*) FILTER (WHERE activity_code = 1),
-           count(*) FILTER (WHERE activity_code = 1 AND accept = 1),
-           count(*) FILTER (WHERE activity_code = 1 AND accept = 0),
-           count(*) FILTER (WHERE activity_code = 1 AND accept = -1), 0
-    FROM metro.card_events WHERE event_id > %(after)s GROUP BY 1, 2
-    ON CONFLICT (station_id, second_start, slot) DO UPDATE SET
-        swipes = s.swipes + excluded.swipes, entries = s.entries + excluded.entries,
-        accepted = s.accepted + excluded.accepted, rejected = s.rejected + excluded.rejected,
-        fraud = s.fraud + excluded.fraud"""
-
 # The kinds of card of part 2: first card id, and the activity of the card's i-th event
 # (i from 0) and how long before now() it happened, as SQL over i and the event count.
 KINDS: dict[str, tuple[int, str | None, str]] = {
@@ -109,15 +89,14 @@ def count_events(conn: psycopg.Connection) -> int:
 
 
 def add_events(conn: psycopg.Connection, insert: str, params: dict[str, Any]) -> int:
-    """Insert events with their history written in aggregate; returns how many."""
-    last = conn.execute("SELECT coalesce(max(event_id), 0) FROM metro.card_events").fetchone()
-    after = last[0] if last else 0
+    """Insert events, then roll their history up; returns how many."""
     with conn.transaction():
-        conn.execute("SET LOCAL metro.history_written = on")
         added = conn.execute(insert, params).rowcount
-        conn.execute(ADD_CARD_HISTORY, {"after": after})
-        conn.execute(ADD_STATION_HISTORY, {"after": after})
-    return added
+    while True:
+        row = conn.execute("SELECT bool_or(full_round) FROM metro.run_rollup(1000000)"
+                           ).fetchone()
+        if not row or not row[0]:
+            return added
 
 
 def grow(conn: psycopg.Connection, target: int, cards: int) -> None:

@@ -46,7 +46,10 @@ TREE: tuple[tuple[str, str], ...] = (
     ("sql", "streams.sql"),           # fraud, card_alert_export, trips
     ("sql", "risk.sql"),              # risk tags, rules, decisions, transaction_decisions
     ("sql", "views.sql"),             # dashboard views
-    ("procedures", "history.sql"),    # history triggers on card_events
+    ("sql", "worker.sql"),            # metro_worker, the rollup's cursors, the worker lease
+    ("procedures", "history.sql"),    # card_events triggers, run_rollup(), worker_lag()
+    ("procedures", "maintenance.sql"),  # partitions and retention: run_maintenance()
+    ("procedures", "worker.sql"),     # the worker lease functions
     ("procedures", "fraud.sql"),      # fraud rules, is_fraud
     ("procedures", "gates.sql"),      # validate_entry(ies), process_exit
     ("procedures", "risk.sql"),       # risk rule, evaluate_transaction(s)

@@ -9,7 +9,7 @@ SET search_path = metro, pg_catalog;
 --   in the same second; purchases (recharges) do not count,
 -- 3 fraud_entry_limit or more entries in [ts - fraud_window, ts),
 -- 2 fraud_station_limit or more distinct stations among those entries.
--- Both read card_events_card_ts: rule 1 the card's events of one second,
+-- Both read card_events' primary key (card_id, ts, ...): rule 1 the card's events of one second,
 -- rules 2 and 3 at most fraud_entry_limit entries, so the cost is bounded by
 -- the thresholds, not by the card's history. A plain SQL function returning
 -- a set, so that PostgreSQL inlines it into the caller's query: validate_entry
@@ -42,7 +42,10 @@ COMMENT ON FUNCTION fraud_rule(bigint, timestamptz) IS 'Which fraud rule an entr
 -- Would an entry of card_id at station_id at ts be refused as fraud?
 -- Read-only: records nothing.
 CREATE OR REPLACE FUNCTION is_fraud(card_id bigint, station_id integer, ts timestamptz DEFAULT now())
-RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp
+-- Generic plans, as validate_entry's: planning the rules over the partitions
+-- on every call cost more than the rules.
+SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     IF $1 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'card_id'); END IF;
     IF $2 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'station_id'); END IF;

@@ -1,47 +1,36 @@
--- Incremental maintenance of the per-second history from card_events: a row
--- trigger, so every writer (the functions, COPY, plain INSERT) keeps the
--- history equal to a recomputation from card_events. A row trigger costs
--- the single-swipe path less than a statement trigger with a transition
--- table, which PostgreSQL has to materialize and plan around on every call.
+-- Derived data follows its sources exactly once, by one mechanism for every
+-- writer (the functions, batches, COPY, plain INSERT): run_rollup() reads the
+-- source rows committed since its cursor, behind the same commit horizon the
+-- bridge uses (rows only from transactions older than
+-- pg_snapshot_xmin(pg_current_snapshot()), so a row committing late is never
+-- skipped), adds them to the derived tables and moves its cursor in the same
+-- transaction. A crash anywhere loses nothing and counts nothing twice. The
+-- hot path writes none of it: it decides, charges and records.
+--
+--   card_events       -> card_history_second, station_second_slots,
+--                        and the departures the new entries belong to
+--   card_alert_export -> card_export_stats (kept when the bridge prunes)
+--   train_events      -> station_departures (a new departure, and the next
+--                        one at the station, whose window it shortens)
+--
+-- Also here: the triggers that keep card_events a checked, append-only log.
 SET search_path = metro, pg_catalog;
 
 -- functions
 
--- Adds one event to card_history_second and to this backend's slot of
--- station_second_slots, after checking its station (in place of a foreign
--- key, see card_events.station_id).
-CREATE OR REPLACE FUNCTION card_events_add_history()
+-- Checks the station of a new card event, in place of a foreign key (see
+-- card_events.station_id).
+CREATE OR REPLACE FUNCTION card_events_check_station()
 RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
-DECLARE
-    v_second timestamptz := date_trunc('second', NEW.ts);
-    v_entry boolean := NEW.activity_code = 1;
 BEGIN
     PERFORM FROM stations s WHERE s.station_id = NEW.station_id;
     IF NOT FOUND THEN
         PERFORM raise_unknown_station(NEW.station_id);
     END IF;
-
-    INSERT INTO card_history_second AS h (card_id, second_start, swipes)
-    VALUES (NEW.card_id, v_second, 1)
-    ON CONFLICT (card_id, second_start) DO UPDATE SET swipes = h.swipes + 1;
-
-    INSERT INTO station_second_slots AS s
-        (station_id, second_start, slot, swipes, entries, accepted, rejected, fraud, revenue)
-    VALUES (NEW.station_id, v_second, pg_backend_pid(), 1, v_entry::integer,
-            (v_entry AND NEW.accept = 1)::integer, (v_entry AND NEW.accept = 0)::integer,
-            (v_entry AND NEW.accept = -1)::integer,
-            CASE WHEN v_entry AND NEW.accept = 1 THEN NEW.amount ELSE 0 END)
-    ON CONFLICT (station_id, second_start, slot) DO UPDATE SET
-        swipes = s.swipes + 1,
-        entries = s.entries + excluded.entries,
-        accepted = s.accepted + excluded.accepted,
-        rejected = s.rejected + excluded.rejected,
-        fraud = s.fraud + excluded.fraud,
-        revenue = s.revenue + excluded.revenue;
-    RETURN NULL;
+    RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION card_events_add_history() IS 'Trigger: adds a card event to card_history_second and station_second_slots after checking its station (MT001)';
+COMMENT ON FUNCTION card_events_check_station() IS 'Trigger: refuses a card event at an unknown station (MT001)';
 
 -- Events are facts: changing or deleting one would make the history lie.
 CREATE OR REPLACE FUNCTION card_events_refuse_change()
@@ -49,7 +38,7 @@ RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'card_events is append-only: % refused', TG_OP
         USING ERRCODE = 'MT006',
-              HINT = 'Record a new event instead; TRUNCATE clears the events and their history together.';
+              HINT = 'Record a new event instead; TRUNCATE clears the events and their history together; run_maintenance() drops days past settings.event_retention.';
 END
 $$;
 COMMENT ON FUNCTION card_events_refuse_change() IS 'Trigger: card_events is append-only, UPDATE and DELETE are refused (MT006)';
@@ -64,14 +53,252 @@ END
 $$;
 COMMENT ON FUNCTION card_events_clear_history() IS 'Trigger: TRUNCATE card_events empties the history derived from it';
 
+-- TRUNCATE card_alert_export empties the counts derived from it.
+CREATE OR REPLACE FUNCTION card_alert_export_clear_stats()
+RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    TRUNCATE card_export_stats;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION card_alert_export_clear_stats() IS 'Trigger: TRUNCATE card_alert_export empties card_export_stats';
+
+-- A delivered alert may be pruned by the bridge only once the rollup has
+-- counted it: a row after the rollup's cursor is kept (the DELETE skips it)
+-- and pruned by a later round.
+CREATE OR REPLACE FUNCTION card_alert_export_keep_uncounted()
+RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM worker_cursors c
+               WHERE c.source = 'card_alert_export' AND (c.txid, c.position) < (OLD.txid, OLD.position)) THEN
+        RETURN NULL;
+    END IF;
+    RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION card_alert_export_keep_uncounted() IS 'Trigger: a card_alert_export row the rollup has not counted yet is not deleted';
+
+-- One round of the rollup: at most max_rows rows of each source, committed
+-- before the commit horizon, after the source's cursor, in (txid, position)
+-- order. Returns per source the rows rolled up and whether the round was
+-- full (more may be waiting). Concurrent callers queue on the cursors' row
+-- locks and each sees the cursors the one before moved, so two workers, or
+-- a worker and pg_cron, never count a row twice.
+CREATE OR REPLACE FUNCTION run_rollup(max_rows integer DEFAULT 10000)
+RETURNS TABLE (source text, rolled_up bigint, full_round boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    horizon xid8;
+    cur record;
+    n bigint;
+    last_txid xid8;
+    last_position bigint;
+    dep_stations integer[] := '{}';
+    dep_ts timestamptz[] := '{}';
+    more_stations integer[];
+    more_ts timestamptz[];
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'run_rollup: max_rows must be a positive number of rows, got %',
+            coalesce(max_rows::text, 'NULL')
+            USING ERRCODE = '22023', HINT = 'SELECT * FROM run_rollup(10000) rolls up at most 10,000 rows of each source.';
+    END IF;
+    -- One rollup at a time; the horizon is taken once the cursors are ours.
+    PERFORM FROM worker_cursors c ORDER BY c.source FOR UPDATE;
+    horizon := pg_snapshot_xmin(pg_current_snapshot());
+
+    -- card_events: per-second history and station counters.
+    SELECT * INTO cur FROM worker_cursors c WHERE c.source = 'card_events';
+    WITH batch AS MATERIALIZED (
+        SELECT e.event_id, e.txid, e.card_id, date_trunc('second', e.ts) AS second_start,
+               e.station_id, e.activity_code, e.amount, e.accept
+        FROM card_events e
+        WHERE (e.txid, e.event_id) > (cur.txid, cur.position) AND e.txid < horizon
+        ORDER BY e.txid, e.event_id
+        LIMIT max_rows
+    ), card_seconds AS (
+        INSERT INTO card_history_second AS h (card_id, second_start, swipes)
+        SELECT b.card_id, b.second_start, count(*) FROM batch b
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (card_id, second_start) DO UPDATE SET swipes = h.swipes + excluded.swipes
+    ), station_seconds AS (
+        INSERT INTO station_second_slots AS s
+            (station_id, second_start, swipes, entries, accepted, rejected, fraud, revenue)
+        SELECT b.station_id, b.second_start, count(*),
+               count(*) FILTER (WHERE b.activity_code = 1),
+               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = 1),
+               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = 0),
+               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = -1),
+               coalesce(sum(b.amount) FILTER (WHERE b.activity_code = 1 AND b.accept = 1), 0)
+        FROM batch b
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (station_id, second_start) DO UPDATE SET
+            swipes = s.swipes + excluded.swipes,
+            entries = s.entries + excluded.entries,
+            accepted = s.accepted + excluded.accepted,
+            rejected = s.rejected + excluded.rejected,
+            fraud = s.fraud + excluded.fraud,
+            revenue = s.revenue + excluded.revenue
+    ), boarded AS (
+        -- An accepted entry waits for the first departure at or after its second.
+        SELECT DISTINCT d.station_id, d.ts
+        FROM (SELECT DISTINCT b.station_id, b.second_start FROM batch b
+              WHERE b.activity_code = 1 AND b.accept = 1) x
+        CROSS JOIN LATERAL (
+            SELECT te.station_id, te.ts FROM train_events te
+            WHERE te.station_id = x.station_id AND te.activity_type = 1 AND te.ts >= x.second_start
+            ORDER BY te.ts LIMIT 1) d
+    ), last_row AS (
+        SELECT b.txid, b.event_id FROM batch b ORDER BY b.txid DESC, b.event_id DESC LIMIT 1
+    )
+    SELECT (SELECT count(*) FROM batch), l.txid, l.event_id,
+           coalesce((SELECT array_agg(bo.station_id ORDER BY bo.station_id, bo.ts) FROM boarded bo), '{}'),
+           coalesce((SELECT array_agg(bo.ts ORDER BY bo.station_id, bo.ts) FROM boarded bo), '{}')
+    INTO n, last_txid, last_position, dep_stations, dep_ts
+    FROM (SELECT 1) one LEFT JOIN last_row l ON true;
+    IF n > 0 THEN
+        UPDATE worker_cursors c
+        SET txid = last_txid, position = last_position, rolled_up = c.rolled_up + n,
+            rolled_up_at = now()
+        WHERE c.source = 'card_events';
+    END IF;
+    source := 'card_events'; rolled_up := n; full_round := n = max_rows;
+    RETURN NEXT;
+
+    -- card_alert_export: alerts per card and station.
+    SELECT * INTO cur FROM worker_cursors c WHERE c.source = 'card_alert_export';
+    WITH batch AS MATERIALIZED (
+        SELECT a.position, a.txid, a.card_id, a.station_name
+        FROM card_alert_export a
+        WHERE (a.txid, a.position) > (cur.txid, cur.position) AND a.txid < horizon
+        ORDER BY a.txid, a.position
+        LIMIT max_rows
+    ), counted AS (
+        INSERT INTO card_export_stats AS x (card_id, station_name, alerts)
+        SELECT b.card_id, b.station_name, count(*) FROM batch b
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (card_id, station_name) DO UPDATE SET alerts = x.alerts + excluded.alerts
+    ), last_row AS (
+        SELECT b.txid, b.position FROM batch b ORDER BY b.txid DESC, b.position DESC LIMIT 1
+    )
+    SELECT (SELECT count(*) FROM batch), l.txid, l.position
+    INTO n, last_txid, last_position
+    FROM (SELECT 1) one LEFT JOIN last_row l ON true;
+    IF n > 0 THEN
+        UPDATE worker_cursors c
+        SET txid = last_txid, position = last_position, rolled_up = c.rolled_up + n,
+            rolled_up_at = now()
+        WHERE c.source = 'card_alert_export';
+    END IF;
+    source := 'card_alert_export'; rolled_up := n; full_round := n = max_rows;
+    RETURN NEXT;
+
+    -- train_events: whole transactions at a time (up to the one holding the
+    -- max_rows-th row). A new departure is computed, and so is the next
+    -- departure at its station, whose waiting window it shortens.
+    SELECT * INTO cur FROM worker_cursors c WHERE c.source = 'train_events';
+    SELECT max(t.txid) INTO last_txid
+    FROM (SELECT te.txid FROM train_events te
+          WHERE te.txid > cur.txid AND te.txid < horizon
+          ORDER BY te.txid LIMIT max_rows) t;
+    n := 0;
+    IF last_txid IS NOT NULL THEN
+        WITH departed AS (
+            SELECT te.station_id, te.ts FROM train_events te
+            WHERE te.txid > cur.txid AND te.txid <= last_txid AND te.activity_type = 1
+        ), affected AS (
+            SELECT d.station_id, d.ts FROM departed d
+            UNION
+            SELECT nx.station_id, nx.ts FROM departed d
+            CROSS JOIN LATERAL (
+                SELECT te.station_id, te.ts FROM train_events te
+                WHERE te.station_id = d.station_id AND te.activity_type = 1 AND te.ts > d.ts
+                ORDER BY te.ts LIMIT 1) nx
+        )
+        SELECT (SELECT count(*) FROM train_events te WHERE te.txid > cur.txid AND te.txid <= last_txid),
+               coalesce(array_agg(a.station_id), '{}'), coalesce(array_agg(a.ts), '{}')
+        INTO n, more_stations, more_ts
+        FROM affected a;
+        dep_stations := dep_stations || more_stations;
+        dep_ts := dep_ts || more_ts;
+        UPDATE worker_cursors c
+        SET txid = last_txid, rolled_up = c.rolled_up + n, rolled_up_at = now()
+        WHERE c.source = 'train_events';
+    END IF;
+
+    -- The departures touched above, recomputed from the station counters:
+    -- the accepted entries since the previous departure from the station (at
+    -- most settings.max_wait back), one-second buckets, a bucket belonging to
+    -- the first departure at or after its start.
+    IF cardinality(dep_stations) > 0 THEN
+        INSERT INTO station_departures AS sd (station_id, train_id, ts, riders, wait_seconds)
+        SELECT te.station_id, te.train_id, te.ts, coalesce(w.riders, 0), coalesce(w.wait_seconds, 0)
+        FROM (SELECT DISTINCT a.station_id, a.ts FROM unnest(dep_stations, dep_ts) a(station_id, ts)) a
+        JOIN train_events te ON te.station_id = a.station_id AND te.ts = a.ts AND te.activity_type = 1
+        CROSS JOIN settings s
+        CROSS JOIN LATERAL (
+            SELECT greatest(max(p.ts), te.ts - s.max_wait) AS since FROM train_events p
+            WHERE p.station_id = te.station_id AND p.activity_type = 1 AND p.ts < te.ts) prev
+        CROSS JOIN LATERAL (
+            SELECT sum(sl.accepted)::integer AS riders,
+                   sum(sl.accepted * extract(epoch FROM te.ts - sl.second_start)) AS wait_seconds
+            FROM station_second_slots sl
+            WHERE sl.station_id = te.station_id
+              AND sl.second_start > date_trunc('second', prev.since) AND sl.second_start <= te.ts) w
+        ORDER BY 1, 3, 2
+        ON CONFLICT (station_id, ts, train_id) DO UPDATE
+            SET riders = excluded.riders, wait_seconds = excluded.wait_seconds;
+    END IF;
+    source := 'train_events'; rolled_up := n; full_round := n >= max_rows;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION run_rollup(integer) IS 'One round of the rollup: at most max_rows committed rows of each source (card_events, card_alert_export, train_events) after its cursor and behind the commit horizon, added once to card_history_second, station_second_slots, card_export_stats and station_departures, the cursor moved in the same transaction; (source, rolled_up, full_round) per source. 22023 max_rows not positive';
+REVOKE ALL ON FUNCTION run_rollup(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION run_rollup(integer) TO metro_worker;
+
+-- How far derived data lags behind its sources: per source, the rows rolled
+-- up so far and when the cursor last moved, the committed rows not rolled up
+-- yet and the event time of the oldest of them. Cost grows with the lag, not
+-- with the table.
+CREATE OR REPLACE FUNCTION worker_lag()
+RETURNS TABLE (source text, rolled_up bigint, rolled_up_at timestamptz, pending bigint,
+               oldest_pending timestamptz)
+-- SECURITY DEFINER: metro_reader sees how far the rollup is, never a source row.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT * FROM worker_cursors wc ORDER BY wc.source LOOP
+        source := c.source;
+        rolled_up := c.rolled_up;
+        rolled_up_at := c.rolled_up_at;
+        IF c.source = 'card_events' THEN
+            SELECT count(*), min(e.ts) INTO pending, oldest_pending FROM card_events e
+            WHERE (e.txid, e.event_id) > (c.txid, c.position);
+        ELSIF c.source = 'card_alert_export' THEN
+            SELECT count(*), min(a.ts) INTO pending, oldest_pending FROM card_alert_export a
+            WHERE (a.txid, a.position) > (c.txid, c.position);
+        ELSE
+            SELECT count(*), min(te.ts) INTO pending, oldest_pending FROM train_events te
+            WHERE te.txid > c.txid;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION worker_lag() IS 'Lag of derived data per source: (source, rolled_up, rolled_up_at, pending, oldest_pending): rows rolled up, when the cursor last moved, committed rows not rolled up yet and the event time of the oldest of them';
+REVOKE ALL ON FUNCTION worker_lag() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker_lag() TO metro_reader, metro_worker;
+
 -- triggers
--- validate_entries writes the history of its own events set-wise and sets
--- metro.history_written for the duration (transaction-local, undone with the
--- transaction); every other writer goes through the trigger.
-CREATE TRIGGER card_events_history AFTER INSERT ON card_events
-    FOR EACH ROW WHEN (current_setting('metro.history_written', true) IS DISTINCT FROM 'on')
-    EXECUTE FUNCTION card_events_add_history();
+CREATE TRIGGER card_events_station BEFORE INSERT ON card_events
+    FOR EACH ROW EXECUTE FUNCTION card_events_check_station();
 CREATE TRIGGER card_events_append_only BEFORE UPDATE OR DELETE ON card_events
     FOR EACH STATEMENT EXECUTE FUNCTION card_events_refuse_change();
 CREATE TRIGGER card_events_truncate AFTER TRUNCATE ON card_events
     FOR EACH STATEMENT EXECUTE FUNCTION card_events_clear_history();
+CREATE TRIGGER card_alert_export_keep_uncounted BEFORE DELETE ON card_alert_export
+    FOR EACH ROW EXECUTE FUNCTION card_alert_export_keep_uncounted();
+CREATE TRIGGER card_alert_export_truncate AFTER TRUNCATE ON card_alert_export
+    FOR EACH STATEMENT EXECUTE FUNCTION card_alert_export_clear_stats();

@@ -41,6 +41,21 @@ RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION fraud_trans_id(bigint, timestamptz) IS 'Kafka key of a fraud row: <card_id>_<epoch microseconds of ts>';
 
+-- The writing transaction's id, for the txid column of card_events and
+-- train_events: the rollup (procedures/history.sql) reads those rows in
+-- (txid, ...) order behind the commit horizon, as the bridge reads the
+-- streams. Declared IMMUTABLE only so that it may be a stored generated
+-- column (which a file or a caller can never supply, and the loader leaves
+-- out): PostgreSQL evaluates a generated column's expression when each INSERT
+-- or COPY starts executing, inside the writing transaction, which is the one
+-- value wanted. Never use it anywhere else.
+CREATE OR REPLACE FUNCTION writing_txid()
+RETURNS xid8 LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $$
+    SELECT pg_current_xact_id()
+$$;
+COMMENT ON FUNCTION writing_txid() IS 'The writing transaction''s id (pg_current_xact_id()), as the stored generated txid column of card_events and train_events; declared IMMUTABLE only for that use';
+REVOKE ALL ON FUNCTION writing_txid() FROM PUBLIC;
+
 -- The fraud rules read the one settings row on every swipe: it may be
 -- updated, never removed.
 CREATE OR REPLACE FUNCTION settings_keep_row()

@@ -1,11 +1,12 @@
--- Train movements and the wait-time statistics they produce.
+-- Train movements; the wait-time statistics they produce are derived by the
+-- rollup (procedures/history.sql).
 SET search_path = metro, pg_catalog;
 
 -- functions
 
--- Records an arrival (0) or departure (1). A departure turns the accepted
--- entries at that station since the previous departure (at most
--- settings.max_wait back) into a station_departures row.
+-- Records an arrival (0) or departure (1). The rollup (run_rollup()) turns a
+-- departure into a station_departures row: the accepted entries at that
+-- station since the previous departure (at most settings.max_wait back).
 CREATE OR REPLACE FUNCTION record_train_event(train_id integer, station_id integer, activity_type integer, ts timestamptz DEFAULT now())
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
@@ -13,9 +14,6 @@ DECLARE
     p_station ALIAS FOR $2;
     p_activity ALIAS FOR $3;
     p_ts ALIAS FOR $4;
-    v_since timestamptz;
-    v_riders integer;
-    v_wait numeric;
 BEGIN
     IF p_train IS NULL THEN PERFORM raise_null_argument('record_train_event', 'train_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('record_train_event', 'station_id'); END IF;
@@ -35,27 +33,11 @@ BEGIN
         PERFORM raise_unknown_station(p_station);
     END IF;
 
-    IF p_activity = 1 THEN
-        SELECT greatest(max(te.ts), p_ts - (SELECT max_wait FROM settings)) INTO v_since
-        FROM train_events te
-        WHERE te.station_id = p_station AND te.activity_type = 1 AND te.ts < p_ts;
-        -- One-second buckets: a bucket belongs to the first departure at or
-        -- after its start, so consecutive departures never count it twice.
-        SELECT coalesce(sum(sl.accepted), 0),
-               coalesce(sum(sl.accepted * extract(epoch FROM p_ts - sl.second_start)), 0)
-        INTO v_riders, v_wait
-        FROM station_second_slots sl
-        WHERE sl.station_id = p_station
-          AND sl.second_start > date_trunc('second', v_since)
-          AND sl.second_start <= p_ts;
-        INSERT INTO station_departures (station_id, train_id, ts, riders, wait_seconds)
-        VALUES (p_station, p_train, p_ts, v_riders, v_wait);
-    END IF;
     INSERT INTO train_events (train_id, station_id, activity_type, ts)
     VALUES (p_train, p_station, p_activity, p_ts);
 END
 $$;
-COMMENT ON FUNCTION record_train_event(integer, integer, integer, timestamptz) IS 'Records a train arrival (0) or departure (1); a departure writes a station_departures row with the riders that waited for it. MT004 NULL argument, MT005 activity_type not 0 or 1, MT002 unknown train, MT001 unknown station';
+COMMENT ON FUNCTION record_train_event(integer, integer, integer, timestamptz) IS 'Records a train arrival (0) or departure (1); the rollup turns a departure into a station_departures row with the riders that waited for it. MT004 NULL argument, MT005 activity_type not 0 or 1, MT002 unknown train, MT001 unknown station';
 REVOKE ALL ON FUNCTION record_train_event(integer, integer, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz)
     TO metro_app, metro_bridge;

@@ -1,6 +1,6 @@
 -- Cards and every swipe and purchase made with them. card_events is
--- append-only; its per-second history (sql/history.sql) is kept by the
--- triggers of procedures/history.sql.
+-- append-only and partitioned by day; its per-second history
+-- (sql/history.sql) is kept by the rollup of procedures/history.sql.
 SET search_path = metro, pg_catalog;
 
 -- types
@@ -42,22 +42,36 @@ COMMENT ON COLUMN cards.email IS 'Card holder e-mail, for e-mail alerts';
 COMMENT ON COLUMN cards.notify IS 'Alert channel: 0 none, 1 e-mail, 2 text';
 
 CREATE TABLE card_events (
-    event_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id bigint GENERATED ALWAYS AS IDENTITY,
     card_id bigint NOT NULL,
     ts timestamptz NOT NULL,
     station_id integer NOT NULL,
     activity_code card_activity NOT NULL,
     amount cents NOT NULL DEFAULT 0,
-    accept card_outcome NOT NULL
-);
-COMMENT ON TABLE card_events IS 'Every swipe and purchase, whatever its outcome; append-only (UPDATE and DELETE are refused)';
+    accept card_outcome NOT NULL,
+    txid xid8 NOT NULL GENERATED ALWAYS AS (writing_txid()) STORED,
+    -- Serves the fraud rules (entries of one card in a bounded time range) and
+    -- process_exit (the card's last entry or exit) without touching the heap;
+    -- card_id first, so the key stays unique per card when card_events is
+    -- distributed by card (docs/scale-out.md).
+    PRIMARY KEY (card_id, ts, event_id) INCLUDE (activity_code, accept, station_id)
+) PARTITION BY RANGE (ts);
+COMMENT ON TABLE card_events IS 'Every swipe and purchase, whatever its outcome; append-only (UPDATE and DELETE are refused); partitioned by UTC day of ts (run_maintenance())';
 COMMENT ON COLUMN card_events.event_id IS 'Insertion order';
 COMMENT ON COLUMN card_events.card_id IS 'Card swiped; not a foreign key, because unknown cards are recorded too';
 COMMENT ON COLUMN card_events.ts IS 'When the swipe happened';
-COMMENT ON COLUMN card_events.station_id IS 'Where the swipe happened; checked against stations by the history trigger (a foreign key would take a share lock on the station row in every swipe)';
+COMMENT ON COLUMN card_events.station_id IS 'Where the swipe happened; checked against stations by a row trigger (a foreign key would take a share lock on the station row in every swipe)';
 COMMENT ON COLUMN card_events.activity_code IS '1 entry, -1 exit, 2 purchase (recharge)';
 COMMENT ON COLUMN card_events.amount IS 'Cents moved: the fare charged on an accepted entry, the credit of a purchase, otherwise 0';
 COMMENT ON COLUMN card_events.accept IS '1 accepted, 0 rejected, -1 refused as fraud';
--- Serves the fraud rules (entries of one card in a bounded time range) and
--- process_exit (the card's last entry or exit) without touching the heap.
-CREATE INDEX card_events_card_ts ON card_events (card_id, ts) INCLUDE (activity_code, accept, station_id);
+COMMENT ON COLUMN card_events.txid IS 'Writing transaction (generated): the rollup reads events in (txid, event_id) order behind the commit horizon';
+-- The rollup's read: events after its cursor, in (txid, event_id) order.
+CREATE INDEX card_events_txid ON card_events (txid, event_id);
+
+-- Rows whose UTC day has no partition of its own (a replay or a load of
+-- dates run_maintenance() has not created, or far ahead) land here; they are
+-- kept until event_retention and then deleted by run_maintenance().
+CREATE TABLE card_events_default PARTITION OF card_events DEFAULT;
+COMMENT ON TABLE card_events_default IS 'card_events of days without a partition of their own; run_maintenance() deletes its rows past event_retention';
+-- Finds a day's rows in the default partition (run_maintenance(), create_partitions()).
+CREATE INDEX card_events_default_ts ON card_events_default (ts);

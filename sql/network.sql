@@ -1,5 +1,5 @@
 -- The line: stations, trains, train movements and the wait-time statistics
--- a departure produces.
+-- a departure produces (derived by the rollup, procedures/history.sql).
 SET search_path = metro, pg_catalog;
 
 -- tables
@@ -28,6 +28,7 @@ CREATE TABLE train_events (
     station_id integer NOT NULL REFERENCES stations,
     activity_type train_activity NOT NULL,
     ts timestamptz NOT NULL,
+    txid xid8 NOT NULL GENERATED ALWAYS AS (writing_txid()) STORED,
     PRIMARY KEY (train_id, ts, activity_type)
 );
 COMMENT ON TABLE train_events IS 'Train arrivals and departures; CSV train_id,station_id,activity_type,ts';
@@ -35,6 +36,9 @@ COMMENT ON COLUMN train_events.train_id IS 'Train';
 COMMENT ON COLUMN train_events.station_id IS 'Station';
 COMMENT ON COLUMN train_events.activity_type IS '0 arrival, 1 departure';
 COMMENT ON COLUMN train_events.ts IS 'When it happened';
+COMMENT ON COLUMN train_events.txid IS 'Writing transaction (generated): the rollup reads departures in txid order behind the commit horizon';
+-- The rollup's read: train events after its cursor.
+CREATE INDEX train_events_txid ON train_events (txid);
 -- Finds the previous departure from a station.
 CREATE INDEX train_events_departures ON train_events (station_id, ts) WHERE activity_type = 1;
 
@@ -46,7 +50,7 @@ CREATE TABLE station_departures (
     wait_seconds numeric NOT NULL CHECK (wait_seconds >= 0),
     PRIMARY KEY (station_id, ts, train_id)
 );
-COMMENT ON TABLE station_departures IS 'Wait-time statistics, one row per departure: the entries that waited for it';
+COMMENT ON TABLE station_departures IS 'Wait-time statistics, one row per departure: the entries that waited for it; written by the rollup (run_rollup()) from train_events and station_second_slots';
 COMMENT ON COLUMN station_departures.station_id IS 'Station the train left';
 COMMENT ON COLUMN station_departures.train_id IS 'Train that left';
 COMMENT ON COLUMN station_departures.ts IS 'Departure time';

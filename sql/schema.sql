@@ -39,6 +39,11 @@ CREATE TABLE settings (
     fraud_station_limit integer NOT NULL DEFAULT 5 CHECK (fraud_station_limit >= 1),
     fraud_entry_limit integer NOT NULL DEFAULT 10 CHECK (fraud_entry_limit >= 1),
     max_wait interval NOT NULL DEFAULT '30 minutes' CHECK (max_wait > interval '0'),
+    event_retention interval NOT NULL DEFAULT '30 days' CHECK (event_retention >= interval '1 day'),
+    history_retention interval NOT NULL DEFAULT '90 days' CHECK (history_retention >= interval '1 day'),
+    dead_letter_retention interval NOT NULL DEFAULT '30 days'
+        CHECK (dead_letter_retention >= interval '1 hour'),
+    partitions_ahead integer NOT NULL DEFAULT 3 CHECK (partitions_ahead BETWEEN 1 AND 366),
     max_clock_skew interval NOT NULL DEFAULT '10 minutes' CHECK (max_clock_skew >= interval '0')
 );
 COMMENT ON TABLE settings IS 'Operator-tunable thresholds, one row; an UPDATE takes effect on the next call';
@@ -47,5 +52,9 @@ COMMENT ON COLUMN settings.fraud_window IS 'How far back the fraud rules look: e
 COMMENT ON COLUMN settings.fraud_station_limit IS 'Fraud when the card entered at this many distinct stations within the window';
 COMMENT ON COLUMN settings.fraud_entry_limit IS 'Fraud when the card has this many entries within the window';
 COMMENT ON COLUMN settings.max_wait IS 'Entries older than this before a departure are not counted as waiting for it';
+COMMENT ON COLUMN settings.event_retention IS 'run_maintenance() drops a daily partition of card_events once all of it is older than this (default 30 days; at least 1 day)';
+COMMENT ON COLUMN settings.history_retention IS 'run_maintenance() drops a daily partition of card_history_second and station_second_slots once all of it is older than this (default 90 days)';
+COMMENT ON COLUMN settings.dead_letter_retention IS 'run_maintenance() deletes bridge_dead_letters rows received longer ago than this (default 30 days)';
+COMMENT ON COLUMN settings.partitions_ahead IS 'run_maintenance() keeps daily partitions (UTC days) created from today through this many days ahead (default 3)';
 COMMENT ON COLUMN settings.max_clock_skew IS 'How far from now() a metro_app caller may pass ts (turnstiles that store and forward); metro_replay members may pass any valid ts';
 INSERT INTO settings DEFAULT VALUES;

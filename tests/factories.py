@@ -70,6 +70,14 @@ def counts(conn: psycopg.Connection) -> dict[str, int]:
     return result
 
 
+def catch_up(conn: psycopg.Connection) -> None:
+    """Run the rollup until derived data has caught up with every committed source row."""
+    while True:
+        row = conn.execute("SELECT bool_or(full_round) FROM metro.run_rollup(10000)").fetchone()
+        if not row or not row[0]:
+            return
+
+
 # Three fraud rows of cards 1-3, for the bridge's tests.
 INSERT_FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
                 " SELECT n || '_1', n, '2026-11-02 08:00:00+00', 1, 1, 250"

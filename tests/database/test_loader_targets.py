@@ -60,7 +60,7 @@ def test_metro_s_own_tables_are_not_targets(run, conn, tmp_path):
 
 def test_metro_s_internal_functions_are_not_called(run, conn, tmp_path):
     path = write(tmp_path, "calls.csv", "3\n")
-    for function in ("raise_unknown_station", "card_events_add_history", "bridge_prune",
+    for function in ("raise_unknown_station", "card_events_check_station", "bridge_prune",
                      "bridge_ack", "risk_rule", "fraud_rule", "is_fraud"):
         assert run("-p", function, path) == (
             2, "", f"loader: metro.{function} is internal to metro: "

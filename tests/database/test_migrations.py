@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 from alembic import command
-from factories import at
+from factories import at, catch_up
 from psycopg import sql
 from test_install import schema_dump
 
@@ -227,6 +227,7 @@ def test_history_survives_as_a_recomputation(empty_db):
     schema.upgrade(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT metro.validate_entry(43, 1, %s)", (at() + timedelta(hours=3),))
+        catch_up(conn)
         assert conn.execute(
             "SELECT card_id, second_start, swipes FROM metro.card_history_second ORDER BY 1, 2"
         ).fetchall() == conn.execute(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from factories import add_card, at, call, counts
+from factories import add_card, at, call, catch_up, counts
 
 
 def test_station_0_and_train_0_work_like_any_other(conn):
@@ -17,6 +17,7 @@ def test_station_0_and_train_0_work_like_any_other(conn):
     assert call(conn, "validate_entry", 42, 0, at()) == (True, "Remaining Balance: 7.50")
     assert call(conn, "process_exit", 42, 1, at(minutes=5)) == (True, "Exit recorded")
     conn.execute("SELECT record_train_event(0, 0, 1, %s)", (at(minutes=1),))
+    catch_up(conn)
     assert conn.execute("SELECT station_id, train_id, riders FROM station_departures"
                         ).fetchall() == [(0, 0, 1)]
     assert conn.execute("SELECT entry_station, exit_station FROM trips").fetchall() == [(0, 1)]

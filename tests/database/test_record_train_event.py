@@ -2,10 +2,11 @@
 
 from decimal import Decimal
 
-from factories import add_card, at, call
+from factories import add_card, at, call, catch_up
 
 
 def departures(conn):
+    catch_up(conn)
     return conn.execute(
         "SELECT station_id, train_id, ts, riders, wait_seconds FROM station_departures"
         " ORDER BY ts, station_id").fetchall()

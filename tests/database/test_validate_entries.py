@@ -3,11 +3,12 @@ input order, and concurrent batches over the same cards never deadlock."""
 
 import random
 import threading
+import time
 from datetime import timedelta
 
 import psycopg
 import pytest
-from factories import add_card, at, counts
+from factories import add_card, at, catch_up, counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +43,7 @@ def reset(conn):
 
 
 def state(conn):
+    catch_up(conn)
     return [conn.execute(query).fetchall() for query in STATE]
 
 
@@ -160,3 +162,55 @@ def test_concurrent_batches_do_not_deadlock(db, conn, stations):
     spent = conn.execute("SELECT sum(100000 - balance) FROM cards").fetchone()[0]
     assert spent == sum(charged) * 250
     assert conn.execute("SELECT count(*) FROM card_events").fetchone() == (4 * 30 * 25,)
+
+
+def test_batches_with_an_unknown_card_twice_in_opposite_orders_do_not_deadlock(db, conn,
+                                                                               stations):
+    """Each batch holds unknown card 99 at two seconds, the two batches in opposite orders,
+    both inside open transactions: neither waits on the other."""
+    first, second = at(), at(1)
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+    results: list[list[tuple[int, bool, str]]] = []
+
+    def client(times):
+        try:
+            with psycopg.connect(db) as mine:
+                mine.execute("SET lock_timeout = '10s'")
+                rows = mine.execute("SELECT * FROM validate_entries(%s, %s, %s)",
+                                    ([99, 99], [1, 2], times)).fetchall()
+                barrier.wait(timeout=20)  # both batches written, neither committed
+                mine.commit()
+                results.append([tuple(r) for r in rows])
+        except BaseException as error:  # reported in the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=client, args=(times,))
+               for times in ([first, second], [second, first])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures
+    assert results == [[(1, False, "Card Invalid"), (2, False, "Card Invalid")]] * 2
+    catch_up(conn)
+    assert conn.execute("SELECT second_start, swipes FROM card_history_second"
+                        " WHERE card_id = 99 ORDER BY 1").fetchall() == [(first, 2), (second, 2)]
+
+
+def test_one_card_repeated_20000_times_takes_linear_time(conn, stations):
+    """A batch of one card 20,000 times: 20,000 rounds, each reading only its own swipe (it
+    took quadratic time: 14.7 s for 4,000)."""
+    add_card(conn, 1, balance=10_000_000)
+    conn.execute("UPDATE settings SET fraud_entry_limit = 1000000, fraud_station_limit = 1000000")
+    n = 20_000
+    times = [at(seconds=2 * i) for i in range(n)]
+    started = time.monotonic()
+    rows = conn.execute("SELECT * FROM validate_entries(%s, %s, %s)",
+                        ([1] * n, [1] * n, times)).fetchall()
+    elapsed = time.monotonic() - started
+    assert [r[0] for r in rows] == list(range(1, n + 1))
+    assert all(r[1] for r in rows)
+    assert rows[-1][2] == f"Remaining Balance: {(10_000_000 - 250 * n) // 100}.00"
+    assert conn.execute("SELECT count(*) FROM card_events").fetchone() == (n,)
+    assert elapsed < 120, elapsed

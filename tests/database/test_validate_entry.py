@@ -1,6 +1,6 @@
 """validate_entry: every branch, with its message, the balance after, and the rows written."""
 
-from factories import add_card, at, balance, call, events, stream
+from factories import add_card, at, balance, call, catch_up, events, stream
 
 ENTRY, ACCEPTED, REJECTED, FRAUD = 1, 1, 0, -1
 
@@ -49,6 +49,7 @@ def test_insufficient_balance_alerts_cards_that_want_alerts(conn, stations):
         False, "Card has insufficient balance: 1.00")
     assert stream(conn, "card_alert_export") == [
         (42, at(), "Central Exchange", "Ada", "555-0142", None, 2, "Insufficient Balance")]
+    catch_up(conn)
     assert conn.execute("SELECT * FROM card_export_stats").fetchall() == [
         (42, "Central Exchange", 1)]
 

@@ -60,14 +60,17 @@ def test_writing_functions_are_security_definer_with_fixed_search_path(conn):
         ORDER BY p.proname""").fetchall()
     assert [r[0] for r in rows] == ["is_fraud", "process_exit", "recharge_card",
                                     "record_train_event", "validate_entry"]
-    assert all(secdef and config == ["search_path=metro, pg_temp"] for _, secdef, config in rows)
+    # Beside the fixed search_path, a function may only ask for generic plans.
+    assert all(secdef and config[0] == "search_path=metro, pg_temp"
+               and set(config[1:]) <= {"plan_cache_mode=force_generic_plan"}
+               for _, secdef, config in rows)
 
 
 # Every privilege any of these roles holds on an object of schema metro; anything not listed
 # is held by none of them (PUBLIC included). metro_replay holds nothing: its members may pass
 # any valid ts to the functions their other roles can call. metro_bridge applies the inbound
 # topics, so it calls recharge_card, record_train_event and evaluate_transaction(s) itself.
-ROLES = ("public", "metro_app", "metro_reader", "metro_bridge", "metro_replay")
+ROLES = ("public", "metro_app", "metro_reader", "metro_bridge", "metro_replay", "metro_worker")
 READER_VIEWS = ("acceptance_rate", "busiest_stations", "card_export_stats",
                 "dashboard_fraud_feed", "dashboard_payments", "dashboard_seconds",
                 "dashboard_stations", "dashboard_totals", "dashboard_trains",
@@ -81,7 +84,7 @@ TABLE_PRIVILEGES: dict[tuple[str, str], set[str]] = {
     ("risk_rules", "metro_reader"): {"SELECT"},
     **{(table, "metro_reader"): {"SELECT"} for table in (
         "streams", "bridge_cursors", "bridge_state", "bridge_inbound_offsets",
-        "bridge_dead_letters")},
+        "bridge_dead_letters", "worker_cursors", "worker_state")},
     **{(table, "metro_bridge"): {"SELECT"} for table in (
         "streams", "bridge_settings", "bridge_cursors", "bridge_state",
         "bridge_outbound_dead_letters")},
@@ -110,9 +113,16 @@ BRIDGE_FUNCTIONS = (
     "evaluate_transaction(text,text,numeric,timestamp with time zone)",
     "evaluate_transactions(text[],text[],numeric[],timestamp with time zone[])",
 )
+# The worker keeps derived data current and runs maintenance, under its own lease.
+WORKER_FUNCTIONS = (
+    "create_partitions(date,date)", "run_maintenance()", "run_rollup(integer)", "worker_lag()",
+    "worker_release_lease(text)", "worker_report_error(text)",
+    "worker_take_lease(text,interval)",
+)
 EXECUTE: dict[str, set[str]] = {}
 for role, functions in (("metro_app", PUBLIC_FUNCTIONS), ("metro_bridge", BRIDGE_FUNCTIONS),
-                        ("metro_reader", ("bridge_lag()", "bridge_horizon()"))):
+                        ("metro_reader", ("bridge_lag()", "bridge_horizon()", "worker_lag()")),
+                        ("metro_worker", WORKER_FUNCTIONS)):
     for function in functions:
         EXECUTE.setdefault(function, set()).add(role)
 

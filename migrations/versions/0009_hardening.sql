@@ -1,4 +1,4 @@
--- Revision 0008 (frozen): hardening. No client can bend a decision, stall
+-- Revision 0009 (frozen): hardening. No client can bend a decision, stall
 -- delivery or crash a tool:
 -- - time: settings.max_clock_skew; role metro_replay (the bridge is a member);
 --   checked_ts() at the top of every writing function: MT009 a ts infinite or
@@ -975,7 +975,7 @@ BEGIN
             CONTINUE;
         END IF;
         IF position(patch.anchor IN def) = 0 THEN
-            RAISE EXCEPTION 'revision 0008: % lacks the line the ts check follows', patch.function;
+            RAISE EXCEPTION 'revision 0009: % lacks the line the ts check follows', patch.function;
         END IF;
         EXECUTE replace(def, patch.anchor, patch.anchor || patch.addition);
     END LOOP;
@@ -983,7 +983,7 @@ BEGIN
     def := pg_get_functiondef('metro.process_exit(bigint, integer, timestamptz)'::regprocedure);
     IF position('One trip per accepted entry' IN def) = 0 THEN
         IF position(E'        IF FOUND AND v_last.activity_code = 1 THEN\n            INSERT INTO trips' IN def) = 0 THEN
-            RAISE EXCEPTION 'revision 0008: process_exit lacks the trip rule it replaces';
+            RAISE EXCEPTION 'revision 0009: process_exit lacks the trip rule it replaces';
         END IF;
         EXECUTE replace(def, E'        IF FOUND AND v_last.activity_code = 1 THEN\n            INSERT INTO trips',
             E'        -- One trip per accepted entry whatever order exits arrive in: an\n'

@@ -1,10 +1,10 @@
 """Hardening: no client can bend a decision, stall delivery or crash a tool.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01
 
-Applies 0008_hardening.sql, frozen (see 0001):
+Applies 0009_hardening.sql, frozen (see 0001):
 - time: settings.max_clock_skew, role metro_replay, checked_ts() in every
   writing function (MT009 invalid ts, MT010 outside the clock skew for a
   caller not in metro_replay); process_exit closes each accepted entry once;
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from metro.schema import run_revision_sql
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

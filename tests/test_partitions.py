@@ -1,0 +1,142 @@
+"""Old data leaves by partition: run_maintenance() creates the days ahead and drops the days
+past retention; days without a partition go to the default partition and leave by their
+retention; the fraud rules read one card's index range whatever partitions hold it."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from factories import add_card, call, catch_up, counts
+
+TABLES = ("card_events", "card_history_second", "station_second_slots")
+
+
+def today(conn: psycopg.Connection) -> date:
+    row = conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def partitions(conn: psycopg.Connection, table: str) -> list[str]:
+    return [name for (name,) in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = %s::regclass ORDER BY 1", (f"metro.{table}",))]
+
+
+def day_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def test_maintenance_creates_the_days_ahead_once(conn):
+    day = today(conn)
+    done = conn.execute("SELECT * FROM run_maintenance()").fetchall()
+    assert done == [("created", table, day_name(table, day + timedelta(days=n)), 0)
+                    for table in sorted(TABLES) for n in range(4)]
+    assert conn.execute("SELECT * FROM run_maintenance()").fetchall() == []
+    assert partitions(conn, "card_events") == [
+        "card_events_default",
+        *(day_name("card_events", day + timedelta(days=n)) for n in range(4))]
+    state = conn.execute("SELECT last_maintenance FROM worker_state").fetchone()
+    assert state == ("created 0, dropped 0, deleted from 0, busy 0",)
+
+
+def test_days_past_retention_are_dropped_in_well_under_a_second(conn, stations):
+    day = today(conn)
+    old = day - timedelta(days=40)
+    conn.execute("SELECT * FROM run_maintenance()")  # today's partitions
+    conn.execute("SELECT * FROM create_partitions(%s, %s)", (old, old))
+    add_card(conn, 1, balance=100_000)
+    conn.execute(
+        "INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)"
+        " SELECT 1, %s::timestamptz + n * interval '100 ms', 1, 2, 100, 1"
+        " FROM generate_series(1, 50000) n",
+        (datetime.combine(old, datetime.min.time(), UTC),))
+    catch_up(conn)
+    started = time.monotonic()
+    done = conn.execute("SELECT * FROM run_maintenance()").fetchall()
+    elapsed = time.monotonic() - started
+    # card_events keeps 30 days, the history 90.
+    assert done == [("dropped", "card_events", day_name("card_events", old), None)]
+    assert elapsed < 0.5, elapsed
+    assert conn.execute("SELECT count(*) FROM card_events").fetchone() == (0,)
+    assert conn.execute("SELECT sum(swipes) FROM card_history_second").fetchone() == (50_000,)
+    conn.execute("UPDATE settings SET history_retention = '10 days'")
+    assert sorted(conn.execute("SELECT action, table_name FROM run_maintenance()").fetchall()) == [
+        ("dropped", "card_history_second"), ("dropped", "station_second_slots")]
+
+
+def test_a_replayed_past_day_goes_to_the_default_partition_and_leaves_by_retention(conn, stations):
+    add_card(conn, 1, balance=10_000)
+    conn.execute("SELECT * FROM run_maintenance()")
+    long_ago = datetime.now(UTC) - timedelta(days=45)
+    recent = datetime.now(UTC) - timedelta(days=5)
+    assert call(conn, "validate_entry", 1, 1, long_ago)[0] is True
+    assert call(conn, "validate_entry", 1, 1, recent)[0] is True
+    assert conn.execute("SELECT tableoid::regclass::text, count(*) FROM card_events GROUP BY 1"
+                        ).fetchall() == [("card_events_default", 2)]
+    catch_up(conn)
+    done = conn.execute("SELECT * FROM run_maintenance()").fetchall()
+    assert done == [("deleted", "card_events", "card_events_default", 1)]
+    assert conn.execute("SELECT ts FROM card_events").fetchall() == [(recent,)]
+
+
+def test_create_partitions_for_a_backfill_and_a_day_already_in_the_default(conn, stations):
+    add_card(conn, 1, balance=10_000)
+    day = today(conn) - timedelta(days=3)
+    call(conn, "validate_entry", 1, 1, datetime.combine(day, datetime.min.time(), UTC))
+    done = conn.execute("SELECT action, table_name, partition_name FROM create_partitions(%s, %s)",
+                        (day, day + timedelta(days=1))).fetchall()
+    assert done == [
+        ("kept_in_default", "card_events", "card_events_default"),
+        ("created", "card_events", day_name("card_events", day + timedelta(days=1))),
+        ("created", "card_history_second", day_name("card_history_second", day)),
+        ("created", "card_history_second",
+         day_name("card_history_second", day + timedelta(days=1))),
+        ("created", "station_second_slots", day_name("station_second_slots", day)),
+        ("created", "station_second_slots",
+         day_name("station_second_slots", day + timedelta(days=1)))]
+    catch_up(conn)
+    assert conn.execute("SELECT tableoid::regclass::text FROM card_history_second").fetchall() == [
+        (day_name("card_history_second", day),)]
+
+
+@pytest.mark.parametrize(("args", "sqlstate", "message"), [
+    ((None, "2026-01-01"), "MT004", "create_partitions: from_day must not be NULL"),
+    (("2026-02-01", "2026-01-01"), "22023",
+     "create_partitions: days 2026-02-01 to 2026-01-01 are not a range of at most 10 years"
+     " within 2000-01-01 and 2200-01-01"),
+])
+def test_bad_partition_ranges_create_nothing(conn, args, sqlstate, message):
+    before = partitions(conn, "card_events")
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("SELECT * FROM create_partitions(%s::date, %s::date)", args)
+    assert (raised.value.sqlstate, raised.value.diag.message_primary) == (sqlstate, message)
+    assert partitions(conn, "card_events") == before
+
+
+def test_dead_letters_past_retention_are_deleted(conn):
+    conn.execute("INSERT INTO bridge_dead_letters (topic, kafka_partition, kafka_offset, reason,"
+                 " received_at) VALUES ('RECHARGE', 0, 1, 'old', now() - interval '31 days'),"
+                 " ('RECHARGE', 0, 2, 'new', now() - interval '29 days')")
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE action = 'deleted'").fetchall()
+    assert done == [("deleted", "bridge_dead_letters", None, 1)]
+    assert conn.execute("SELECT reason FROM bridge_dead_letters").fetchall() == [("new",)]
+
+
+def test_fraud_rules_across_midnight_and_partitions(conn, stations):
+    """Rule 2 counts entries in [ts - 1 hour, ts) whichever daily partitions hold them."""
+    conn.execute("SELECT * FROM run_maintenance()")
+    midnight = datetime.combine(today(conn) + timedelta(days=1), datetime.min.time(), UTC)
+    add_card(conn, 1, balance=100_000)
+    for n, station in enumerate((1, 2, 3, 4, 5)):
+        assert call(conn, "validate_entry", 1, station,
+                    midnight + timedelta(minutes=10 * n - 30))[0] is True
+    assert conn.execute("SELECT count(DISTINCT tableoid) FROM card_events").fetchone() == (2,)
+    assert call(conn, "validate_entry", 1, 6, midnight + timedelta(minutes=15)) == (
+        False, "Fraudulent transaction")
+    before = counts(conn)
+    assert call(conn, "is_fraud", 1, 6, midnight + timedelta(minutes=16)) == (True,)
+    assert counts(conn) == before

@@ -1,0 +1,179 @@
+"""metro worker: one worker works under a lease only metro_worker can take; killed with
+kill -9 in the middle of a backlog, the next worker resumes from the rollup's cursors and
+nothing is lost or counted twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+from commands import METRO, run_metro
+from factories import catch_up
+from test_history import (
+    CARD_HISTORY,
+    CARD_HISTORY_RECOMPUTED,
+    STATION_STATS,
+    STATION_STATS_RECOMPUTED,
+)
+
+from metro.worker.runner import Worker, WorkerOptions, run_once
+
+
+def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["METRO_DATABASE_URL"] = dsn
+    return subprocess.Popen([*METRO, "worker", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def rolled_up(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT rolled_up FROM worker_cursors WHERE source = 'card_events'"
+                           ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+INSERT_EVENTS = """
+    INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)
+    SELECT n %% 500, timestamptz '2026-11-02 08:00+00' + n * interval '10 ms' + %s * interval '1 h',
+           1 + n %% 15, 1, 250, 1
+    FROM generate_series(1, %s) n"""
+
+
+def test_killed_in_the_middle_of_a_backlog_loses_and_double_counts_nothing(db, conn, stations):
+    for batch in range(6):  # six transactions of 5,000 events
+        conn.execute(INSERT_EVENTS, (batch, 5000))
+    first = start_worker(db, "--batch-size", "200", "--lease", "1")
+    try:
+        wait_for(lambda: rolled_up(db) >= 3000)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.communicate(timeout=10)
+    at_kill = rolled_up(db)
+    assert 3000 <= at_kill < 30_000
+    second = start_worker(db, "--batch-size", "5000", "--lease", "1")
+    try:
+        wait_for(lambda: rolled_up(db) == 30_000)
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=20)
+    finally:
+        second.kill()
+        second.communicate(timeout=10)
+    assert second.returncode == 0
+    assert " INFO metro.worker: holding the lease as " in output
+    assert output.rstrip().endswith("INFO metro.worker: stopped")
+    assert conn.execute(CARD_HISTORY).fetchall() == conn.execute(CARD_HISTORY_RECOMPUTED).fetchall()
+    assert conn.execute(STATION_STATS).fetchall() == conn.execute(
+        STATION_STATS_RECOMPUTED).fetchall()
+    assert conn.execute("SELECT sum(swipes) FROM card_history_second").fetchone() == (30_000,)
+
+
+def test_one_worker_works_the_others_wait(db, conn, stations):
+    stop = threading.Event()
+    said: dict[str, list[str]] = {"a": [], "b": []}
+    workers = {name: Worker(WorkerOptions(dsn=db, holder=f"host:{name}", idle_interval=0.05,
+                                          heartbeat=0.2, lease_retry=0.1),
+                            stop, said[name].append) for name in ("a", "b")}
+    threads = {name: threading.Thread(target=w.run) for name, w in workers.items()}
+    threads["a"].start()
+    wait_for(lambda: any("holding the lease" in line for line in said["a"]))
+    threads["b"].start()
+    wait_for(lambda: said["b"] == ["waiting for the lease held by host:a"])
+    conn.execute(INSERT_EVENTS, (0, 1000))
+    wait_for(lambda: rolled_up(db) == 1000)
+    assert workers["a"].rolled_up == 1000 and workers["b"].rolled_up == 0
+    # The status names the holder; a clean stop gives the lease up at once.
+    status = run_metro("worker", "--status", dsn=db)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("lease: held by host:a since ")
+    assert "card_events        1,000      " in status.stdout
+    stop.set()
+    for thread in threads.values():
+        thread.join(timeout=20)
+    assert said["a"][-1] == "stopped" and said["b"][-1] == "stopped"
+
+
+def test_a_waiting_worker_takes_over_when_the_holder_stops(db, conn, stations):
+    stop_a, stop_b = threading.Event(), threading.Event()
+    said_b: list[str] = []
+    a = Worker(WorkerOptions(dsn=db, holder="host:a", idle_interval=0.05, heartbeat=0.2),
+               stop_a, lambda _: None)
+    b = Worker(WorkerOptions(dsn=db, holder="host:b", idle_interval=0.05, heartbeat=0.2,
+                             lease_retry=0.1), stop_b, said_b.append)
+    ta, tb = threading.Thread(target=a.run), threading.Thread(target=b.run)
+    ta.start()
+    wait_for(lambda: conn.execute("SELECT holder FROM worker_state").fetchone() == ("host:a",))
+    tb.start()
+    wait_for(lambda: bool(said_b))
+    stop_a.set()
+    ta.join(timeout=20)
+    wait_for(lambda: any("holding the lease" in line for line in said_b))
+    conn.execute(INSERT_EVENTS, (0, 10))
+    wait_for(lambda: rolled_up(db) == 10)
+    stop_b.set()
+    tb.join(timeout=20)
+
+
+@pytest.mark.parametrize("role", ["metro_app", "metro_reader", "metro_bridge"])
+def test_only_metro_worker_takes_the_lease_or_runs_the_rollup(db, role):
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {role}")
+        for statement in ("SELECT * FROM worker_take_lease('x:1', '15 s')",
+                          "SELECT * FROM run_rollup(10)", "SELECT * FROM run_maintenance()",
+                          "UPDATE worker_state SET holder = 'x:1'",
+                          "SELECT pg_advisory_lock(1)"):  # an advisory lock is no lease
+            if statement.startswith("SELECT pg_advisory"):
+                conn.execute(statement)
+                continue
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        conn.execute("SET ROLE metro_worker")
+        assert conn.execute("SELECT held FROM worker_take_lease('x:1', '15 s')"
+                            ).fetchone() == (True,)
+        assert conn.execute("SELECT held, lease_holder FROM worker_take_lease('x:2', '15 s')"
+                            ).fetchone() == (False, "x:1")
+        assert conn.execute("SELECT worker_release_lease('x:1')").fetchone() == (True,)
+        assert conn.execute("SELECT held FROM worker_take_lease('x:2', '15 s')"
+                            ).fetchone() == (True,)
+
+
+@pytest.mark.parametrize(("holder", "lease", "sqlstate", "message"), [
+    (None, "15 s", "MT004", "worker_take_lease: holder must not be NULL"),
+    ("  ", "15 s", "22023", 'worker_take_lease: holder must be 1 to 200 characters, not blank,'
+                            ' got "  "'),
+    ("x:1", "2 hours", "22023",
+     "worker_take_lease: lease must be between 1 second and 1 hour, got 02:00:00"),
+])
+def test_bad_lease_arguments_change_nothing(conn, holder, lease, sqlstate, message):
+    before = conn.execute("SELECT * FROM worker_state").fetchall()
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("SELECT * FROM worker_take_lease(%s, %s::interval)", (holder, lease))
+    assert (raised.value.sqlstate, raised.value.diag.message_primary) == (sqlstate, message)
+    assert raised.value.diag.message_hint
+    assert conn.execute("SELECT * FROM worker_state").fetchall() == before
+
+
+def test_once_rolls_everything_up_and_runs_maintenance(db, conn, stations):
+    conn.execute(INSERT_EVENTS, (0, 25_000))
+    done = run_once(db, batch_size=10_000)
+    assert done.rolled_up == {"card_events": 25_000, "card_alert_export": 0, "train_events": 0}
+    assert done.maintenance and {a for a, *_ in done.maintenance} == {"created"}
+    catch_up(conn)
+    assert conn.execute("SELECT sum(pending) FROM worker_lag()").fetchone() == (0,)
+    shown = run_metro("worker", "--once", dsn=db)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "rolled up: card_alert_export 0, card_events 0, train_events 0\n"
