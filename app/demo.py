@@ -37,6 +37,7 @@ from ..bridge.runner import Bridge, BridgeOptions, describe
 from ..producers.engine import RunResult
 from ..producers.events import Result
 from ..producers.simulation import Simulation
+from ..worker.runner import Worker, WorkerOptions, run_once
 from . import demo_outbound, demo_simulators, demo_view
 from .demo_outbound import Outbound
 from .demo_view import Baseline, Screen
@@ -89,29 +90,31 @@ class StopRequests:
                 signal.signal(signum, handler)
 
 
-class BridgeThread:
-    """The bridge of bridge.runner on a thread; its messages go to the screen. `ready` is
-    set once it holds the lease."""
+class ServiceThread:
+    """A long-running service (the bridge, the worker) on a thread; its messages go to the
+    screen under its name. `ready` is set once it holds its lease."""
 
-    def __init__(self, dsn: str, outbound: Outbound, screen: Screen) -> None:
+    def __init__(self, name: str, service: Callable[[threading.Event, Callable[[str], None]],
+                                                    Bridge | Worker],
+                 screen: Screen, error_text: Callable[[BaseException], str]) -> None:
+        self.name = name
         self.stop = threading.Event()
         self.ready = threading.Event()
         self.screen = screen
-        options = BridgeOptions(dsn=dsn, kafka=outbound.kafka or "", poll_interval=0.5,
-                                outbound_file=outbound.file)
-        self.bridge = Bridge(options, self.stop, self._say)
-        self.thread = threading.Thread(target=self._run, name="metro-demo-bridge")
+        self.error_text = error_text
+        self.service = service(self.stop, self._say)
+        self.thread = threading.Thread(target=self._run, name=f"metro-demo-{name}")
 
     def _say(self, text: str) -> None:
-        self.screen.note(f"bridge: {text}")
+        self.screen.note(f"{self.name}: {text}")
         if text.startswith("holding the lease"):
             self.ready.set()
 
     def _run(self) -> None:
         try:
-            self.bridge.run()
+            self.service.run()
         except Exception as error:  # shown, not raised: the simulators go on
-            self.screen.note(f"bridge: stopped: {describe(error, self.bridge.options.kafka)}")
+            self.screen.note(f"{self.name}: stopped: {self.error_text(error)}")
 
     def start(self) -> None:
         self.thread.start()
@@ -119,6 +122,19 @@ class BridgeThread:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(STOP_SECONDS)
+
+
+def bridge_thread(dsn: str, outbound: Outbound, screen: Screen) -> ServiceThread:
+    options = BridgeOptions(dsn=dsn, kafka=outbound.kafka or "", poll_interval=0.5,
+                            outbound_file=outbound.file)
+    return ServiceThread("bridge", lambda stop, say: Bridge(options, stop, say), screen,
+                         lambda error: describe(error, options.kafka))
+
+
+def worker_thread(dsn: str, screen: Screen) -> ServiceThread:
+    """The worker keeps the per-second history and the views current while the demo runs."""
+    options = WorkerOptions(dsn=dsn)
+    return ServiceThread("worker", lambda stop, say: Worker(options, stop, say), screen, str)
 
 
 class ScreenLog(logging.Handler):
@@ -297,8 +313,10 @@ def watch(conn: psycopg.Connection, dsn: str, simulations: Callable[[], list[Sim
           seconds: float) -> Watched:
     """Run the bridge, then the simulators once it holds its lease; refresh the view; stop
     everything cleanly."""
-    bridge = BridgeThread(dsn, outbound, screen)
+    bridge = bridge_thread(dsn, outbound, screen)
+    worker = worker_thread(dsn, screen)
     bridge.start()
+    worker.start()
     waited = time.monotonic()
     try:
         # The load begins once the bridge is up: its start does not count in the latencies.
@@ -344,12 +362,15 @@ def watch(conn: psycopg.Connection, dsn: str, simulations: Callable[[], list[Sim
             results = simulators.join(0)
             screen.footer = ("the load has stopped; the bridge forwards the last rows "
                              "(Ctrl-C skips the wait)")
+            worker.close()
+            run_once(dsn)  # the last swipes into the history before the summary reads it
             drain(conn, requests, refresh)
             screen.footer = "done"
             refresh()
         finally:
             simulators.stop()
     finally:
+        worker.close()
         bridge.close()
     return Watched(elapsed, results, built, waited)
 
