@@ -161,7 +161,12 @@ def parse_timestamp(value: Any) -> datetime:
         return _from_epoch(value, _show(value))
     text = value.strip()
     if _NUMBER.fullmatch(text):
-        return _from_epoch(Decimal(text), _number_text(text))
+        try:
+            number = Decimal(text)
+        except InvalidOperation:  # digits Decimal does not take, an exponent past its range
+            raise InvalidMessage(f"timestamp {_number_text(text)} is not a number metro reads"
+                                 ) from None
+        return _from_epoch(number, _number_text(text))
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

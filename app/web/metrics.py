@@ -49,6 +49,8 @@ DOCUMENTED = {
     "metro_inbound_lag_messages": "Messages on an inbound partition not yet applied "
                                   "(Kafka end offset - next offset; with Kafka configured)",
     "metro_bridge_heartbeat_age_seconds": "Seconds since the bridge last showed a sign of life",
+    "metro_worker_pending_rows": "Committed source rows the worker has not rolled up yet",
+    "metro_worker_lag_seconds": "Age of the oldest source row not rolled up (0 when none)",
 }
 
 STREAM_COUNTERS = {"fraud": "metro_fraud_total", "card_alert_export": "metro_alerts_total",
@@ -178,6 +180,13 @@ class MetroCollector(Collector):
         yield from (next_offset, applied, dead)
         if ends is not None:
             yield behind
+
+        worker_pending = _gauge("metro_worker_pending_rows", ["source"])
+        worker_lag = _gauge("metro_worker_lag_seconds", ["source"])
+        for w in data["worker"]:
+            worker_pending.add_metric([w["source"]], w["pending"])
+            worker_lag.add_metric([w["source"]], max(0.0, w["lag_seconds"]))
+        yield from (worker_pending, worker_lag)
 
         bridge = data["bridge"]
         if bridge is not None and bridge["heartbeat_age_seconds"] is not None:

@@ -45,6 +45,10 @@ INBOUND = ("SELECT topic, kafka_partition AS partition, next_offset, applied, de
 BRIDGE = ("SELECT holder, heartbeat_at,"
           " extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds,"
           " last_error, last_error_at FROM metro.bridge_state")
+# How far the worker's rollup is behind each of its sources (metro.worker_lag()).
+WORKER = ("SELECT source, pending,"
+          " coalesce(extract(epoch FROM now() - oldest_pending), 0)::float8 AS lag_seconds"
+          " FROM metro.worker_lag() ORDER BY source")
 TOTALS = ("SELECT swipes, entries, accepted, rejected, fraud, revenue, approved, blocked"
           " FROM metro.dashboard_totals")
 
@@ -120,6 +124,7 @@ def snapshot(conn: psycopg.Connection, layout: Layout) -> dict[str, Any]:
     streams = _rows(conn, STREAMS)
     inbound = _rows(conn, INBOUND)
     bridge = _rows(conn, BRIDGE)[0]
+    worker = _rows(conn, WORKER)
 
     last = seconds[-1] if seconds else {"swipes": 0, "entries": 0, "accepted": 0}
     minute = seconds[-60:]
@@ -152,6 +157,7 @@ def snapshot(conn: psycopg.Connection, layout: Layout) -> dict[str, Any]:
         "inbound": inbound,
         "dead_letters": sum(p["dead_lettered"] for p in inbound),
         "bridge": bridge,
+        "worker": worker,
         "payments": {"minute": payments, "decided_total": decided},
     }
 
@@ -164,8 +170,9 @@ def totals(conn: psycopg.Connection) -> dict[str, Any]:
         streams = cur.execute(STREAMS).fetchall()
         inbound = cur.execute(INBOUND).fetchall()
         bridge = cur.execute(BRIDGE).fetchone()
+        worker = cur.execute(WORKER).fetchall()
         seconds = cur.execute(
             "SELECT swipes, entries, accepted FROM metro.dashboard_seconds"
             " ORDER BY second_start DESC LIMIT 60").fetchall()
     return {"totals": dict(row), "streams": streams, "inbound": inbound, "bridge": bridge,
-            "minute": seconds}
+            "worker": worker, "minute": seconds}

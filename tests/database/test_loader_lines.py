@@ -89,11 +89,15 @@ def test_a_huge_field_beside_a_wrongly_typed_value(run, conn, tmp_path, type_err
     path = write(tmp_path, "cards.csv", content)
     status, out, err = run(path)
     assert (status, err) == (1, "")
-    assert out.splitlines()[0] == "cards.csv: read 3, loaded 2, invalid 1"
-    assert rows(conn, "SELECT card_id, length(name) FROM cards ORDER BY 1") == [
-        (1, len(huge)), (3, 3)]
-    assert log_entries(tmp_path, "cards") == [
-        'cards.csv line 2: invalid input syntax for type integer: "lots" (column balance)']
+    # The huge field is read whole, and a card holder's name is at most 200 characters:
+    # both rows that carry it are refused, each for its own reason.
+    assert out.splitlines()[0] == "cards.csv: read 3, loaded 1, invalid 2"
+    assert rows(conn, "SELECT card_id, length(name) FROM cards ORDER BY 1") == [(3, 3)]
+    entries = log_entries(tmp_path, "cards")
+    assert len(entries) == 2
+    assert entries[0] == ('cards.csv line 1: value for domain card_name violates check'
+                          ' constraint "card_name_at_most_200_characters" (column name)')
+    assert entries[1].startswith("cards.csv line 2: ")
 
 
 def test_a_huge_field_in_a_procedure_row(run, conn, tmp_path):

@@ -21,6 +21,7 @@ from dashboard_fixtures import (
     free_port,
     run_metro,
 )
+from factories import catch_up
 from kafka_fixtures import skip_inbound_backlog, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
@@ -45,9 +46,11 @@ def second_base(conn: psycopg.Connection, seconds_back: int) -> datetime:
 
 
 def swipe(conn: psycopg.Connection, card: int, station: int, ts: datetime | str) -> str:
+    """A swipe, rolled up at once into the history the views read (the worker's job)."""
     row = conn.execute("SELECT * FROM metro.validate_entry(%s, %s, %s)",
                        (card, station, ts)).fetchone()
     assert row is not None
+    catch_up(conn)
     return str(row[1])
 
 
@@ -232,6 +235,7 @@ def test_metrics_equal_the_database_counts(dashboard_db, conn, reader_role, kafk
                and one(conn, "SELECT count(*) FROM metro.bridge_dead_letters") == 1
                and one(conn, "SELECT count(*) FROM metro.train_events") == 1,
                60, "the bridge to deliver every stream row and apply both messages")
+    catch_up(conn)  # the exit and the train event into the history, as the worker would
 
     dashboard = start_dashboard(as_user(dashboard_db, reader_role), "--kafka", kafka)
     found = families(dashboard.get("/metrics"))
@@ -269,6 +273,10 @@ def test_metrics_equal_the_database_counts(dashboard_db, conn, reader_role, kafk
         "SELECT count(*) FROM metro.risk_decisions WHERE NOT blocked") == 2
     assert sample(found, "metro_inbound_dead_letters_total") == count(
         "SELECT count(*) FROM metro.bridge_dead_letters") == 1
+    # Rolled up just before the scrape: the worker has nothing pending.
+    sources = [row[0] for row in conn.execute("SELECT source FROM metro.worker_lag()")]
+    assert sources and all(sample(found, "metro_worker_pending_rows", source=source) == 0
+                           for source in sources)
     next_offset = count("SELECT next_offset FROM metro.bridge_inbound_offsets"
                         " WHERE topic = 'TRAINTOPIC' AND kafka_partition = 0")
     assert sample(found, "metro_inbound_next_offset", topic="TRAINTOPIC",

@@ -71,6 +71,7 @@ def test_an_offset_is_kept():
     (-5, f"timestamp -5 {OUTSIDE}"),
     ("-1735862698", f"timestamp -1735862698 {OUTSIDE}"),
     ("1e30", f"timestamp 1e30 {OUTSIDE}"),
+    ("1e999999999999999999999", "timestamp 1e999999999999999999999 is not a number metro reads"),
     (Decimal("1E+30"), f"timestamp 1E+30 {OUTSIDE}"),
     # between the readings: 2200 as seconds, before 2000 as milliseconds
     (10**10, f"timestamp 10000000000 {OUTSIDE}"),

@@ -24,10 +24,12 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def fraud_swipe(conn) -> tuple[str, int]:
     """A cloned card at two gates in one second: the trans_id and stream position of its row."""
     conn.execute("INSERT INTO metro.cards (card_id, balance) VALUES (4242, 5000)")
-    conn.execute("SELECT * FROM metro.validate_entry(4242, 3, date_trunc('second', now())"
-                 " - interval '1 second' + interval '0.1 second')")
-    row = conn.execute("SELECT * FROM metro.validate_entry(4242, 9, date_trunc('second', now())"
-                       " - interval '1 second' + interval '0.6 second')").fetchone()
+    # One second for both swipes, taken once: each statement has its own now().
+    second = conn.execute("SELECT date_trunc('second', now()) - interval '1 second'").fetchone()[0]
+    conn.execute("SELECT * FROM metro.validate_entry(4242, 3, %s + interval '0.1 second')",
+                 (second,))
+    row = conn.execute("SELECT * FROM metro.validate_entry(4242, 9, %s + interval '0.6 second')",
+                       (second,)).fetchone()
     assert row is not None and row[1] == "Fraudulent transaction"
     fraud = conn.execute("SELECT trans_id, position FROM metro.fraud").fetchone()
     assert fraud is not None

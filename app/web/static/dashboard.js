@@ -171,6 +171,10 @@ function render(s) {
          fmt(p.dead_lettered)])), "nothing consumed yet", 5);
   setNumber("dead-letters", s.dead_letters);
 
+  fill($("worker").tBodies[0], s.worker.map((w) =>
+    row([w.source, fmt(w.pending), w.pending ? secs(w.lag_seconds) : "–"])),
+       "no sources", 3);
+
   const status = $("status");
   status.className = "status live";
   status.textContent = `live · ${clock(s.now)} UTC`;
