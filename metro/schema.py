@@ -160,6 +160,8 @@ def install(dsn: str) -> str:
         upgrade(dsn)
     with database.connect(dsn, autocommit=True) as conn:
         set_search_path(conn)
+        # Today's and the next days' partitions exist from the start, worker or not.
+        conn.execute("SELECT count(*) FROM metro.run_maintenance()")
         revision = current_revision(conn)
     assert revision is not None
     return revision

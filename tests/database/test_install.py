@@ -117,3 +117,19 @@ def test_db_commands_with_an_external_database(empty_db):
         0, "metro uses an external PostgreSQL (METRO_DATABASE_URL); "
            "db start/stop/status apply only to the embedded server\n")
     assert run_metro("db", "stop", dsn=dsn).returncode == 2
+
+
+def test_install_creates_the_days_partitions_ahead(empty_db):
+    dsn = empty_db("partitions")
+    assert run_metro("install", dsn=dsn).returncode == 0
+    with psycopg.connect(dsn) as conn:
+        days = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'metro.card_events'::regclass"
+            " AND inhrelid <> 'metro.card_events_default'::regclass").fetchone()[0]
+        ahead = conn.execute("SELECT partitions_ahead FROM metro.settings").fetchone()[0]
+        assert days == ahead + 1  # today and the days ahead
+        conn.execute("INSERT INTO metro.stations VALUES (1, 'A', 250, 1)")
+        conn.execute("INSERT INTO metro.cards (card_id, balance) VALUES (1, 1000)")
+        conn.execute("SELECT * FROM metro.validate_entry(1, 1)")
+        assert conn.execute("SELECT tableoid::regclass::text FROM metro.card_events"
+                            ).fetchone()[0] != "metro.card_events_default"
