@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-import threading
-from collections.abc import Callable
 from datetime import timedelta
 
 from metro import database
+from metro.service_cli import positive, run_until_stopped
 
 from .runner import Worker, WorkerOptions, run_once
 from .status import collect, render
 
 DEFAULTS = WorkerOptions(dsn="")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text}")
-        return value
-    return parse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,18 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "maintenance; exit")
     worker.add_argument("--once", action="store_true",
                         help="roll up everything committed, run maintenance once, exit")
-    worker.add_argument("--batch-size", type=_positive(int), default=DEFAULTS.batch_size,
+    worker.add_argument("--batch-size", type=positive(int), default=DEFAULTS.batch_size,
                         help="rows of each source per rollup transaction (default %(default)s)")
-    worker.add_argument("--busy-interval", type=_positive(float),
+    worker.add_argument("--busy-interval", type=positive(float),
                         default=DEFAULTS.busy_interval,
                         help="seconds between rollups while rows arrive (default %(default)g)")
-    worker.add_argument("--idle-interval", type=_positive(float),
+    worker.add_argument("--idle-interval", type=positive(float),
                         default=DEFAULTS.idle_interval,
                         help="seconds between rollups when idle (default %(default)g)")
-    worker.add_argument("--maintenance-interval", type=_positive(float),
+    worker.add_argument("--maintenance-interval", type=positive(float),
                         default=DEFAULTS.maintenance_interval,
                         help="seconds between run_maintenance() calls (default %(default)g)")
-    worker.add_argument("--lease", type=_positive(float),
+    worker.add_argument("--lease", type=positive(float),
                         default=DEFAULTS.lease.total_seconds(),
                         help="seconds a lease lasts without renewal: how soon a waiting worker "
                              "takes over from one that died (default %(default)g)")
@@ -75,9 +59,5 @@ def command(args: argparse.Namespace) -> int:
                             busy_interval=args.busy_interval, idle_interval=args.idle_interval,
                             maintenance_interval=args.maintenance_interval, lease=lease,
                             heartbeat=max(0.2, args.lease / 5))
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    Worker(options, stop).run()
+    run_until_stopped(lambda stop: Worker(options, stop).run())
     return 0

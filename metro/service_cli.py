@@ -1,0 +1,48 @@
+"""What the command lines of the long-running services (`metro bridge`, `metro worker`)
+share: argument types, logging set-up, and running until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> timedelta:
+    """90s, 15m, 24h, 7d, or plain seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 15m, 24h, 7d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` above 0."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+    return parse
+
+
+def run_until_stopped(run: Callable[[threading.Event], None]) -> None:
+    """Log with timestamps and levels, and run `run(stop)` until Ctrl-C or SIGTERM sets
+    stop; the service then finishes what it does and returns."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    run(stop)
