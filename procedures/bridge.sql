@@ -121,7 +121,7 @@ BEGIN
         '    UNION ALL SELECT e.txid, e.position, true FROM earlier e'
         ')'
         ' SELECT s.txid, s.position, s.%1$I::text, row_to_json(v)::text, p.ahead'
-        ' FROM picked p JOIN %2$I s ON s.position = p.position'
+        ' FROM picked p JOIN %2$I s ON (s.txid, s.position) = (p.txid, p.position)'
         ' CROSS JOIN LATERAL (SELECT %3$s) v'
         ' ORDER BY s.position', v_key, stream, v_columns)
         USING after_txid, after_position, horizon, max_rows;
@@ -346,8 +346,10 @@ BEGIN
         n := 0;
         IF FOUND THEN
             -- Table names come from the streams registry, never from a caller.
-            EXECUTE format('DELETE FROM %I WHERE position IN (SELECT position FROM %I'
-                           ' WHERE (txid, position) <= ($1, $2) ORDER BY txid, position LIMIT $3)',
+            -- Through the (txid, position) index: a stream's key starts with its card.
+            EXECUTE format('DELETE FROM %I WHERE (txid, position) IN (SELECT txid, position'
+                           ' FROM %I WHERE (txid, position) <= ($1, $2)'
+                           ' ORDER BY txid, position LIMIT $3)',
                            c.stream, c.stream)
                 USING mark.txid, mark.position, max_rows;
             GET DIAGNOSTICS n = ROW_COUNT;
