@@ -1,5 +1,5 @@
-"""The `metro` command: database control, schema install, psql, demo, Kafka broker, bridge,
-worker."""
+"""The `metro` command: database control, schema install, psql and the sandbox, demo,
+dashboard, Kafka broker and topics, bridge, worker, benchmarks."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)  # its options live with the demo
 
     bench = sub.add_parser("bench", help="run every benchmark: one markdown table and "
-                                         "bench/results/suite.json (python -m bench)")
+                                         "bench/results/suite.json (python -m metro.bench)")
     bench.add_argument("--quick", action="store_true", help="short runs, for a first look")
     bench.add_argument("--smoke", action="store_true",
                        help="every benchmark at a tiny size: proves they work, gives no figures")

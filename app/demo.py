@@ -3,8 +3,8 @@
 It starts (or reuses) the database and installs the schema, loads the line's
 stations and trains and generated cards with the project's loader (cards already
 loaded are kept), starts (or reuses) a Kafka broker or falls back to a JSON-lines
-file (metro.demo_outbound), then runs the bridge and the trains, riders and
-recharges simulators together while a live view (metro.dashboard) refreshes every
+file (metro.app.demo_outbound), then runs the bridge, the worker and the trains,
+riders and recharges simulators together while a live view (metro.app.demo_view) refreshes every
 second. The dashboard (app/web) is served on 127.0.0.1 meanwhile, its URL printed
 before the view. The load begins once the bridge holds its lease, and the elapsed
 time and latencies count from then. At the end, or on Ctrl-C, the simulators stop,

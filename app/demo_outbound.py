@@ -1,5 +1,5 @@
 """Where the demo's bridge sends the stream rows: a Kafka broker when there is one,
-otherwise a JSON-lines file (bridge.jsonlines).
+otherwise a JSON-lines file (metro.bridge.jsonlines).
 
 - `--kafka HOST:PORT` or METRO_KAFKA: that broker, which must answer;
 - else the project's broker (`metro kafka`) under METRO_HOME: reused when it runs,

@@ -129,7 +129,7 @@ def summary_row(workload: str, parameters: str, throughput: float, unit: str,
                 baseline: str | None = None, *, setup: dict[str, Any] | None = None,
                 runs: Sequence[float] | None = None, target: str | None = None,
                 met: bool | None = None) -> dict[str, Any]:
-    """One line of the suite's table (python -m bench): every benchmark writes a list of
+    """One line of the suite's table (python -m metro.bench): every benchmark writes a list of
     these under "summary" in its JSON. throughput and the percentiles are medians of
     `runs` (the throughput of each run); setup names what was measured (cards,
     clients, seconds, batch ...); met says whether the median meets `target`."""

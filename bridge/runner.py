@@ -71,7 +71,7 @@ class BridgeOptions:
     inbound: bool = True
     holder: str = field(default_factory=default_holder)
     # Without Kafka: append the stream rows to this JSON-lines file instead, with the
-    # same cursor (bridge.jsonlines); the inbound topics are not consumed then.
+    # same cursor (metro.bridge.jsonlines); the inbound topics are not consumed then.
     outbound_file: Path | None = None
     # The Kafka consumer group the inbound offsets are mirrored to, for kafka-consumer-groups
     # and lag monitors (None: none); the offsets stored in PostgreSQL stay the truth.

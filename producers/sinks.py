@@ -1,6 +1,6 @@
 """Sinks deliver simulated events and report each one's outcome.
 
-The simulators only produce events (producers.events); a sink decides how they
+The simulators only produce events (metro.producers.events); a sink decides how they
 reach the system. `DirectSink` calls the stored functions, one call per event,
 each its own transaction. Another transport (Kafka topics) is another class
 with the same methods.
