@@ -111,17 +111,22 @@ BEGIN
         '), last AS ('
         '    SELECT b.txid, b.position FROM batch b ORDER BY b.txid DESC, b.position DESC LIMIT 1'
         '), earlier AS ('
-        '    SELECT s.txid, s.position FROM (SELECT b.k, max(b.position) AS p FROM batch b'
+        -- One (key, position) index range per key of the batch: OFFSET 0 keeps the
+        -- planner from turning the lookup into a hash join over the whole stream.
+        '    SELECT e.txid, e.position FROM (SELECT b.k, max(b.position) AS p FROM batch b'
         '                                    GROUP BY b.k) keys'
-        '    JOIN %2$I s ON s.%1$I = keys.k AND s.position < keys.p'
         '    CROSS JOIN last'
-        '    WHERE (s.txid, s.position) > (last.txid, last.position)'
+        '    CROSS JOIN LATERAL (SELECT s.txid, s.position FROM %2$I s'
+        '                        WHERE s.%1$I = keys.k AND s.position < keys.p'
+        '                          AND (s.txid, s.position) > (last.txid, last.position)'
+        '                        OFFSET 0) e'
         '), picked AS ('
         '    SELECT b.txid, b.position, false AS ahead FROM batch b'
         '    UNION ALL SELECT e.txid, e.position, true FROM earlier e'
         ')'
         ' SELECT s.txid, s.position, s.%1$I::text, row_to_json(v)::text, p.ahead'
-        ' FROM picked p JOIN %2$I s ON (s.txid, s.position) = (p.txid, p.position)'
+        ' FROM picked p CROSS JOIN LATERAL (SELECT * FROM %2$I r'
+        '     WHERE (r.txid, r.position) = (p.txid, p.position) OFFSET 0) s'
         ' CROSS JOIN LATERAL (SELECT %3$s) v'
         ' ORDER BY s.position', v_key, stream, v_columns)
         USING after_txid, after_position, horizon, max_rows;
