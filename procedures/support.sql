@@ -28,7 +28,8 @@ COMMENT ON FUNCTION raise_unknown_station(integer) IS 'Raises MT001 naming the s
 
 -- Amounts are printed as units.cents: 1250 -> 12.50, 5 -> 0.05.
 CREATE OR REPLACE FUNCTION cents_text(cents bigint)
-RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+-- Not STRICT, so that PostgreSQL inlines it (NULL gives NULL all the same).
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN cents < 0 THEN '-' ELSE '' END
            || (abs(cents) / 100)::text || '.' || lpad((abs(cents) % 100)::text, 2, '0')
 $$;

@@ -14,6 +14,8 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA metro REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC
 -- types
 CREATE TYPE decision AS (accepted boolean, message text);
 COMMENT ON TYPE decision IS 'Result of validate_entry, process_exit and recharge_card: accepted or refused, and the message shown at the gate';
+CREATE TYPE entry_result AS (accept smallint, amount integer, message text, alert text);
+COMMENT ON TYPE entry_result IS 'Outcome of an entry swipe (entry_outcome()): accept 1 accepted, 0 rejected, -1 fraud; amount charged in cents; the gate message; the alert to send, if any';
 
 -- Coded values and money are domains rather than table CHECKs: a domain's
 -- check is compiled once per session, while PostgreSQL re-reads a table's

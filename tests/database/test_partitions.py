@@ -140,3 +140,25 @@ def test_fraud_rules_across_midnight_and_partitions(conn, stations):
     before = counts(conn)
     assert call(conn, "is_fraud", 1, 6, midnight + timedelta(minutes=16)) == (True,)
     assert counts(conn) == before
+
+
+@pytest.mark.parametrize("function, args", [
+    ("validate_entry", (7, 1)), ("process_exit", (7, 2)), ("is_fraud", (7, 1)),
+    ("validate_entries", ([7, 8], [1, 1])),
+])
+def test_a_partition_analyzed_empty_is_never_scanned_whole(db, conn, stations, function, args):
+    # Just analyzed, today's partition says it holds nothing: a generic plan made
+    # now would scan it whole on every call for the rest of the session, however
+    # many rows it gets. A new session makes its plans now, and must use the index.
+    add_card(conn, 7)
+    add_card(conn, 8)
+    conn.commit()
+    conn.execute("ANALYZE card_events")
+    conn.commit()
+    with psycopg.connect(db) as gate:
+        placeholders = ", ".join(["%s"] * len(args))
+        gate.execute(f"SELECT * FROM metro.{function}({placeholders})", args).fetchall()
+        row = gate.execute(
+            "SELECT sum(pg_stat_get_xact_numscans(i.inhrelid)) FROM pg_inherits i"
+            " WHERE i.inhparent = 'metro.card_events'::regclass").fetchone()
+    assert row == (0,)
