@@ -29,6 +29,7 @@ from .common import print_table, results_dir, write_json
 # name, full-run arguments, quick-run arguments
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("validate_entry", [], ["--seconds", "3"]),
+    ("worker_lag", [], ["--seconds", "3"]),
     ("history_size", [], ["--sizes", "0,1000000", "--seconds", "3"]),
     ("loader", [], ["--rows", "100000"]),
     ("bridge", [], ["--rows", "20000", "--seconds", "3"]),

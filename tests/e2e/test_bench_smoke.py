@@ -14,8 +14,8 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # name, whether it needs the session's Kafka broker
-BENCHMARKS = [("validate_entry", False), ("history_size", False), ("loader", False),
-              ("producers", False), ("bridge", True), ("risk", True),
+BENCHMARKS = [("validate_entry", False), ("worker_lag", False), ("history_size", False),
+              ("loader", False), ("producers", False), ("bridge", True), ("risk", True),
               ("dashboard", False)]
 
 

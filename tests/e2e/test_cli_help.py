@@ -20,7 +20,7 @@ def test_metro_bench_names_the_benchmarks_it_knows():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "usage: metro bench [-h] [--quick] [--smoke] [--only NAMES]",
-        "metro bench: error: unknown benchmark(s): foo; valid names: validate_entry, "
+        "metro bench: error: unknown benchmark(s): foo; valid names: validate_entry, worker_lag, "
         "history_size, loader, bridge, producers, risk, dashboard"]
 
 
