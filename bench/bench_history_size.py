@@ -27,7 +27,7 @@ metro.run_rollup() in large rounds, as the worker would.
 Checks (a failed one exits non-zero): card_events holds exactly the rows added;
 is_fraud is false for the cold, old and exits-and-purchases cards and true for the
 entries cards; the rules read no more than fraud_entry_limit index entries of the
-entries card.
+entries card (one more per extra partition the window spans, e.g. after midnight UTC).
 
     python -m metro.bench.bench_history_size [--sizes 0,1000000,10000000] [--seconds 10]
                                        [--repeats 3] [--hot-cards 1000] [--hot-events 1000]
@@ -155,7 +155,7 @@ def explain_rules(conn: psycopg.Connection, card: int) -> dict[str, Any]:
     scans = _scans(plan)
     read = sum((s["Actual Rows"] + s.get("Rows Removed by Filter", 0)) * s["Actual Loops"]
                for s in scans)
-    return {"index_entries_read": int(read),
+    return {"index_entries_read": int(read), "partitions_read": len(scans),
             "entries_kept": int(sum(s["Actual Rows"] * s["Actual Loops"] for s in scans)),
             "shared_buffers": plan["Shared Hit Blocks"] + plan["Shared Read Blocks"],
             "ms": top["Execution Time"]}
@@ -186,9 +186,13 @@ def in_window(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
             explained = [explain_rules(conn, first) for _ in range(3)]
             plans[kind] = {**explained[-1], "ms": spread([e["ms"] for e in explained]),
                            "validate_entry_buffers": explain_swipe(conn, first)}
-        check(plans["entries"]["index_entries_read"] <= limit[0],
+        # The window may span two days' partitions: the merge of their ordered reads
+        # takes one entry ahead from each partition but the last.
+        allowed = limit[0] + plans["entries"]["partitions_read"] - 1
+        check(plans["entries"]["index_entries_read"] <= allowed,
               f"the rules read {plans['entries']['index_entries_read']} index entries of a"
-              f" card with {args.hot_events} entries in the window (limit {limit[0]})")
+              f" card with {args.hot_events} entries in the window (limit {limit[0]},"
+              f" {plans['entries']['partitions_read']} partitions)")
     runs: dict[str, list[pgbench.Run]] = {kind: [] for kind in KINDS}
     for _ in range(args.repeats):
         for kind, (first, _, _) in KINDS.items():
