@@ -12,7 +12,9 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   turn: the smallest durable write (a one-row INSERT, its commit flushed to WAL:
   the commit ceiling), the naive stored function (bench/naive_validate_entry.sql,
   VoltDB's ValidateEntry ported statement by statement, in its own schema `naive`)
-  and validate_entry;
+  and validate_entry; at 8 clients also the floor (bench/floor_swipe.sql: lock,
+  charge and record in metro's tables, no decision), what any swipe function
+  must do;
 - a bare round trip (SELECT 1) at 8 clients;
 - open loop at 3,000/s and 5,000/s offered (--rates), 8 clients, pgbench
   --latency-limit 100 ms (--latency-limit): offered, achieved, skipped and never
@@ -115,7 +117,12 @@ BULK = """SELECT count(*) FROM metro.validate_entries(
 DURABLE_WRITE = "INSERT INTO bench_commit VALUES (1);\n"
 FRAUD_CHECK = "SELECT metro.is_fraud({card}, 1);\n"
 QUIET_CARD, BUSY_CARD = 900_001, 900_002
+FLOOR_SWIPE = """\\set card random(1, {cards})
+\\set station random(1, 15)
+SELECT floor.swipe(:card, :station);
+"""
 NAIVE_SQL = Path(__file__).with_name("naive_validate_entry.sql")
+FLOOR_SQL = Path(__file__).with_name("floor_swipe.sql")
 EVENTS = "SELECT count(*) FROM metro.card_events"
 TARGETS = {"closed_loop_swipes_per_s_at_8": 8000, "p99_ms_at_5000_per_s": 6.0,
            "bulk_swipes_per_s": 30000}
@@ -147,8 +154,10 @@ def prepare(dsn: str, cards: int = CARDS, busy_events: int = 10_000) -> None:
 
 
 def install_naive(dsn: str) -> None:
-    """The naive baseline in schema naive, its tables filled from metro's."""
+    """The naive baseline in schema naive, its tables filled from metro's; the floor in
+    schema floor."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(FLOOR_SQL.read_text())
         conn.execute(NAIVE_SQL.read_text())
         conn.execute("INSERT INTO naive.stations SELECT station_id, name, fare, weight"
                      " FROM metro.stations")
@@ -236,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
              ("SELECT count(*) FROM naive.card_events", 1), seconds),
             (f"validate_entry@{clients}", "validate_entry", swipe, clients, None, one_event,
              seconds)]
+        if clients == main_clients:
+            setups.append((f"floor@{clients}", "lock, charge, record (the floor)",
+                           FLOOR_SWIPE.format(cards=cards), clients, None, one_event, seconds))
     setups.append(("select1", "SELECT 1 (round trip)", "SELECT 1;\n", main_clients, None, None,
                    seconds))
     setups += [(f"open@{rate}", "validate_entry, open loop", swipe, main_clients, rate,
@@ -323,9 +335,11 @@ def main(argv: list[str] | None = None) -> None:
             mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
             target=f">= {target:,} swipes/s" if target else None,
             met=met(median(tps(key)), target) if target else None))
-        for prefix, label in (("naive", "naive stored function (VoltDB's ValidateEntry"
-                               " ported)"), ("durable", "smallest durable write (one-row"
-                                             " INSERT)")):
+        baselines = [("naive", "naive stored function (VoltDB's ValidateEntry ported)"),
+                     ("durable", "smallest durable write (one-row INSERT)")]
+        if clients == main_clients:
+            baselines.append(("floor", "lock, charge, record: the floor of a swipe"))
+        for prefix, label in baselines:
             other = f"{prefix}@{clients}"
             summary.append(summary_row(
                 f"{label}, {clients} client{'s' if clients > 1 else ''}", "closed loop",
