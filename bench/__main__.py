@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("validate_entry", [], ["--seconds", "3"]),
     ("worker_lag", [], ["--seconds", "3"]),
     ("history_size", [], ["--sizes", "0,1000000", "--seconds", "3"]),
+    ("maintenance", [], ["--events-per-day", "200000"]),
     ("loader", [], ["--rows", "100000"]),
     ("bridge", [], ["--rows", "20000", "--seconds", "3"]),
     ("producers", [], ["--seconds", "3"]),

@@ -15,8 +15,8 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # name, whether it needs the session's Kafka broker
 BENCHMARKS = [("validate_entry", False), ("worker_lag", False), ("history_size", False),
-              ("loader", False), ("producers", False), ("bridge", True), ("risk", True),
-              ("dashboard", False)]
+              ("maintenance", False), ("loader", False), ("producers", False), ("bridge", True),
+              ("risk", True), ("dashboard", False)]
 
 
 def run_smoke(name: str, server_dsn: str, results: Path,

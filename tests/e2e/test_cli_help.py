@@ -21,7 +21,7 @@ def test_metro_bench_names_the_benchmarks_it_knows():
     assert result.stderr.splitlines() == [
         "usage: metro bench [-h] [--quick] [--smoke] [--only NAMES]",
         "metro bench: error: unknown benchmark(s): foo; valid names: validate_entry, worker_lag, "
-        "history_size, loader, bridge, producers, risk, dashboard"]
+        "history_size, maintenance, loader, bridge, producers, risk, dashboard"]
 
 
 def test_a_command_that_starts_the_embedded_server_says_so(tmp_path):
