@@ -26,6 +26,7 @@ from pathlib import Path
 import psycopg
 from kafka.errors import KafkaError
 
+from metro.backoff import Backoff
 from metro.errors import MetroError
 from metro.topics import INBOUND_TOPICS, Stream, streams
 
@@ -44,7 +45,6 @@ IDLE_KEY = (0x6D747262, 2)
 LEASE_TTL = timedelta(seconds=30)
 HEARTBEAT_SECONDS = 5.0
 PRUNE_BATCH = 50_000
-RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 # After the last row, keep polling (backing off up to BUSY_POLL_MAX) for
 # LINGER seconds before sleeping on NOTIFY: under steady load the bridge never
 # sleeps, so writers never pay for a NOTIFY.
@@ -117,9 +117,9 @@ class Bridge:
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
-        backoff = RETRY_FIRST
+        backoff = Backoff()
         while not self.stop.is_set():
-            started = time.monotonic()
+            backoff.attempt()
             try:
                 self._session()
             except Stopped:
@@ -129,11 +129,9 @@ class Bridge:
                         error, psycopg.OperationalError) and not lease_lost(error):
                     raise
                 self.report(error)
-                if time.monotonic() - started > 2 * RETRY_MAX:
-                    backoff = RETRY_FIRST
-                self.say(f"retrying in {backoff:.1f} s")
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, RETRY_MAX)
+                delay = backoff.next_delay()
+                self.say(f"retrying in {delay:.1f} s")
+                self.stop.wait(delay)
         self.say("stopped")
 
     def report(self, error: BaseException, part: str = "") -> None:
@@ -302,9 +300,9 @@ class Bridge:
         """Inbound topics into the functions, until the session ends. A bad message never
         gets here (it is dead-lettered); what does is an outage of PostgreSQL or Kafka,
         logged and retried from the offsets stored in PostgreSQL."""
-        backoff = RETRY_FIRST
+        backoff = Backoff()
         while not session_over.is_set():
-            started = time.monotonic()
+            backoff.attempt()
             try:
                 with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
                                      application_name="metro bridge inbound") as conn:
@@ -316,12 +314,10 @@ class Bridge:
                         consumer.close()
             except Exception as error:  # logged and retried: the thread must not die
                 message = "inbound: " + describe(error, self.options.kafka)
-                if time.monotonic() - started > 2 * RETRY_MAX:
-                    backoff = RETRY_FIRST
+                delay = backoff.next_delay()
                 if isinstance(error, RETRIED):
-                    log.error("%s; retrying in %.1f s", message, backoff)
+                    log.error("%s; retrying in %.1f s", message, delay)
                 else:
-                    log.exception("%s; retrying in %.1f s", message, backoff)
+                    log.exception("%s; retrying in %.1f s", message, delay)
                 self._record_error(message)
-                session_over.wait(backoff)
-                backoff = min(backoff * 2, RETRY_MAX)
+                session_over.wait(delay)

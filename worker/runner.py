@@ -28,12 +28,10 @@ from datetime import timedelta
 
 import psycopg
 
+from metro.backoff import Backoff
 from metro.errors import MetroError
 
 log = logging.getLogger("metro.worker")
-
-RETRY_FIRST, RETRY_MAX = 0.5, 5.0
-
 
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -124,20 +122,18 @@ class Worker:
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
-        backoff = RETRY_FIRST
+        backoff = Backoff()
         while not self.stop.is_set():
-            started = time.monotonic()
+            backoff.attempt()
             try:
                 self._session()
             except LeaseLost as lost:
                 self.warn(str(lost))
             except RETRIED as error:
                 self.report(error)
-                if time.monotonic() - started > 2 * RETRY_MAX:
-                    backoff = RETRY_FIRST
-                self.say(f"retrying in {backoff:.1f} s")
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, RETRY_MAX)
+                delay = backoff.next_delay()
+                self.say(f"retrying in {delay:.1f} s")
+                self.stop.wait(delay)
         self.say("stopped")
 
     def report(self, error: BaseException) -> None:
