@@ -16,7 +16,6 @@ Run: .venv/bin/python -m metro.bench.bench_dashboard [--seconds 15] [--repeats 3
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import socket
@@ -29,6 +28,7 @@ from typing import Any
 from . import pgbench
 from .bench_validate_entry import EVENTS, SWIPE, prepare
 from .common import (
+    arguments,
     check,
     median,
     met,
@@ -112,13 +112,7 @@ class Watchers:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15, help="per pgbench run")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (runs per figure)")
-    parser.add_argument("--cards", type=int, default=CARDS)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny run that proves the benchmark works (no figures)")
+    parser = arguments(__doc__, seconds=15, cards=CARDS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.repeats, args.cards = 2, 1, 2_000

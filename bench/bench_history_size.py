@@ -46,6 +46,7 @@ import psycopg
 from . import pgbench
 from .bench_validate_entry import CARDS, SWIPE, number_list, prepare
 from .common import (
+    arguments,
     check,
     median,
     met,
@@ -204,16 +205,10 @@ def in_window(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, seconds=10, cards=CARDS)
     parser.add_argument("--sizes", type=number_list, default=[0, 1_000_000, 10_000_000])
-    parser.add_argument("--seconds", type=float, default=10, help="per pgbench run")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (runs per figure)")
     parser.add_argument("--hot-cards", type=int, default=1_000)
     parser.add_argument("--hot-events", type=int, default=1_000)
-    parser.add_argument("--cards", type=int, default=CARDS)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny run that proves the benchmark works (no figures)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.seconds, args.repeats = [0, 5_000], 1, 1

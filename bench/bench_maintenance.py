@@ -40,7 +40,6 @@ DELETE removes --events-per-day rows and leaves the next day's.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -51,6 +50,7 @@ from psycopg import sql
 
 from .bench_validate_entry import CARDS
 from .common import (
+    arguments,
     check,
     median,
     met,
@@ -184,13 +184,9 @@ def delete_day(conn: psycopg.Connection, day: date, events: int) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__)
     parser.add_argument("--events-per-day", type=int, default=EVENTS_PER_DAY,
                         help="card_events rows of the day dropped (and of the day kept)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (runs per figure)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny run that proves the benchmark works (no figures)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.events_per_day, args.repeats = 2_000, 1

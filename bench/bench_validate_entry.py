@@ -42,7 +42,6 @@ validate_entry does.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,6 +49,7 @@ import psycopg
 
 from . import pgbench
 from .common import (
+    arguments,
     check,
     median,
     met,
@@ -203,10 +203,7 @@ def bulk_list(text: str) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15, help="per pgbench run")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (runs per figure)")
+    parser = arguments(__doc__, seconds=15, cards=CARDS)
     parser.add_argument("--clients", type=number_list, default=[1, 8, 32])
     parser.add_argument("--rates", type=number_list, default=[3000, 5000],
                         help="offered swipes/s for the open-loop runs")
@@ -214,9 +211,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="ms: open-loop swipes later than this at their turn are skipped")
     parser.add_argument("--bulk", type=bulk_list, default=[(250, 3), (100, 2)],
                         help="validate_entries settings: SWIPESxCLIENTS,...")
-    parser.add_argument("--cards", type=int, default=CARDS)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny run that proves the benchmark works (no figures)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.repeats, args.cards = 1, 1, 2_000

@@ -33,7 +33,6 @@ station_second_slots' entries equal the entries (activity_code 1).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -54,6 +53,7 @@ from ..worker.runner import WorkerOptions, run_once
 from . import pgbench
 from .bench_validate_entry import CARDS, SWIPE, prepare
 from .common import (
+    arguments,
     check,
     median,
     met,
@@ -214,13 +214,7 @@ def run_with_worker(dsn: str, swipe: str, seconds: float, log: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15, help="per pgbench run")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (runs per figure)")
-    parser.add_argument("--cards", type=int, default=CARDS)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny run that proves the benchmark works (no figures)")
+    parser = arguments(__doc__, seconds=15, cards=CARDS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.repeats, args.cards = 1, 1, 2_000

@@ -15,6 +15,7 @@ works; METRO_BENCH_RESULTS moves the JSON files (the smoke test writes elsewhere
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -171,3 +172,19 @@ def write_json(name: str, results: dict[str, Any], smoke: bool = False) -> Path:
                     + "\n")
     print(f"results written to {path}")
     return path
+
+
+def arguments(doc: str | None, *, seconds: float | None = None,
+              cards: int | None = None) -> argparse.ArgumentParser:
+    """A benchmark's command line with the options they share: --repeats (rounds, runs per
+    figure) and --smoke; --seconds (per pgbench run) and --cards when given a default."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if seconds is not None:
+        parser.add_argument("--seconds", type=float, default=seconds, help="per pgbench run")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (runs per figure)")
+    if cards is not None:
+        parser.add_argument("--cards", type=int, default=cards)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny run that proves the benchmark works (no figures)")
+    return parser
