@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -131,8 +131,10 @@ def format_record(record: Any) -> str:
     return f"{head}\n{body}"
 
 
-def records(bootstrap: str, topic: str, from_beginning: bool) -> Iterator[Any]:
-    """The topic's records, from its beginning or from now on, until the caller stops."""
+def records(bootstrap: str, topic: str, from_beginning: bool,
+            started: Callable[[str], None] | None = None) -> Iterator[Any]:
+    """The topic's records, from its beginning or from now on, until the caller stops;
+    started is told where reading starts once the positions are resolved."""
     from kafka import TopicPartition
 
     client = consumer(bootstrap)
@@ -148,8 +150,11 @@ def records(bootstrap: str, topic: str, from_beginning: bool) -> Iterator[Any]:
             client.seek_to_beginning(*partitions)
         else:
             client.seek_to_end(*partitions)
-        for tp in partitions:      # resolve the positions now, before anything new arrives
-            client.position(tp)
+        # Resolve the positions now, before anything new arrives.
+        offsets = ", ".join(f"partition {tp.partition} from offset {client.position(tp)}"
+                            for tp in partitions)
+        if started is not None:
+            started(f"{topic}: reading {offsets}")
         while True:
             for batch in client.poll(timeout_ms=500).values():
                 yield from batch
@@ -163,7 +168,12 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool = False, key: str |
     shown = 0
     if limit == 0:
         return 0
-    for record in records(bootstrap, topic, from_beginning):
+    def started(where: str) -> None:
+        # On stderr, so that stdout holds only messages.
+        follow = f"stops after {limit}" if limit is not None else "Ctrl-C stops"
+        print(f"{where}; waiting for messages ({follow})", file=sys.stderr, flush=True)
+
+    for record in records(bootstrap, topic, from_beginning, started):
         if key is not None and (record.key is None or record.key.decode("utf-8", "replace") != key):
             continue
         output.write(format_record(record) + "\n")

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 from dashboard_fixtures import PROJECT_ROOT, free_port, metro_env, run_metro
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
@@ -93,8 +92,11 @@ def test_tail_follows_new_messages(db, conn, stations, kafka, start_bridge):
          "--kafka", kafka], cwd=PROJECT_ROOT, env=metro_env(None), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
-        # The tail resolves its starting offsets once connected; give it that moment.
-        time.sleep(5)
+        # It says where it starts reading once its offsets are resolved: only then may the
+        # row arrive.
+        started = tail.stderr.readline() if tail.stderr else ""
+        assert re.fullmatch(r"FRAUD: reading partition 0 from offset \d+; waiting for"
+                            r" messages \(stops after 1\)\n", started), started
         trans_id, position = fraud_swipe(conn)
         start_bridge(db, "--no-inbound")
         out, err = tail.communicate(timeout=60)
