@@ -97,7 +97,8 @@ RETURNS decision LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_t
 SET plan_cache_mode = force_generic_plan
 -- A generic plan lives as long as the session: planned while today's
 -- partition was freshly analyzed and empty, the rules would scan the whole
--- partition on every swipe all day (measured: 10x slower within a minute).
+-- partition on every swipe all day (measured: 670-1,070 µs a swipe instead
+-- of 80 after 20,000 swipes in one session).
 SET enable_seqscan = off AS $$
 DECLARE
     p_card ALIAS FOR $1;
