@@ -21,7 +21,8 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   started are counted, and percentiles are given over the survivors and over
   everything offered (a lost transaction counts as slower than any other); the
   smallest durable write offered at the first rate the same way, the latency of a
-  commit alone at that rate;
+  commit alone at that rate; and validate_entry at the first rate through half the
+  clients (4), for the advice on pool sizes;
 - the usual way: the same rules decided by the client with separate queries in
   one transaction, 8 clients; the ratio validate_entry / usual way is taken per
   round. Its extra round trips are pgbench's CPU too, on the same two cores as the
@@ -248,8 +249,12 @@ def main(argv: list[str] | None = None) -> None:
                    seconds))
     setups += [(f"open@{rate}", "validate_entry, open loop", swipe, main_clients, rate,
                 one_event, seconds) for rate in args.rates]
-    # The latency floor at the first rate: what a durable commit alone costs there.
+    # The latency floor at the first rate: what a durable commit alone costs there; and
+    # the same offered rate through half the connections, for the pool-size advice.
     first_rate = args.rates[0]
+    fewer = max(1, main_clients // 2)
+    setups.append((f"open-fewer@{first_rate}", f"validate_entry, open loop, {fewer} clients",
+                   swipe, fewer, first_rate, one_event, seconds))
     setups.append((f"open-durable@{first_rate}", "smallest durable write, open loop",
                    DURABLE_WRITE, main_clients, first_rate,
                    ("SELECT count(*) FROM bench_commit", 1), seconds))
@@ -363,6 +368,17 @@ def main(argv: list[str] | None = None) -> None:
             mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
             target=f"p99 <= {target_p99:g} ms over all offered" if target_p99 else None,
             met=met(p99_all, target_p99, higher_is_better=False) if target_p99 else None))
+    key = f"open-fewer@{first_rate}"
+    summary.append(summary_row(
+        f"validate_entry, open loop, {fewer} clients",
+        f"{first_rate:,}/s offered; skipped {median([r.skipped for r in runs[key]]):,.0f},"
+        f" never started {median([r.not_started for r in runs[key]]):,.0f};"
+        f" p99 over all offered {_ms(mid(key, 'p99_offered_ms'))}",
+        median(tps(key)), "swipes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
+        mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
+        baseline_ratio=median([a.p99_offered_ms / b.p99_offered_ms for a, b in
+                               zip(runs[key], runs[f"open@{first_rate}"], strict=True)]),
+        baseline=f"this p99 / p99 at {main_clients} clients (all offered), per round"))
     key = f"open-durable@{first_rate}"
     summary.append(summary_row(
         "smallest durable write (one-row INSERT), open loop",
