@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
+from roles import login_role
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def free_port() -> int:
@@ -54,16 +54,8 @@ def dashboard_db(db: str, conn: psycopg.Connection, stations: None) -> str:
 @pytest.fixture
 def reader_role(server_dsn: str) -> Iterator[str]:
     """A login role whose only privilege is membership of metro_reader."""
-    name = f"dashboard_reader_{os.getpid()}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE metro_reader").format(
-            sql.Identifier(name)))
-    yield name
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                      " WHERE usename = %s", (name,))
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+    with login_role(server_dsn, "dashboard_reader", "metro_reader") as name:
+        yield name
 
 
 class DashboardProcess:

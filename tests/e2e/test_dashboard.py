@@ -25,6 +25,7 @@ from factories import catch_up
 from kafka_fixtures import skip_inbound_backlog, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
+from roles import login_role
 
 from metro import config
 from metro.app.web import metrics
@@ -337,17 +338,9 @@ def test_a_database_that_does_not_answer_is_one_line():
 
 
 def test_a_role_without_metro_reader_is_refused(dashboard_db, server_dsn):
-    name = f"dashboard_outsider_{os.getpid()}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-        try:
-            result = run_metro("dashboard", "--port", str(free_port()),
-                               dsn=as_user(dashboard_db, name))
-        finally:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE usename = %s", (name,))
-            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    with login_role(server_dsn, "dashboard_outsider") as name:
+        result = run_metro("dashboard", "--port", str(free_port()),
+                           dsn=as_user(dashboard_db, name))
     assert one_line_error(result) == (f"metro: role {name} is not a member of metro_reader "
                                       f"(GRANT metro_reader TO {name})")
 

@@ -5,7 +5,6 @@ holds delivery back."""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import time
@@ -18,18 +17,14 @@ from factories import INSERT_FRAUD
 from kafka_fixtures import wait_until
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from roles import login_role
 
 
 @pytest.fixture
 def intruder(server_dsn: str) -> Iterator[str]:
     """A login role with no grants at all."""
-    name = f"intruder_{os.getpid()}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    with login_role(server_dsn, "intruder") as name:
+        yield name
 
 
 def delivered(dsn: str) -> int:
@@ -145,15 +140,8 @@ def test_status_names_the_transaction_holding_delivery_back(db, conn, start_brid
 @pytest.fixture
 def bridge_login(server_dsn: str) -> Iterator[str]:
     """A login role that is a member of metro_bridge only, as the README recommends."""
-    name = f"bridge_{os.getpid()}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE metro_bridge").format(
-            sql.Identifier(name)))
-    yield name
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    with login_role(server_dsn, "bridge", "metro_bridge") as name:
+        yield name
 
 
 def test_a_bridge_with_only_metro_bridge_forwards_and_applies(db, conn, stations, kafka,

@@ -5,13 +5,13 @@ writes nothing. Exits that arrive out of order close an entry once."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from factories import add_card, at, call, counts, events
 from psycopg import sql
+from roles import login_role
 
 CALLS = {
     "validate_entry": "SELECT * FROM validate_entry(42, 1, {})",
@@ -39,14 +39,8 @@ SKEW_HINT = ("Omit ts to use now(), fix the client's clock, or run simulations a
 @pytest.fixture
 def turnstile(server_dsn: str) -> Iterator[str]:
     """A role that is a member of metro_app only, like a turnstile's login."""
-    name = f"turnstile_{os.getpid()}"
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE metro_app").format(
-            sql.Identifier(name)))
-    yield name
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    with login_role(server_dsn, "turnstile", "metro_app") as name:
+        yield name
 
 
 def as_login(conn: psycopg.Connection, role: str) -> None:
