@@ -141,3 +141,15 @@ def test_settings_reject_nonsense_thresholds(conn, stations):
             conn.execute(statement)
         assert raised.value.sqlstate == "MT006"
     assert conn.execute("SELECT count(*) FROM settings").fetchone() == (1,)
+
+
+def test_a_window_shorter_than_the_second_still_sees_the_whole_second(conn, stations):
+    # One read serves every rule: it must start at the second's start even when the
+    # window (here 100 ms) starts later, or rule 1 would miss an earlier swipe.
+    conn.execute("UPDATE settings SET fraud_window = interval '100 milliseconds'")
+    add_card(conn, 42, balance=5000)
+    assert enter(conn, 42, 1, at(seconds=0.1))[0] is True
+    assert is_fraud(conn, 42, 2, at(seconds=0.9)) is True
+    assert enter(conn, 42, 2, at(seconds=0.9)) == (False, "Fraudulent transaction")
+    # The window's entries alone: 100 ms later in the next second, nothing counts.
+    assert is_fraud(conn, 42, 2, at(seconds=1.05)) is False
