@@ -245,6 +245,15 @@ def _json_int(text: str) -> int | Decimal:
     return int(text) if len(text) <= _JSON_INT_DIGITS else Decimal(text)
 
 
+def _json_decimal(text: str) -> Decimal:
+    # An exponent beyond what Python's decimal can hold (1e9999999999999999999) raises
+    # InvalidOperation, which would otherwise escape the parser and stop the partition.
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise InvalidMessage(f"number {reprlib.repr(text)} is out of range") from None
+
+
 def _json_constant(name: str) -> float:
     return float(name)  # NaN, Infinity, -Infinity: refused by the field checks
 
@@ -252,7 +261,7 @@ def _json_constant(name: str) -> float:
 def _json_object(text: str) -> dict[str, Any] | None:
     """The object a JSON value holds; None if text is not JSON at all."""
     try:
-        obj = json.loads(text, parse_float=Decimal, parse_int=_json_int,
+        obj = json.loads(text, parse_float=_json_decimal, parse_int=_json_int,
                          parse_constant=_json_constant)
     except json.JSONDecodeError as error:
         if text.startswith("["):

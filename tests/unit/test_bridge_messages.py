@@ -105,6 +105,8 @@ def test_each_topic_calls_its_function():
 # stopped their partition; each is now an InvalidMessage saying what is wrong.
 ESCAPES = [
     (b"400000,1,1,\xc2\xb2", "timestamp '\u00b2' is neither ISO 8601 nor an epoch number"),
+    (b'{"card_id": 1e9999999999000000000, "amount": 1, "station_id": 4}',
+     "number '1e9999999999000000000' is out of range"),
     (b"42," + b"9" * 5000 + b",3",
      "amount 999999999999999999...999999999999999999 (5000 characters) does not fit in 32 bits"),
     (b'{"card_id": ' + b"1" * 5000 + b', "amount": 1, "station_id": 3}',
