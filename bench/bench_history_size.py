@@ -149,7 +149,9 @@ def _scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
 def explain_rules(conn: psycopg.Connection, card: int) -> dict[str, Any]:
     """Index entries of card_events the rules read for card, buffers and time."""
     row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)"
-                       " SELECT * FROM metro.fraud_rule(%s, now())", (card,)).fetchone()
+                       " SELECT f.* FROM metro.settings t CROSS JOIN LATERAL metro.fraud_rule("
+                       "%s, now(), t.fraud_window, t.fraud_entry_limit, t.fraud_station_limit) f",
+                       (card,)).fetchone()
     assert row is not None
     top = row[0][0]
     plan = top["Plan"]

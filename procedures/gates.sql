@@ -56,6 +56,9 @@ DECLARE
     p_ts ALIAS FOR $3;
     v_fare integer;
     v_station_name text;
+    v_window interval;
+    v_entry_limit integer;
+    v_station_limit integer;
     v_rule smallint;
     c cards%ROWTYPE;
     o entry_result;
@@ -67,13 +70,19 @@ BEGIN
     IF p_ts <> now() THEN PERFORM checked_ts('validate_entry', 'ts', p_ts); END IF;
 
     -- The card is locked before its events are read, so a concurrent swipe of
-    -- the same card is seen by the rules. Then one query reads the station and
-    -- the rules' events; the outcome is an expression, not a query.
+    -- the same card is seen by the rules. One query reads the station and the
+    -- rules' thresholds, the next the card's recent events; the outcome is an
+    -- expression, not a query.
     SELECT * INTO c FROM cards WHERE cards.card_id = p_card FOR NO KEY UPDATE;
-    SELECT s.fare, s.name, f.rule INTO v_fare, v_station_name, v_rule
-    FROM stations s CROSS JOIN fraud_rule(p_card, p_ts) f
+    SELECT s.fare, s.name, t.fraud_window, t.fraud_entry_limit, t.fraud_station_limit
+    INTO v_fare, v_station_name, v_window, v_entry_limit, v_station_limit
+    FROM stations s CROSS JOIN settings t
     WHERE s.station_id = p_station;
     IF NOT FOUND THEN PERFORM raise_unknown_station(p_station); END IF;
+    v_rule := (SELECT f.rule FROM fraud_rule(p_card, p_ts, v_window, v_entry_limit,
+                                             v_station_limit) f);
+    -- Assigned alone: with the rules' query among its arguments, entry_outcome
+    -- would no longer be inlined.
     o := entry_outcome(c.enabled, c.card_type, c.balance, c.expires, v_fare, v_rule <> 0, p_ts);
 
     IF o.accept = -1 THEN
@@ -184,7 +193,9 @@ BEGIN
             FROM swipes w
             JOIN stations st ON st.station_id = w.station_id
             LEFT JOIN cards c ON c.card_id = w.card_id
-            CROSS JOIN LATERAL fraud_rule(w.card_id, w.ts) f
+            CROSS JOIN settings t
+            CROSS JOIN LATERAL fraud_rule(w.card_id, w.ts, t.fraud_window, t.fraud_entry_limit,
+                                          t.fraud_station_limit) f
             CROSS JOIN LATERAL entry_outcome(c.enabled, c.card_type, c.balance, c.expires,
                                              st.fare, f.rule <> 0, w.ts) o
         ), charged AS (

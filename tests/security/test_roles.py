@@ -27,7 +27,7 @@ def test_app_calls_validate_entry_but_cannot_touch_cards(conn, stations):
 def test_app_cannot_call_internal_helpers(conn, stations):
     as_role(conn, "metro_app")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        conn.execute("SELECT fraud_rule(42, now())")
+        conn.execute("SELECT fraud_rule(42, now(), interval '1 hour', 10, 5)")
 
 
 def test_reader_reads_views_only(conn, stations):
@@ -169,7 +169,8 @@ def test_every_role_holds_exactly_the_documented_privileges(conn):
 def test_helpers_are_not_executable_by_public(conn):
     for helper in ("cents_text(bigint)", "fraud_trans_id(bigint, timestamptz)",
                    "raise_unknown_station(integer)", "raise_null_argument(text, text)",
-                   "fraud_rule(bigint, timestamptz)", "register_stream(text, text, text, text)",
+                   "fraud_rule(bigint, timestamptz, interval, integer, integer)",
+                   "register_stream(text, text, text, text)",
                    "checked_ts(text, text, timestamptz)",
                    "entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean,"
                    " timestamptz)"):
