@@ -219,12 +219,11 @@ def main(argv: list[str] | None = None) -> None:
 
     dsn = scratch_database("metro_bench_history_size", smoke=args.smoke)
     print(f"loading {args.cards:,} cards ...", flush=True)
-    prepare(dsn, args.cards, busy_events=1_000 if args.smoke else 10_000)
+    prepare(dsn, args.cards)
     swipe = SWIPE.format(cards=args.cards)
     events = ("SELECT count(*) FROM metro.card_events", 1)
     measured: list[tuple[int, list[pgbench.Run], list[pgbench.Run]]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        # prepare() adds the events of its is_fraud cards; the steps count from there.
         for size in sorted(args.sizes):
             grow(conn, size, args.cards)
             rows = count_events(conn)

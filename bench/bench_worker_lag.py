@@ -49,7 +49,7 @@ from typing import Any
 
 import psycopg
 
-from ..worker.runner import WorkerOptions, run_once
+from ..worker.runner import WorkerOptions
 from . import pgbench
 from .bench_validate_entry import CARDS, SWIPE, prepare
 from .common import (
@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dsn = scratch_database("metro_bench_worker_lag", smoke=args.smoke)
     print(f"loading {cards:,} cards ...", flush=True)
-    prepare(dsn, cards, busy_events=1_000 if args.smoke else 10_000)
-    run_once(dsn)  # the prepared history rolled up: the first round starts with no backlog
+    prepare(dsn, cards)
     swipe = SWIPE.format(cards=cards)
     if not args.smoke:
         pgbench.run(dsn, "warm-up", swipe, clients=CLIENTS, seconds=5)
