@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seconds, args.repeats, args.cards = 2, 1, 2_000
     dsn = scratch_database("metro_bench_dashboard", smoke=args.smoke)
     print(f"loading {args.cards:,} cards ...", flush=True)
-    prepare(dsn, args.cards, busy_events=100)
+    prepare(dsn, args.cards)
     swipe = SWIPE.format(cards=args.cards)
     if not args.smoke:
         pgbench.run(dsn, "warm-up", swipe, clients=CLIENTS, seconds=5)
