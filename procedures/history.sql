@@ -18,19 +18,28 @@ SET search_path = metro, pg_catalog;
 
 -- functions
 
--- Checks the station of a new card event, in place of a foreign key (see
--- card_events.station_id).
+-- Checks the stations of the card events a statement inserted, in place of a
+-- foreign key (see card_events.station_id): one anti-join per statement, so
+-- that a batch (validate_entries, COPY) pays one check rather than a trigger
+-- call per row (measured: 12% more swipes/s for validate_entries at 250 per
+-- call, the same for single swipes). AFTER the statement, so the error undoes
+-- every row of it; the lowest unknown station is named. A statement on the
+-- parent table only: inserting into a day's partition directly, which only
+-- the schema's owner may do, is not checked.
 CREATE OR REPLACE FUNCTION card_events_check_station()
 RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_unknown integer;
 BEGIN
-    PERFORM FROM stations s WHERE s.station_id = NEW.station_id;
-    IF NOT FOUND THEN
-        PERFORM raise_unknown_station(NEW.station_id);
+    SELECT min(n.station_id) INTO v_unknown FROM new_events n
+    WHERE NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = n.station_id);
+    IF v_unknown IS NOT NULL THEN
+        PERFORM raise_unknown_station(v_unknown);
     END IF;
-    RETURN NEW;
+    RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION card_events_check_station() IS 'Trigger: refuses a card event at an unknown station (MT001)';
+COMMENT ON FUNCTION card_events_check_station() IS 'Statement trigger: refuses the card events of a statement when one has an unknown station (MT001, naming the lowest)';
 
 -- Events are facts: changing or deleting one would make the history lie.
 CREATE OR REPLACE FUNCTION card_events_refuse_change()
@@ -292,8 +301,9 @@ REVOKE ALL ON FUNCTION worker_lag() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION worker_lag() TO metro_reader, metro_worker;
 
 -- triggers
-CREATE TRIGGER card_events_station BEFORE INSERT ON card_events
-    FOR EACH ROW EXECUTE FUNCTION card_events_check_station();
+CREATE TRIGGER card_events_station AFTER INSERT ON card_events
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION card_events_check_station();
 CREATE TRIGGER card_events_append_only BEFORE UPDATE OR DELETE ON card_events
     FOR EACH STATEMENT EXECUTE FUNCTION card_events_refuse_change();
 CREATE TRIGGER card_events_truncate AFTER TRUNCATE ON card_events

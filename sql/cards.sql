@@ -60,7 +60,7 @@ COMMENT ON TABLE card_events IS 'Every swipe and purchase, whatever its outcome;
 COMMENT ON COLUMN card_events.event_id IS 'Insertion order';
 COMMENT ON COLUMN card_events.card_id IS 'Card swiped; not a foreign key, because unknown cards are recorded too';
 COMMENT ON COLUMN card_events.ts IS 'When the swipe happened';
-COMMENT ON COLUMN card_events.station_id IS 'Where the swipe happened; checked against stations by a row trigger (a foreign key would take a share lock on the station row in every swipe)';
+COMMENT ON COLUMN card_events.station_id IS 'Where the swipe happened; checked against stations by a statement trigger (a foreign key would take a share lock on the station row in every swipe)';
 COMMENT ON COLUMN card_events.activity_code IS '1 entry, -1 exit, 2 purchase (recharge)';
 COMMENT ON COLUMN card_events.amount IS 'Cents moved: the fare charged on an accepted entry, the credit of a purchase, otherwise 0';
 COMMENT ON COLUMN card_events.accept IS '1 accepted, 0 rejected, -1 refused as fraud';

@@ -114,3 +114,24 @@ def test_card_events_are_append_only(conn, stations, statement):
         conn.execute(statement)
     assert raised.value.sqlstate == "MT006"
     assert conn.execute("SELECT count(*), sum(amount) FROM card_events").fetchone() == (1, 250)
+
+
+def test_events_at_an_unknown_station_are_refused_with_their_statement(conn, stations):
+    # One statement trigger checks every row an INSERT or COPY adds: the lowest
+    # unknown station is named, and none of the statement's rows stays.
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("INSERT INTO card_events (card_id, ts, station_id, activity_code, accept)"
+                     " VALUES (1, now(), 1, 1, 1), (2, now(), 98, 1, 1), (3, now(), 97, 1, 1)")
+    assert (raised.value.sqlstate, raised.value.diag.message_primary) == (
+        "MT001", "Unknown station: 97")
+    with pytest.raises(psycopg.Error) as raised, conn.cursor().copy(
+            "COPY card_events (card_id, ts, station_id, activity_code, accept)"
+            " FROM STDIN") as copy:
+        for card in range(1, 1001):
+            copy.write_row((card, at(), 99 if card == 700 else 1 + card % 15, 1, 1))
+    assert (raised.value.sqlstate, raised.value.diag.message_primary) == (
+        "MT001", "Unknown station: 99")
+    assert counts(conn)["card_events"] == 0
+    conn.execute("INSERT INTO card_events (card_id, ts, station_id, activity_code, accept)"
+                 " VALUES (1, now(), 1, 1, 1), (2, now(), 15, 1, 1)")
+    assert counts(conn)["card_events"] == 2

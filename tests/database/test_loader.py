@@ -107,6 +107,22 @@ BAD_CARDS = (
 )
 
 
+def test_an_event_at_an_unknown_station_is_set_aside_with_its_line(run, conn, stations,
+                                                                    tmp_path):
+    # The station check names no line (it runs once per COPY): the loader narrows the
+    # failed attempt down to the row.
+    path = write(tmp_path, "card_events.csv", "".join(
+        f"{card},2025-03-01 08:00:00+00,{99 if card == 7 else 3},1,250,1\n"
+        for card in range(1, 11)))
+    status, out, _ = run(path)
+    assert status == 1
+    assert out.splitlines()[0] == "card_events.csv: read 10, loaded 9, invalid 1"
+    assert log_entries(tmp_path, "card_events") == [
+        "card_events.csv line 7: Unknown station: 99: No row in metro.stations has station_id 99."]
+    assert rows(conn, "SELECT count(*), min(station_id), max(station_id) FROM card_events") == [
+        (9, 3, 3)]
+
+
 def test_every_kind_of_bad_row_is_reported_and_the_good_rows_load(run, conn, tmp_path):
     path = write(tmp_path, "cards.csv", BAD_CARDS)
     status, out, err = run("--header", path)
