@@ -241,12 +241,12 @@ def main(argv: list[str] | None = None) -> None:
         args.clients, args.rates, args.bulk = [2], [200], [(20, 2), (10, 1)]
         pgbench.smoke_size()
     cards = args.cards
+    busy_events = 1_000 if args.smoke else 10_000  # the is_fraud history card's events
 
     dsn = scratch_database("metro_bench_validate_entry", smoke=args.smoke)
     print(f"loading {cards:,} cards ...", flush=True)
     prepare(dsn, cards)
     install_naive(dsn)
-    busy_events = 1_000 if args.smoke else 10_000
     check_naive_decides_alike(dsn)
     swipe, naive = SWIPE.format(cards=cards), NAIVE_SWIPE.format(cards=cards)
     usual = USUAL_WAY.format(cards=cards)

@@ -162,3 +162,24 @@ def test_a_partition_analyzed_empty_is_never_scanned_whole(db, conn, stations, f
             "SELECT sum(pg_stat_get_xact_numscans(i.inhrelid)) FROM pg_inherits i"
             " WHERE i.inhparent = 'metro.card_events'::regclass").fetchone()
     assert row == (0,)
+
+
+def test_the_rules_plan_opens_only_the_partition_of_the_window(conn, stations):
+    # validate_entry passes the thresholds as parameters, so the generic plan of the
+    # rules' read drops every other partition, the default one included, when it starts
+    # (a threshold read inside the query left the default partition in the plan).
+    conn.execute("SELECT * FROM run_maintenance()")
+    assert len(partitions(conn, "card_events")) >= 3
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    conn.execute("PREPARE rules(bigint, timestamptz, interval, integer, integer) AS"
+                 " SELECT rule FROM fraud_rule($1, $2, $3, $4, $5)")
+    noon = datetime.combine(today(conn), datetime.min.time(), UTC) + timedelta(hours=12)
+    row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON)"
+                       f" EXECUTE rules(7, '{noon.isoformat()}', '1 hour', 10, 5)").fetchone()
+    assert row is not None
+
+    def scanned(plan: dict) -> list[str]:
+        own = [plan["Relation Name"]] if "Relation Name" in plan else []
+        return own + [name for child in plan.get("Plans", []) for name in scanned(child)]
+
+    assert scanned(row[0][0]["Plan"]) == [day_name("card_events", today(conn))]
