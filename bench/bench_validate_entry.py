@@ -19,13 +19,17 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   charge and record in metro's tables, no decision), what any swipe function
   must do;
 - a bare round trip (SELECT 1) at 8 clients;
-- open loop at 3,000/s and 5,000/s offered (--rates), 8 clients, pgbench
-  --latency-limit 100 ms (--latency-limit): offered, achieved, skipped and never
-  started are counted, and percentiles are given over the survivors and over
-  everything offered (a lost transaction counts as slower than any other); the
-  smallest durable write offered at the first rate the same way, the latency of a
-  commit alone at that rate; and validate_entry at the first rate through half the
-  clients (4), for the advice on pool sizes;
+- open loop at half and at nine tenths of the closed-loop capacity (--loads 0.5,0.9):
+  each round offers that share of what validate_entry achieved at 8 clients in the
+  same round's closed loop (the machine's speed drifts between rounds, so a fixed
+  rate would be a different load each time), 8 clients, pgbench --latency-limit
+  100 ms (--latency-limit), each run after a 1 s warm-up at the same rate that is
+  left out of its figures (new connections compile the functions: bench/pgbench.py):
+  offered, achieved, skipped and never started are counted, and percentiles are
+  given over the survivors and over everything offered (a lost transaction counts
+  as slower than any other); the smallest durable write offered at the first load's
+  rate the same way, the latency of a commit alone at that rate; and validate_entry
+  at the first load through half the clients (4), for the advice on pool sizes;
 - the usual way: the same rules decided by the client with separate queries in
   one transaction, 8 clients; the ratio validate_entry / usual way is taken per
   round. Its extra round trips are pgbench's CPU too, on the same two cores as the
@@ -43,7 +47,7 @@ is_fraud writes nothing; the naive function decides a sample of swipes exactly a
 validate_entry does.
 
     python -m metro.bench.bench_validate_entry [--seconds 15] [--repeats 3] [--clients 1,8,32]
-                                         [--rates 3000,5000] [--bulk 250x3,100x2] [--smoke]
+                                         [--loads 0.5,0.9] [--bulk 250x3,100x2] [--smoke]
 """
 
 from __future__ import annotations
@@ -130,6 +134,8 @@ SELECT floor.swipe(:card, :station);
 NAIVE_SQL = Path(__file__).with_name("naive_validate_entry.sql")
 FLOOR_SQL = Path(__file__).with_name("floor_swipe.sql")
 EVENTS = "SELECT count(*) FROM metro.card_events"
+# Seconds at the open-loop rate before each open-loop run's measured seconds.
+OPEN_LOOP_WARMUP_S = 1.0
 TARGETS = {"closed_loop_swipes_per_s_at_8": 8000, "p99_ms_at_half_capacity": 6.0,
            "bulk_swipes_per_s": 30000,
            # validate_entry / baseline at 8 clients, per round; validate_entries (the
@@ -214,7 +220,12 @@ def number_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-clients_list = number_list
+def share_list(text: str) -> list[float]:
+    """`0.5,0.9`: shares of the closed-loop capacity, each in (0, 1]."""
+    shares = [float(part) for part in text.split(",") if part.strip()]
+    if not shares or any(not 0 < share <= 1 for share in shares):
+        raise ValueError(f"shares of the capacity must be in (0, 1]: {text}")
+    return shares
 
 
 def bulk_list(text: str) -> list[tuple[int, int]]:
@@ -229,8 +240,9 @@ def bulk_list(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__, seconds=15, cards=CARDS)
     parser.add_argument("--clients", type=number_list, default=[1, 8, 32])
-    parser.add_argument("--rates", type=number_list, default=[3000, 5000],
-                        help="offered swipes/s for the open-loop runs")
+    parser.add_argument("--loads", type=share_list, default=[0.5, 0.9],
+                        help="open-loop offered rates, as shares of the same round's"
+                             " closed-loop capacity at 8 clients")
     parser.add_argument("--latency-limit", type=float, default=100.0,
                         help="ms: open-loop swipes later than this at their turn are skipped")
     parser.add_argument("--bulk", type=bulk_list, default=[(250, 3), (100, 2)],
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.repeats, args.cards = 1, 1, 2_000
-        args.clients, args.rates, args.bulk = [2], [200], [(20, 2), (10, 1)]
+        args.clients, args.loads, args.bulk = [2], [0.5], [(20, 2), (10, 1)]
         pgbench.smoke_size()
     cards = args.cards
     busy_events = 1_000 if args.smoke else 10_000  # the is_fraud history card's events
@@ -254,8 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     seconds = args.seconds
     one_event = (EVENTS, 1)
 
-    # (key, name, script, clients, rate, rows check, seconds), run in this order each round.
-    setups: list[tuple[str, str, str, int, int | None, tuple[str, int] | None, float]] = []
+    # (key, name, script, clients, load, rows check, seconds), run in this order each round;
+    # load, for an open-loop run, is its share of the round's closed-loop capacity.
+    setups: list[tuple[str, str, str, int, float | None, tuple[str, int] | None, float]] = []
     for clients in args.clients:
         setups += [
             (f"durable@{clients}", "smallest durable write", DURABLE_WRITE, clients, None,
@@ -269,16 +282,17 @@ def main(argv: list[str] | None = None) -> None:
                            FLOOR_SWIPE.format(cards=cards), clients, None, one_event, seconds))
     setups.append(("select1", "SELECT 1 (round trip)", "SELECT 1;\n", main_clients, None, None,
                    seconds))
-    setups += [(f"open@{rate}", "validate_entry, open loop", swipe, main_clients, rate,
-                one_event, seconds) for rate in args.rates]
-    # The latency floor at the first rate: what a durable commit alone costs there; and
-    # the same offered rate through half the connections, for the pool-size advice.
-    first_rate = args.rates[0]
+    setups += [(f"open@{load:g}", "validate_entry, open loop", swipe, main_clients, load,
+                one_event, seconds) for load in args.loads]
+    # The latency floor at the first load: what a durable commit alone costs at that
+    # rate; and the same offered rate through half the connections, for the pool-size
+    # advice.
+    first_load = args.loads[0]
     fewer = max(1, main_clients // 2)
-    setups.append((f"open-fewer@{first_rate}", f"validate_entry, open loop, {fewer} clients",
-                   swipe, fewer, first_rate, one_event, seconds))
-    setups.append((f"open-durable@{first_rate}", "smallest durable write, open loop",
-                   DURABLE_WRITE, main_clients, first_rate,
+    setups.append((f"open-fewer@{first_load:g}", f"validate_entry, open loop, {fewer} clients",
+                   swipe, fewer, first_load, one_event, seconds))
+    setups.append((f"open-durable@{first_load:g}", "smallest durable write, open loop",
+                   DURABLE_WRITE, main_clients, first_load,
                    ("SELECT count(*) FROM bench_commit", 1), seconds))
     setups.append(("usual", "the usual way (client-side rules)", usual, main_clients, None,
                    one_event, seconds))
@@ -295,21 +309,27 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[pgbench.Run]] = {key: [] for key, *_ in setups}
     for round_ in range(args.repeats):
         print(f"round {round_ + 1} of {args.repeats} ...", flush=True)
-        for key, name, script, clients, rate, rows, run_seconds in setups:
+        for key, name, script, clients, load, rows, run_seconds in setups:
+            # The closed loops run first: the round's capacity is known by now.
+            rate = (max(1, round(load * runs[f"validate_entry@{main_clients}"][-1].tps))
+                    if load else None)
             fresh_history(dsn, busy_events)
             runs[key].append(pgbench.run(dsn, name, script, clients=clients,
                                          seconds=run_seconds, rate=rate, rows=rows,
-                                         latency_limit_ms=args.latency_limit))
+                                         latency_limit_ms=args.latency_limit,
+                                         warmup_seconds=OPEN_LOOP_WARMUP_S))
     with psycopg.connect(dsn) as conn:
         fraud = [conn.execute("SELECT metro.is_fraud(%s, 1)", (card,)).fetchone()
                  for card in (QUIET_CARD, BUSY_CARD)]
     check(fraud == [(False,), (False,)], f"is_fraud of the history cards: {fraud}")
 
     setup_of = {key: {"cards": cards, "clients": clients, "seconds": max(1, int(run_seconds)),
-                      "runs": args.repeats, **({"offered_per_s": rate,
-                                                "latency_limit_ms": args.latency_limit}
-                                               if rate else {})}
-                for key, _, _, clients, rate, _, run_seconds in setups}
+                      "runs": args.repeats,
+                      **({"share_of_capacity": load,
+                          "offered_per_s": [r.offered_rate for r in runs[key]],
+                          "latency_limit_ms": args.latency_limit,
+                          "warmup_seconds": OPEN_LOOP_WARMUP_S} if load else {})}
+                for key, _, _, clients, load, _, run_seconds in setups}
     for batch, clients in args.bulk:
         setup_of[f"bulk@{batch}x{clients}"]["batch"] = batch
 
@@ -320,9 +340,9 @@ def main(argv: list[str] | None = None) -> None:
         return pgbench.median_of(runs[key], measure)
 
     table = []
-    for key, name, _, clients, rate, _, _ in setups:
+    for key, name, _, clients, load, _, _ in setups:
         per_call = setup_of[key].get("batch", 1)
-        offered = f"{rate:,}/s" if rate else "closed loop"
+        offered = offered_text(runs[key]) if load else "closed loop"
         table.append([name + (f" ({per_call} per call)" if per_call > 1 else ""), clients,
                       offered, spread_text(tps(key, per_call)), mid(key, "p50_ms"),
                       mid(key, "p99_ms"), sum(r.failed for r in runs[key])])
@@ -332,13 +352,14 @@ def main(argv: list[str] | None = None) -> None:
                  "failed"], table)
 
     open_table = []
-    for rate in args.rates:
-        rr = runs[f"open@{rate}"]
-        open_table.append([f"{rate:,}/s", median([r.offered for r in rr]),
-                           median([r.tps for r in rr]), median([r.skipped for r in rr]),
-                           median([r.not_started for r in rr]), mid(f"open@{rate}", "p50_ms"),
-                           mid(f"open@{rate}", "p99_ms"), _ms(mid(f"open@{rate}",
-                                                                  "p99_offered_ms"))])
+    for load in args.loads:
+        key = f"open@{load:g}"
+        rr = runs[key]
+        open_table.append([f"{load:g} x capacity: {offered_text(rr)}",
+                           median([r.offered for r in rr]), median([r.tps for r in rr]),
+                           median([r.skipped for r in rr]), median([r.not_started for r in rr]),
+                           mid(key, "p50_ms"), mid(key, "p99_ms"),
+                           _ms(mid(key, "p99_offered_ms"))])
     print_table(f"open loop, {main_clients} clients, latency limit {args.latency_limit:g} ms"
                 " (medians): a percentile over survivors alone is not what users saw",
                 ["offered", "offered swipes", "achieved/s", "skipped", "never started",
@@ -380,39 +401,40 @@ def main(argv: list[str] | None = None) -> None:
                 baseline_ratio=per_round, baseline="validate_entry / this, per round",
                 target=f"validate_entry >= {goal:g}x this" if goal else None,
                 met=met(per_round, goal) if goal else None))
-    for rate in args.rates:
-        key = f"open@{rate}"
-        # The first rate is about half the closed-loop capacity at 8 clients.
-        target_p99 = TARGETS["p99_ms_at_half_capacity"] if rate == first_rate else None
+    for load in args.loads:
+        key = f"open@{load:g}"
+        target_p99 = TARGETS["p99_ms_at_half_capacity"] if load == 0.5 else None
         p99_all = mid(key, "p99_offered_ms")
         summary.append(summary_row(
             "validate_entry, open loop",
-            f"{rate:,}/s offered; skipped {median([r.skipped for r in runs[key]]):,.0f},"
+            f"{load:g} x the round's capacity, {offered_text(runs[key])} offered;"
+            f" skipped {median([r.skipped for r in runs[key]]):,.0f},"
             f" never started {median([r.not_started for r in runs[key]]):,.0f};"
             f" p99 over all offered {_ms(p99_all)}",
             median(tps(key)), "swipes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
             mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
             target=f"p99 <= {target_p99:g} ms over all offered" if target_p99 else None,
             met=met(p99_all, target_p99, higher_is_better=False) if target_p99 else None))
-    key = f"open-fewer@{first_rate}"
+    key = f"open-fewer@{first_load:g}"
     summary.append(summary_row(
         f"validate_entry, open loop, {fewer} clients",
-        f"{first_rate:,}/s offered; skipped {median([r.skipped for r in runs[key]]):,.0f},"
+        f"{offered_text(runs[key])} offered; skipped {median([r.skipped for r in runs[key]]):,.0f},"
         f" never started {median([r.not_started for r in runs[key]]):,.0f};"
         f" p99 over all offered {_ms(mid(key, 'p99_offered_ms'))}",
         median(tps(key)), "swipes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
         mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
         baseline_ratio=median([a.p99_offered_ms / b.p99_offered_ms for a, b in
-                               zip(runs[key], runs[f"open@{first_rate}"], strict=True)]),
+                               zip(runs[key], runs[f"open@{first_load:g}"], strict=True)]),
         baseline=f"this p99 / p99 at {main_clients} clients (all offered), per round"))
-    key = f"open-durable@{first_rate}"
+    key = f"open-durable@{first_load:g}"
     summary.append(summary_row(
         "smallest durable write (one-row INSERT), open loop",
-        f"{first_rate:,}/s offered; p99 over all offered {_ms(mid(key, 'p99_offered_ms'))}",
+        f"{offered_text(runs[key])} offered;"
+        f" p99 over all offered {_ms(mid(key, 'p99_offered_ms'))}",
         median(tps(key)), "writes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
         mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
         baseline_ratio=median([a.p99_offered_ms / b.p99_offered_ms for a, b in
-                               zip(runs[f"open@{first_rate}"], runs[key], strict=True)]),
+                               zip(runs[f"open@{first_load:g}"], runs[key], strict=True)]),
         baseline="validate_entry p99 / this p99 (all offered), per round"))
     summary.append(summary_row(
         "usual way: client-side rules", "closed loop; its extra round trips compete with the"
@@ -455,6 +477,11 @@ def main(argv: list[str] | None = None) -> None:
         "targets": TARGETS,
         "summary": summary,
     }, smoke=args.smoke)
+
+
+def offered_text(runs: list[pgbench.Run]) -> str:
+    """The rates an open-loop setup offered, one per round."""
+    return "/".join(f"{r.offered_rate:,}" for r in runs) + "/s"
 
 
 def _ms(value: float) -> str:

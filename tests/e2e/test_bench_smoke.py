@@ -68,3 +68,18 @@ def test_percentiles_count_lost_transactions_as_the_slowest():
     assert percentile_with_lost(samples, 100, 0.5) == 100.0
     assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0,
                                        "runs": [3.0, 1.0, 2.0]}
+
+
+def test_an_open_loop_warm_up_is_left_out_by_scheduled_start():
+    from metro.bench.pgbench import after_warmup, logged_line
+
+    # client, transaction, latency µs (from the scheduled start), script, end s, end µs
+    lines = ["0 1 12000 0 1000 12000",      # scheduled at 1000.000: warm-up
+             "1 1 skipped 0 1000 900000",   # at its turn 100 ms late: scheduled 1000.800
+             "0 2 400000 0 1001 500000",    # ended late, scheduled at 1001.100: measured
+             "1 2 failed 0 1001 200000",    # measured
+             "0 3 2500 0 1001 2500"]        # scheduled at 1001.000: measured
+    logged = [logged_line(line, 100.0) for line in lines]
+    assert logged[0] == (1000.0, 12.0) and logged[1] == (1000.8, "skipped")
+    assert after_warmup(logged, 1.0) == [400.0, "failed", 2.5]
+    assert after_warmup(logged, 0.0) == [12.0, "skipped", 400.0, "failed", 2.5]
