@@ -44,7 +44,8 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
 Checks (a failed one exits non-zero): every writing run adds exactly one event per
 completed swipe (--batch per validate_entries call), one row per durable write;
 is_fraud writes nothing; the naive function decides a sample of swipes exactly as
-validate_entry does.
+validate_entry does, and in each round both decided about the same mix of outcomes
+(accepted, refused, fraud: shares within one percentage point).
 
     python -m metro.bench.bench_validate_entry [--seconds 15] [--repeats 3] [--clients 1,8,32]
                                          [--loads 0.5,0.9] [--bulk 250x3,100x2] [--smoke]
@@ -183,6 +184,31 @@ def fresh_history(dsn: str, busy_events: int) -> None:
                 FROM generate_series(1, %(events)s) n""", {"card": card, "events": events})
 
 
+def outcome_shares(dsn: str, schema: str) -> dict[str, float]:
+    """Shares of the last run's entries in `schema`'s card_events that were accepted,
+    refused and refused as fraud (the is_fraud history cards left out)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"""
+            SELECT count(*) FILTER (WHERE accept = 1), count(*) FILTER (WHERE accept = 0),
+                   count(*) FILTER (WHERE accept = -1), greatest(count(*), 1)
+            FROM {schema}.card_events WHERE card_id NOT IN (%s, %s)""",
+                           (QUIET_CARD, BUSY_CARD)).fetchone()
+    assert row is not None
+    return {"accepted": row[0] / row[3], "refused": row[1] / row[3], "fraud": row[2] / row[3]}
+
+
+# Per round, the naive function and validate_entry must decide about the same mix of
+# outcomes (shares of their swipes) for their speeds to compare.
+MIX_TOLERANCE = 0.01
+
+
+def check_same_mix(key: str, naive: dict[str, float], metro: dict[str, float]) -> None:
+    differing = {outcome: (naive[outcome], metro[outcome]) for outcome in naive
+                 if abs(naive[outcome] - metro[outcome]) > MIX_TOLERANCE}
+    check(not differing, f"{key}: the naive function and validate_entry decided different"
+                         f" mixes (share naive, share validate_entry): {differing}")
+
+
 def install_naive(dsn: str) -> None:
     """The naive baseline in schema naive, its tables filled from metro's; the floor in
     schema floor."""
@@ -307,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.smoke:
         pgbench.run(dsn, "warm-up", swipe, clients=8, seconds=5)
     runs: dict[str, list[pgbench.Run]] = {key: [] for key, *_ in setups}
+    mixes: dict[str, list[dict[str, float]]] = {}
     for round_ in range(args.repeats):
         print(f"round {round_ + 1} of {args.repeats} ...", flush=True)
         for key, name, script, clients, load, rows, run_seconds in setups:
@@ -318,6 +345,13 @@ def main(argv: list[str] | None = None) -> None:
                                          seconds=run_seconds, rate=rate, rows=rows,
                                          latency_limit_ms=args.latency_limit,
                                          warmup_seconds=OPEN_LOOP_WARMUP_S))
+            compared, _, compared_clients = key.partition("@")
+            if compared in ("naive", "validate_entry"):
+                mixes.setdefault(key, []).append(
+                    outcome_shares(dsn, "naive" if compared == "naive" else "metro"))
+                if compared == "validate_entry":
+                    check_same_mix(key, mixes[f"naive@{compared_clients}"][-1],
+                                   mixes[key][-1])
     with psycopg.connect(dsn) as conn:
         fraud = [conn.execute("SELECT metro.is_fraud(%s, 1)", (card,)).fetchone()
                  for card in (QUIET_CARD, BUSY_CARD)]
@@ -474,6 +508,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": {key: [asdict(r) for r in value] for key, value in runs.items()},
         "ratio_to_usual_way": spread(ratios),
         "ratio_to_naive": spread(naive_ratios),
+        "outcome_shares": mixes,
         "targets": TARGETS,
         "summary": summary,
     }, smoke=args.smoke)

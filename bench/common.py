@@ -11,11 +11,14 @@ Rules every benchmark follows (see README, Benchmarks):
 
 `--smoke` (every benchmark has it) runs at a tiny size to prove the benchmark still
 works; METRO_BENCH_RESULTS moves the JSON files (the smoke test writes elsewhere).
+Each benchmark's scratch database is dropped when it exits (METRO_BENCH_KEEP=1 keeps
+it): some hold gigabytes, and nothing else would ever remove them.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -83,7 +86,10 @@ def met(value: float, target: float, higher_is_better: bool = True) -> bool:
 
 def scratch_database(name: str, smoke: bool = False) -> str:
     """DSN of a freshly created database `name` on the selected server, schema installed,
-    the project's stations and trains loaded (a smoke run gets its own database)."""
+    the project's stations and trains loaded (a smoke run gets its own database). It is
+    dropped when the process exits, failed checks included, unless METRO_BENCH_KEEP=1;
+    a run killed outright leaves it to the next run of the same benchmark, which drops
+    it first."""
     if smoke:
         name += SMOKE_SUFFIX
     admin_dsn = database.with_dbname(database.conninfo(), "postgres")
@@ -91,11 +97,19 @@ def scratch_database(name: str, smoke: bool = False) -> str:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    if not config.bench_keep_databases():
+        atexit.register(_drop_database, admin_dsn, name)
     dsn = database.with_dbname(admin_dsn, name)
     schema.install(dsn)
     with psycopg.connect(dsn) as conn:
         load_reference_data(conn)
     return dsn
+
+
+def _drop_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
 
 
 def percentile(sorted_samples: Sequence[float], fraction: float) -> float:

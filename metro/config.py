@@ -116,6 +116,12 @@ def kafka_config_file() -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
+def bench_keep_databases() -> bool:
+    """METRO_BENCH_KEEP=1: the benchmarks leave their scratch databases behind (to look
+    into them) instead of dropping them when they finish."""
+    return _get("METRO_BENCH_KEEP") == "1"
+
+
 def bench_results_dir() -> Path | None:
     """Where the benchmarks write their JSON: METRO_BENCH_RESULTS, else None (their own
     results folder)."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,10 @@ def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, n
     written = json.loads((tmp_path / f"{name}.json").read_text())
     assert written["benchmark"] == name and written["smoke"] is True
     assert written["summary"], "no summary row"
+    # Its scratch database is gone: some hold gigabytes.
+    with psycopg.connect(server_dsn) as conn:
+        assert conn.execute("SELECT datname FROM pg_database WHERE datname = %s",
+                            (f"metro_bench_{name}_smoke",)).fetchall() == []
     for row in written["summary"]:
         # Every figure states its own setup and how many runs it is the median of.
         assert row["setup"], row
@@ -83,3 +88,21 @@ def test_an_open_loop_warm_up_is_left_out_by_scheduled_start():
     assert logged[0] == (1000.0, 12.0) and logged[1] == (1000.8, "skipped")
     assert after_warmup(logged, 1.0) == [400.0, "failed", 2.5]
     assert after_warmup(logged, 0.0) == [12.0, "skipped", 400.0, "failed", 2.5]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("keep", "left"), [("1", 1), ("", 0)], ids=["kept", "dropped"])
+def test_a_scratch_database_is_dropped_at_exit_unless_kept(server_dsn, keep, left):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP=keep)
+    probe = ("from metro.bench.common import scratch_database, check\n"
+             "scratch_database('metro_bench_probe', smoke=True)\n"
+             "check(False, 'a failed check exits too')\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, cwd=PROJECT_ROOT, timeout=120, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname ="
+                             " 'metro_bench_probe_smoke'").fetchone()
+        conn.execute("DROP DATABASE IF EXISTS metro_bench_probe_smoke WITH (FORCE)")
+    assert found == (left,)
