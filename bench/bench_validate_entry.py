@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                       **({"share_of_capacity": load,
                           "offered_per_s": [r.offered_rate for r in runs[key]],
                           "latency_limit_ms": args.latency_limit,
-                          "warmup_seconds": OPEN_LOOP_WARMUP_S} if load else {})}
+                          "warmup_seconds": runs[key][0].warmup_seconds} if load else {})}
                 for key, _, _, clients, load, _, run_seconds in setups}
     for batch, clients in args.bulk:
         setup_of[f"bulk@{batch}x{clients}"]["batch"] = batch
