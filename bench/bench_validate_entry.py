@@ -53,6 +53,7 @@ validate_entry does, and in each round both decided about the same mix of outcom
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict
 from pathlib import Path
 
@@ -248,9 +249,14 @@ def number_list(text: str) -> list[int]:
 
 def share_list(text: str) -> list[float]:
     """`0.5,0.9`: shares of the closed-loop capacity, each in (0, 1]."""
-    shares = [float(part) for part in text.split(",") if part.strip()]
+    try:
+        shares = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        shares = []
     if not shares or any(not 0 < share <= 1 for share in shares):
-        raise ValueError(f"shares of the capacity must be in (0, 1]: {text}")
+        raise argparse.ArgumentTypeError(
+            f"shares of the closed-loop capacity, each above 0 and at most 1, such as"
+            f" 0.5,0.9: got {text!r}")
     return shares
 
 

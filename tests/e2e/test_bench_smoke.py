@@ -106,3 +106,15 @@ def test_a_scratch_database_is_dropped_at_exit_unless_kept(server_dsn, keep, lef
                              " 'metro_bench_probe_smoke'").fetchone()
         conn.execute("DROP DATABASE IF EXISTS metro_bench_probe_smoke WITH (FORCE)")
     assert found == (left,)
+
+
+@pytest.mark.parametrize("loads", ["1.5", "0", "half", ""])
+def test_open_loop_loads_outside_the_capacity_are_refused_before_anything_runs(loads):
+    result = subprocess.run([sys.executable, "-m", "metro.bench.bench_validate_entry",
+                             "--loads", loads], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --loads: shares of the closed-loop capacity, each above 0 and at most 1,"
+        f" such as 0.5,0.9: got {loads!r}")
+    assert "loading" not in result.stdout
