@@ -45,7 +45,8 @@ Checks (a failed one exits non-zero): every writing run adds exactly one event p
 completed swipe (--batch per validate_entries call), one row per durable write;
 is_fraud writes nothing; the naive function decides a sample of swipes exactly as
 validate_entry does, and in each round both decided about the same mix of outcomes
-(accepted, refused, fraud: shares within one percentage point).
+(accepted, refused, fraud: shares within one percentage point, plus three standard
+errors of the difference).
 
     python -m metro.bench.bench_validate_entry [--seconds 15] [--repeats 3] [--clients 1,8,32]
                                          [--loads 0.5,0.9] [--bulk 250x3,100x2] [--smoke]
@@ -54,6 +55,7 @@ validate_entry does, and in each round both decided about the same mix of outcom
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -187,27 +189,37 @@ def fresh_history(dsn: str, busy_events: int) -> None:
 
 def outcome_shares(dsn: str, schema: str) -> dict[str, float]:
     """Shares of the last run's entries in `schema`'s card_events that were accepted,
-    refused and refused as fraud (the is_fraud history cards left out)."""
+    refused and refused as fraud, and how many entries there were (the is_fraud history
+    cards left out)."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(f"""
             SELECT count(*) FILTER (WHERE accept = 1), count(*) FILTER (WHERE accept = 0),
-                   count(*) FILTER (WHERE accept = -1), greatest(count(*), 1)
+                   count(*) FILTER (WHERE accept = -1), count(*)
             FROM {schema}.card_events WHERE card_id NOT IN (%s, %s)""",
                            (QUIET_CARD, BUSY_CARD)).fetchone()
     assert row is not None
-    return {"accepted": row[0] / row[3], "refused": row[1] / row[3], "fraud": row[2] / row[3]}
+    swipes = max(row[3], 1)
+    return {"accepted": row[0] / swipes, "refused": row[1] / swipes, "fraud": row[2] / swipes,
+            "swipes": row[3]}
 
 
 # Per round, the naive function and validate_entry must decide about the same mix of
-# outcomes (shares of their swipes) for their speeds to compare.
+# outcomes for their speeds to compare: shares within one percentage point, plus three
+# standard errors of the difference (a smoke run's few dozen swipes vary by chance).
 MIX_TOLERANCE = 0.01
 
 
 def check_same_mix(key: str, naive: dict[str, float], metro: dict[str, float]) -> None:
-    differing = {outcome: (naive[outcome], metro[outcome]) for outcome in naive
-                 if abs(naive[outcome] - metro[outcome]) > MIX_TOLERANCE}
+    n1, n2 = max(naive["swipes"], 1), max(metro["swipes"], 1)
+    differing = {}
+    for outcome in ("accepted", "refused", "fraud"):
+        pooled = (naive[outcome] * n1 + metro[outcome] * n2) / (n1 + n2)
+        error = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        if abs(naive[outcome] - metro[outcome]) > MIX_TOLERANCE + 3 * error:
+            differing[outcome] = (round(naive[outcome], 4), round(metro[outcome], 4))
     check(not differing, f"{key}: the naive function and validate_entry decided different"
-                         f" mixes (share naive, share validate_entry): {differing}")
+                         f" mixes (share naive, share validate_entry, of {n1:,.0f} and"
+                         f" {n2:,.0f} swipes): {differing}")
 
 
 def install_naive(dsn: str) -> None:

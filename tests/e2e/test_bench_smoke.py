@@ -118,3 +118,20 @@ def test_open_loop_loads_outside_the_capacity_are_refused_before_anything_runs(l
         "argument --loads: shares of the closed-loop capacity, each above 0 and at most 1,"
         f" such as 0.5,0.9: got {loads!r}")
     assert "loading" not in result.stdout
+
+
+def test_the_naive_function_and_validate_entry_must_decide_the_same_mix():
+    from metro.bench.bench_validate_entry import check_same_mix
+    from metro.bench.common import CheckFailed
+
+    def mix(fraud: float, swipes: int) -> dict[str, float]:
+        return {"accepted": 1 - fraud, "refused": 0.0, "fraud": fraud, "swipes": swipes}
+
+    check_same_mix("validate_entry@2", mix(0.0, 40), mix(0.05, 40))  # chance, at 40
+    check_same_mix("validate_entry@8", mix(0.006, 75_000), mix(0.012, 75_000))
+    with pytest.raises(CheckFailed) as failed:
+        check_same_mix("validate_entry@8", mix(0.006, 75_000), mix(0.02, 75_000))
+    assert str(failed.value) == (
+        "benchmark check failed: validate_entry@8: the naive function and validate_entry"
+        " decided different mixes (share naive, share validate_entry, of 75,000 and 75,000"
+        " swipes): {'accepted': (0.994, 0.98), 'fraud': (0.006, 0.02)}")
