@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 from alembic import command, op
@@ -88,6 +89,11 @@ def run_revision_sql(path: Path) -> None:
     conn = op.get_bind().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
     apply_files(conn, [path])
+
+
+def refuse_downgrade(revision: str) -> NoReturn:
+    """A frozen revision's downgrade: there is none; an older release is installed afresh."""
+    raise NotImplementedError(f"{revision} has no downgrade: install an older release afresh")
 
 
 def alembic_config(dsn: str) -> Config:

@@ -3,9 +3,13 @@
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
+
+Applies ${up_revision}_<name>.sql, frozen (see 0001): <what it changes and why>.
 """
 
-from alembic import op
+from pathlib import Path
+
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
@@ -14,8 +18,8 @@ depends_on = ${repr(depends_on)}
 
 
 def upgrade() -> None:
-    ${upgrades if upgrades else "pass"}
+    run_revision_sql(Path(__file__).with_suffix(".sql"))
 
 
 def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}
+    refuse_downgrade(revision)

@@ -15,7 +15,7 @@ Applies 0007_dashboard.sql, frozen (see 0001):
 
 from pathlib import Path
 
-from metro.schema import run_revision_sql
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = "0007"
 down_revision = "0006"
@@ -28,4 +28,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0007 has no downgrade: install an older release afresh")
+    refuse_downgrade(revision)

@@ -21,7 +21,7 @@ Applies 0008_rollup_partitions.sql, frozen (see 0001):
 
 from pathlib import Path
 
-from metro.schema import run_revision_sql
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = "0008"
 down_revision = "0007"
@@ -34,4 +34,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0008 has no downgrade: install an older release afresh")
+    refuse_downgrade(revision)

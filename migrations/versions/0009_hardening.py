@@ -22,7 +22,7 @@ so what an earlier revision put in their bodies stays.
 
 from pathlib import Path
 
-from metro.schema import run_revision_sql
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = "0009"
 down_revision = "0008"
@@ -35,4 +35,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0008 has no downgrade: install an older release afresh")
+    refuse_downgrade(revision)

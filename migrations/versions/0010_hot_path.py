@@ -14,7 +14,7 @@ session keeps a plan made while a partition was analyzed empty.
 
 from pathlib import Path
 
-from metro.schema import run_revision_sql
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = "0010"
 down_revision = "0009"
@@ -27,4 +27,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0009 has no downgrade: install an older release afresh")
+    refuse_downgrade(revision)

@@ -13,7 +13,7 @@ starts and opens only the partitions the window spans.
 
 from pathlib import Path
 
-from metro.schema import run_revision_sql
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = "0011"
 down_revision = "0010"
@@ -26,4 +26,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0010 has no downgrade: install an older release afresh")
+    refuse_downgrade(revision)

@@ -11,7 +11,7 @@ inserted rows (a transition table), one anti-join per statement.
 
 from pathlib import Path
 
-from metro.schema import run_revision_sql
+from metro.schema import refuse_downgrade, run_revision_sql
 
 revision = "0012"
 down_revision = "0011"
@@ -24,4 +24,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0011 has no downgrade: install an older release afresh")
+    refuse_downgrade(revision)
