@@ -93,9 +93,8 @@ def scratch_database(name: str, smoke: bool = False) -> str:
     if smoke:
         name += SMOKE_SUFFIX
     admin_dsn = database.with_dbname(database.conninfo(), "postgres")
+    _drop_database(admin_dsn, name)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     if not config.bench_keep_databases():
         atexit.register(_drop_database, admin_dsn, name)
