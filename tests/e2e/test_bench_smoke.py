@@ -43,6 +43,11 @@ def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, n
     written = json.loads((tmp_path / f"{name}.json").read_text())
     assert written["benchmark"] == name and written["smoke"] is True
     assert written["summary"], "no summary row"
+    if name == "validate_entry":
+        # The open loop offers half of what the same round's closed loop achieved.
+        closed = written["runs"]["validate_entry@2"][0]["tps"]
+        assert written["runs"]["open@0.5"][0]["offered_rate"] == max(1, round(0.5 * closed))
+        assert written["setups"]["open@0.5"]["share_of_capacity"] == 0.5
     # Its scratch database is gone: some hold gigabytes.
     with psycopg.connect(server_dsn) as conn:
         assert conn.execute("SELECT datname FROM pg_database WHERE datname = %s",
