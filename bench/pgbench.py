@@ -166,31 +166,54 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
         check(all_completed * per <= grown <= (all_completed + clients) * per,
               f"{name}: {all_completed:,} transactions completed, {per} row(s) each, but"
               f" the table grew by {grown:,} rows")
-    measured = after_warmup(logged, warmup_seconds)
-    latencies = sorted(outcome for outcome in measured if isinstance(outcome, float))
-    skipped, failed = measured.count("skipped"), measured.count("failed")
-    completed = len(latencies)
-    scheduled = completed + skipped + failed
-    offered = (max(1, round(rate * (warmup_seconds + offered_seconds) / clients)) * clients
-               - (len(logged) - len(measured)) if rate else scheduled)
-    not_started = max(0, offered - scheduled) if rate else 0
-    lost = skipped + failed + not_started
-    tps = completed / seconds
+    counts = tally(logged, warmup_seconds,
+                   offered=max(1, round(rate * (warmup_seconds + offered_seconds) / clients))
+                   * clients if rate else None)
+    latencies = counts.latencies
+    lost = counts.skipped + counts.failed + counts.not_started
+    tps = len(latencies) / seconds
     if rate or SMOKE_TRANSACTIONS is not None:  # the run lasts as long as it takes
         tps_match = re.search(r"tps = ([\d.]+) \(without initial connection time\)",
                               result.stdout)
         tps = float(tps_match.group(1)) if tps_match else tps
     return Run(
         name=name, clients=clients, offered_rate=rate, seconds=seconds,
-        transactions=completed, failed=failed, tps=tps,
+        transactions=len(latencies), failed=counts.failed, tps=tps,
         p50_ms=percentile(latencies, 0.50), p95_ms=percentile(latencies, 0.95),
         p99_ms=percentile(latencies, 0.99), max_ms=latencies[-1] if latencies else math.nan,
-        skipped=skipped, scheduled=scheduled, offered=offered, not_started=not_started,
-        latency_limit_ms=latency_limit_ms if rate else None,
+        skipped=counts.skipped, scheduled=counts.scheduled, offered=counts.offered,
+        not_started=counts.not_started, latency_limit_ms=latency_limit_ms if rate else None,
         p50_offered_ms=percentile_with_lost(latencies, lost, 0.50),
         p99_offered_ms=percentile_with_lost(latencies, lost, 0.99),
-        warmup_seconds=warmup_seconds, warmup_transactions=len(logged) - len(measured),
+        warmup_seconds=warmup_seconds, warmup_transactions=counts.warmup_transactions,
     )
+
+
+@dataclass(frozen=True)
+class Tally:
+    latencies: list[float]     # ms, sorted: the completed transactions after the warm-up
+    skipped: int
+    failed: int
+    scheduled: int             # completed + skipped + failed
+    offered: int               # open loop: given to pgbench minus the warm-up's
+    not_started: int           # open loop: offered - scheduled
+    warmup_transactions: int
+
+
+def tally(logged: Sequence[tuple[float, float | str]], warmup_seconds: float,
+          offered: int | None) -> Tally:
+    """What a run's log adds up to once the warm-up is left out. offered: the
+    transactions given to pgbench (warm-up included) in an open-loop run, None in a
+    closed loop, where what was offered is what was scheduled."""
+    measured = after_warmup(logged, warmup_seconds)
+    latencies = sorted(outcome for outcome in measured if isinstance(outcome, float))
+    skipped, failed = measured.count("skipped"), measured.count("failed")
+    scheduled = len(latencies) + skipped + failed
+    warmup = len(logged) - len(measured)
+    offered_after = scheduled if offered is None else offered - warmup
+    return Tally(latencies=latencies, skipped=skipped, failed=failed, scheduled=scheduled,
+                 offered=offered_after, not_started=max(0, offered_after - scheduled),
+                 warmup_transactions=warmup)
 
 
 def after_warmup(logged: Sequence[tuple[float, float | str]],

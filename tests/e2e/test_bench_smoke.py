@@ -95,6 +95,24 @@ def test_an_open_loop_warm_up_is_left_out_by_scheduled_start():
     assert after_warmup(logged, 0.0) == [12.0, "skipped", 400.0, "failed", 2.5]
 
 
+def test_an_open_loop_run_counts_what_was_offered_after_its_warm_up():
+    from metro.bench.pgbench import logged_line, tally
+
+    # Two clients given three transactions each: six offered, two of them (one
+    # completed, one skipped) in the first second's warm-up, one never started.
+    lines = ["0 1 12000 0 1000 12000", "1 1 skipped 0 1000 900000",
+             "0 2 400000 0 1001 500000", "1 2 failed 0 1001 200000",
+             "0 3 2500 0 1001 2500"]
+    counts = tally([logged_line(line, 100.0) for line in lines], 1.0, offered=6)
+    assert (counts.latencies, counts.skipped, counts.failed) == ([2.5, 400.0], 0, 1)
+    assert (counts.warmup_transactions, counts.offered, counts.scheduled) == (2, 4, 3)
+    assert counts.not_started == 1
+    # Closed loop: what was offered is what was scheduled; nothing left unstarted.
+    closed = tally([logged_line(line, None) for line in lines[:1] + lines[2:]], 0.0,
+                   offered=None)
+    assert (closed.offered, closed.scheduled, closed.not_started) == (4, 4, 0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("keep", "left"), [("1", 1), ("", 0)], ids=["kept", "dropped"])
 def test_a_scratch_database_is_dropped_at_exit_unless_kept(server_dsn, keep, left):
