@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -87,9 +88,9 @@ def met(value: float, target: float, higher_is_better: bool = True) -> bool:
 def scratch_database(name: str, smoke: bool = False) -> str:
     """DSN of a freshly created database `name` on the selected server, schema installed,
     the project's stations and trains loaded (a smoke run gets its own database). It is
-    dropped when the process exits, failed checks included, unless METRO_BENCH_KEEP=1;
-    a run killed outright leaves it to the next run of the same benchmark, which drops
-    it first."""
+    dropped when the process exits, failed checks and SIGTERM included, unless
+    METRO_BENCH_KEEP=1; a run killed outright (SIGKILL) leaves it to the next run of the
+    same benchmark, which drops it first."""
     if smoke:
         name += SMOKE_SUFFIX
     admin_dsn = database.with_dbname(database.conninfo(), "postgres")
@@ -98,11 +99,17 @@ def scratch_database(name: str, smoke: bool = False) -> str:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     if not config.bench_keep_databases():
         atexit.register(_drop_database, admin_dsn, name)
+        # A stopped run exits through atexit too (Python's default for SIGTERM does not).
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     dsn = database.with_dbname(admin_dsn, name)
     schema.install(dsn)
     with psycopg.connect(dsn) as conn:
         load_reference_data(conn)
     return dsn
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _drop_database(admin_dsn: str, name: str) -> None:
