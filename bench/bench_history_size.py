@@ -1,7 +1,8 @@
 """Does a swipe cost the same whatever the history behind it? Two questions, measured apart.
 
 1. The size of card_events. Adds past events (spread over the 500,000 cards and
-   the 30 days before the one-hour window) in steps up to each --sizes figure, and
+   the 30 days before the one-hour window, into the daily partitions a database
+   keeps at the default retention) in steps up to each --sizes figure, and
    after each step measures validate_entry with one client (latency) and with 8
    (throughput), 3 rounds alternating the two (--repeats), --seconds 10 per run.
    Target: the median p50 within 1.2x of the first step's.

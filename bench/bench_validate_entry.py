@@ -2,7 +2,8 @@
 durable commits.
 
 Parameters, fixed before measuring (each figure's row and JSON repeat its own):
-- 500,000 cards (every 20th unlimited, balances that never run out), embedded
+- 500,000 cards (every 20th unlimited, balances that never run out), card_events
+  with the daily partitions of the default 30-day retention (35), embedded
   PostgreSQL with fsync and synchronous_commit on, the wheel's pgbench as the load
   (a C client, so the database is what is measured), 15 s per run (--seconds);
 - 3 rounds (--repeats): every setup below runs once per round, in the order listed,
@@ -147,8 +148,20 @@ TARGETS = {"closed_loop_swipes_per_s_at_8": 8000, "p99_ms_at_half_capacity": 6.0
            "ratio_to_naive": 1.2, "ratio_to_durable": 0.5, "bulk_ratio_to_durable": 3.0}
 
 
-def prepare(dsn: str, cards: int = CARDS) -> None:
+def prepare(dsn: str, cards: int = CARDS) -> int:
+    """Loads the cards and the partitions of a database in its steady state; returns
+    how many partitions card_events has."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # The daily partitions run_maintenance() keeps at the default event retention
+        # (30 past days, 35 partitions with today's, the days ahead and the default).
+        # The rules' generic plan locks every partition on every call (pruned only when
+        # it starts): a swipe cost 98 µs of CPU with 5 partitions, 108 with 36 and 116
+        # with 96, so a benchmark with today's partitions only would flatter it.
+        conn.execute("""
+            SELECT count(*) FROM metro.create_partitions(
+                ((now() - (SELECT s.event_retention FROM metro.settings s))
+                 AT TIME ZONE 'UTC')::date,
+                (now() AT TIME ZONE 'UTC')::date - 1)""")
         # Every 20th card is unlimited; balances are large enough never to run out.
         conn.execute("""
             INSERT INTO metro.cards (card_id, enabled, card_type, balance, expires, name, phone,
@@ -160,6 +173,10 @@ def prepare(dsn: str, cards: int = CARDS) -> None:
             FROM generate_series(1, %s) n""", (cards,))
         conn.execute("CREATE TABLE bench_commit (n integer)")
         conn.execute("VACUUM ANALYZE")
+        row = conn.execute("SELECT count(*) FROM pg_inherits"
+                           " WHERE inhparent = 'metro.card_events'::regclass").fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def fresh_history(dsn: str, busy_events: int) -> None:
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dsn = scratch_database("metro_bench_validate_entry", smoke=args.smoke)
     print(f"loading {cards:,} cards ...", flush=True)
-    prepare(dsn, cards)
+    partitions = prepare(dsn, cards)
     install_naive(dsn)
     check_naive_decides_alike(dsn)
     swipe, naive = SWIPE.format(cards=cards), NAIVE_SWIPE.format(cards=cards)
@@ -375,7 +392,8 @@ def main(argv: list[str] | None = None) -> None:
                  for card in (QUIET_CARD, BUSY_CARD)]
     check(fraud == [(False,), (False,)], f"is_fraud of the history cards: {fraud}")
 
-    setup_of = {key: {"cards": cards, "clients": clients, "seconds": max(1, int(run_seconds)),
+    setup_of = {key: {"cards": cards, "partitions": partitions, "clients": clients,
+                      "seconds": max(1, int(run_seconds)),
                       "runs": args.repeats,
                       **({"share_of_capacity": load,
                           "offered_per_s": [r.offered_rate for r in runs[key]],
@@ -398,8 +416,9 @@ def main(argv: list[str] | None = None) -> None:
         table.append([name + (f" ({per_call} per call)" if per_call > 1 else ""), clients,
                       offered, spread_text(tps(key, per_call)), mid(key, "p50_ms"),
                       mid(key, "p99_ms"), sum(r.failed for r in runs[key])])
-    print_table(f"validate_entry, {cards:,} cards, durable commits, median of {args.repeats}"
-                f" runs of {max(1, int(seconds))} s (range)",
+    print_table(f"validate_entry, {cards:,} cards, {partitions} partitions of card_events,"
+                f" durable commits, median of {args.repeats} runs of {max(1, int(seconds))} s"
+                " (range)",
                 ["workload", "clients", "offered", "per s (range)", "p50 ms", "p99 ms",
                  "failed"], table)
 
@@ -521,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         runs=tps("busy")))
     write_json("validate_entry", {
         "cards": cards,
+        "card_events_partitions": partitions,
         "repeats": args.repeats,
         "setups": {key: {**setup_of[key], **pgbench.combine(runs[key])} for key in runs},
         "runs": {key: [asdict(r) for r in value] for key, value in runs.items()},

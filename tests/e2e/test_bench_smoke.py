@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,10 @@ def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, n
         closed = written["runs"]["validate_entry@2"][0]["tps"]
         assert written["runs"]["open@0.5"][0]["offered_rate"] == max(1, round(0.5 * closed))
         assert written["setups"]["open@0.5"]["share_of_capacity"] == 0.5
+        # card_events has the partitions of the default 30-day retention: 30 past days,
+        # today, 3 days ahead and the default partition.
+        assert written["card_events_partitions"] == 35
+        assert written["setups"]["validate_entry@2"]["partitions"] == 35
     # Its scratch database is gone: some hold gigabytes.
     with psycopg.connect(server_dsn) as conn:
         assert conn.execute("SELECT datname FROM pg_database WHERE datname = %s",
@@ -129,6 +134,28 @@ def test_a_scratch_database_is_dropped_at_exit_unless_kept(server_dsn, keep, lef
                              " 'metro_bench_probe_smoke'").fetchone()
         conn.execute("DROP DATABASE IF EXISTS metro_bench_probe_smoke WITH (FORCE)")
     assert found == (left,)
+
+
+@pytest.mark.slow
+def test_a_scratch_database_is_dropped_when_its_run_is_stopped(server_dsn):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="")
+    probe = ("import time\n"
+             "from metro.bench.common import scratch_database\n"
+             "scratch_database('metro_bench_stopped', smoke=True)\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(120)\n")
+    with subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True,
+                          env=env, cwd=PROJECT_ROOT) as run:
+        assert run.stdout is not None
+        assert "ready\n" in iter(run.stdout.readline, "")  # after the loader's lines
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname ="
+                             " 'metro_bench_stopped_smoke'").fetchone()
+        conn.execute("DROP DATABASE IF EXISTS metro_bench_stopped_smoke WITH (FORCE)")
+    assert found == (0,)
 
 
 @pytest.mark.parametrize("loads", ["1.5", "0", "half", ""])
