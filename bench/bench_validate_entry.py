@@ -213,8 +213,10 @@ def fresh_history(dsn: str, busy_events: int) -> None:
                        250, 1
                 FROM generate_series(1, %(events)s) n""", {"card": card, "events": events})
         # The inserts' counts reach the statistics first (they are sent when the
-        # connection goes idle), or autovacuum would count them again after the ANALYZE.
-        conn.execute("SELECT pg_stat_force_next_flush()")
+        # connection goes idle), or autovacuum would count them again after the ANALYZE
+        # (the function is PostgreSQL 15+).
+        if conn.info.server_version >= 150000:
+            conn.execute("SELECT pg_stat_force_next_flush()")
         conn.execute("VACUUM (ANALYZE) metro.card_events")
         conn.execute("CHECKPOINT")
 
