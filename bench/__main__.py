@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any
 
 from metro import config
 
-from .common import print_table, results_dir, write_json
+from .common import exit_on_sigterm, print_table, results_dir, write_json
 
 # name, full-run arguments, quick-run arguments
 BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}; "
                      f"valid names: {', '.join(names)}")
 
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # run_benchmark passes it on
     rows: list[list[str]] = []
     runs: dict[str, Any] = {}
     for name, full, quick in BENCHMARKS:
@@ -103,12 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         path.unlink(missing_ok=True)  # an older run's file is not this run's result
         started = time.monotonic()
         extra = ["--smoke"] if args.smoke else quick if args.quick else full
-        result = subprocess.run([sys.executable, "-m", f"metro.bench.bench_{name}", *extra],
-                                check=False)
+        returncode = run_benchmark([sys.executable, "-m", f"metro.bench.bench_{name}", *extra])
         seconds = time.monotonic() - started
-        if result.returncode != 0 or not path.exists():
-            runs[name] = {"failed": True, "exit_code": result.returncode, "seconds": seconds}
-            rows.append([name, f"FAILED (exit {result.returncode})", *[""] * (len(COLUMNS) - 2)])
+        if returncode != 0 or not path.exists():
+            runs[name] = {"failed": True, "exit_code": returncode, "seconds": seconds}
+            rows.append([name, f"FAILED (exit {returncode})", *[""] * (len(COLUMNS) - 2)])
             continue
         summary = json.loads(path.read_text()).get("summary", [])
         runs[name] = {"seconds": seconds, "summary": summary}
@@ -118,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     print_table("metro benchmarks" + label, COLUMNS, rows)
     write_json("suite", {"quick": args.quick, "benchmarks": runs}, smoke=args.smoke)
     return 1 if any(run.get("failed") for run in runs.values()) else 0
+
+
+def run_benchmark(command: list[str]) -> int:
+    """Runs one benchmark and returns its exit code. Stopped with SIGTERM, the runner
+    passes it on and waits, so the benchmark drops its scratch database before both
+    exit."""
+    with subprocess.Popen(command) as benchmark:
+        try:
+            return benchmark.wait()
+        except SystemExit:
+            benchmark.terminate()
+            raise
 
 
 if __name__ == "__main__":

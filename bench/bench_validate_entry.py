@@ -191,9 +191,9 @@ def fresh_history(dsn: str, busy_events: int) -> None:
     is_fraud cards, whose past differs a thousandfold, spread over the last ten days
     (all of it older than the one-hour window).
 
-    The history goes into ten past days' partitions, which a database in its steady
-    state never writes again: they are vacuumed and analyzed here, not by autovacuum
-    during the run. Each ANALYZE or VACUUM of a partition makes every connection plan its
+    The history goes into eleven days' partitions, ten of which a database in its
+    steady state never writes again: they are vacuumed and analyzed here, not by
+    autovacuum during the run. Each ANALYZE or VACUUM of a partition makes every connection plan its
     swipes again (the rules' plans name every partition): about 5 ms each with 35
     partitions. With autovacuum processing ten or eleven of them during an open loop at
     half capacity, its p99 was 25 and 60 ms, against 4 to 8 ms in the rounds it did not

@@ -100,7 +100,7 @@ def scratch_database(name: str, smoke: bool = False) -> str:
     if not config.bench_keep_databases():
         atexit.register(_drop_database, admin_dsn, name)
         # A stopped run exits through atexit too (Python's default for SIGTERM does not).
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     dsn = database.with_dbname(admin_dsn, name)
     schema.install(dsn)
     with psycopg.connect(dsn) as conn:
@@ -108,7 +108,8 @@ def scratch_database(name: str, smoke: bool = False) -> str:
     return dsn
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler: exit as Python does on an error, running atexit (128 + 15)."""
     raise SystemExit(128 + signum)
 
 

@@ -158,6 +158,54 @@ def test_a_scratch_database_is_dropped_when_its_run_is_stopped(server_dsn):
     assert found == (0,)
 
 
+@pytest.mark.slow
+def test_the_runner_passes_sigterm_on_and_the_benchmark_drops_its_database(server_dsn,
+                                                                           tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="",
+               METRO_BENCH_RESULTS=str(tmp_path))
+    with subprocess.Popen([sys.executable, "-m", "metro.bench", "--smoke", "--only",
+                           "validate_entry"], stdout=subprocess.PIPE, text=True, env=env,
+                          cwd=PROJECT_ROOT) as runner:
+        assert runner.stdout is not None
+        # Printed by the benchmark once its scratch database is made.
+        assert any(line.startswith("loading 2,000 cards")
+                   for line in iter(runner.stdout.readline, ""))
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname ="
+                             " 'metro_bench_validate_entry_smoke'").fetchone()
+    assert found == (0,)
+
+
+@pytest.mark.slow
+def test_each_validate_entry_run_starts_with_nothing_left_for_autovacuum(server_dsn):
+    # Autovacuum on a partition during a run makes every connection replan its swipes.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="")
+    probe = ("import time, psycopg\n"
+             "from metro.bench.common import scratch_database\n"
+             "from metro.bench.bench_validate_entry import prepare, fresh_history, install_naive\n"
+             "dsn = scratch_database('metro_bench_fresh', smoke=True)\n"
+             "print(prepare(dsn, 100))\n"
+             "install_naive(dsn)\n"
+             "fresh_history(dsn, 50)\n"
+             "time.sleep(1)  # what the closed connection still had to report\n"
+             "with psycopg.connect(dsn) as conn:\n"
+             "    print(conn.execute(\"SELECT count(*) FILTER (WHERE n_mod_since_analyze > 0),\"\n"
+             "                       \" count(*) FILTER (WHERE n_live_tup > 0)\"\n"
+             "                       \" FROM pg_stat_user_tables\"\n"
+             "                       \" WHERE relname LIKE 'card_events_%'\").fetchone())\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, cwd=PROJECT_ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    partitions, counts = result.stdout.strip().splitlines()[-2:]
+    # 35 partitions; the history cards' ten days of rows in eleven days' partitions (the
+    # newest is an hour old), all of them analyzed after the rows went in.
+    assert (partitions, counts) == ("35", "(0, 11)")
+
+
 @pytest.mark.parametrize("loads", ["1.5", "0", "half", ""])
 def test_open_loop_loads_outside_the_capacity_are_refused_before_anything_runs(loads):
     result = subprocess.run([sys.executable, "-m", "metro.bench.bench_validate_entry",
