@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 import psycopg
@@ -85,10 +84,13 @@ def _exec_psql(dsn: str, psql_args: list[str]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     # The benchmarks are their own program (python -m metro.bench), above the applications.
+    # It replaces this process, so that a SIGTERM reaches the runner, which stops the
+    # benchmark cleanly (its scratch database dropped).
     command = [sys.executable, "-m", "metro.bench", "--prog", "metro bench",
                *(["--quick"] if args.quick else []), *(["--smoke"] if args.smoke else []),
                *(["--only", args.only] if args.only else [])]
-    return subprocess.run(command, check=False).returncode
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
 
 
 def build_parser() -> argparse.ArgumentParser:

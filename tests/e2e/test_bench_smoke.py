@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from commands import METRO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # name, whether it needs the session's Kafka broker
@@ -159,13 +160,15 @@ def test_a_scratch_database_is_dropped_when_its_run_is_stopped(server_dsn):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "metro.bench"], [*METRO, "bench"]],
+                         ids=["python -m metro.bench", "metro bench"])
 def test_the_runner_passes_sigterm_on_and_the_benchmark_drops_its_database(server_dsn,
-                                                                           tmp_path):
+                                                                           tmp_path, command):
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="",
                METRO_BENCH_RESULTS=str(tmp_path))
-    with subprocess.Popen([sys.executable, "-m", "metro.bench", "--smoke", "--only",
-                           "validate_entry"], stdout=subprocess.PIPE, text=True, env=env,
+    with subprocess.Popen([*command, "--smoke", "--only", "validate_entry"],
+                          stdout=subprocess.PIPE, text=True, env=env,
                           cwd=PROJECT_ROOT) as runner:
         assert runner.stdout is not None
         # Printed by the benchmark once its scratch database is made.
