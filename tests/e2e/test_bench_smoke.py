@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from commands import METRO
+from psycopg import sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # name, whether it needs the session's Kafka broker
@@ -22,10 +23,38 @@ BENCHMARKS = [("validate_entry", False), ("worker_lag", False), ("history_size",
               ("risk", True), ("dashboard", False)]
 
 
+def bench_env(server_dsn: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark process against the test server."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env.update(METRO_DATABASE_URL=server_dsn, **extra)
+    return env
+
+
+def left_behind(server_dsn: str, name: str) -> int:
+    """How many databases `name` there are (0 or 1); drops it, so no test leaves one."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                             (name,)).fetchone()
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+    assert found is not None
+    return int(found[0])
+
+
+def stopped_after(command: list[str], env: dict[str, str], printed: str) -> int:
+    """Starts command, sends it SIGTERM once it has printed a line starting with `printed`,
+    and returns its exit code."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
+                          cwd=PROJECT_ROOT) as process:
+        assert process.stdout is not None
+        assert any(line.startswith(printed) for line in iter(process.stdout.readline, ""))
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=60)
+
+
 def run_smoke(name: str, server_dsn: str, results: Path,
               kafka: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_RESULTS=str(results))
+    env = bench_env(server_dsn, METRO_BENCH_RESULTS=str(results))
     env.pop("METRO_KAFKA", None)
     if kafka is not None:
         env["METRO_KAFKA"] = kafka
@@ -55,9 +84,7 @@ def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, n
         assert written["card_events_partitions"] == 35
         assert written["setups"]["validate_entry@2"]["partitions"] == 35
     # Its scratch database is gone: some hold gigabytes.
-    with psycopg.connect(server_dsn) as conn:
-        assert conn.execute("SELECT datname FROM pg_database WHERE datname = %s",
-                            (f"metro_bench_{name}_smoke",)).fetchall() == []
+    assert left_behind(server_dsn, f"metro_bench_{name}_smoke") == 0
     for row in written["summary"]:
         # Every figure states its own setup and how many runs it is the median of.
         assert row["setup"], row
@@ -122,41 +149,26 @@ def test_an_open_loop_run_counts_what_was_offered_after_its_warm_up():
 @pytest.mark.slow
 @pytest.mark.parametrize(("keep", "left"), [("1", 1), ("", 0)], ids=["kept", "dropped"])
 def test_a_scratch_database_is_dropped_at_exit_unless_kept(server_dsn, keep, left):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP=keep)
+    env = bench_env(server_dsn, METRO_BENCH_KEEP=keep)
     probe = ("from metro.bench.common import scratch_database, check\n"
              "scratch_database('metro_bench_probe', smoke=True)\n"
              "check(False, 'a failed check exits too')\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=env, cwd=PROJECT_ROOT, timeout=120, check=False)
     assert result.returncode == 1, result.stderr[-2000:]
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname ="
-                             " 'metro_bench_probe_smoke'").fetchone()
-        conn.execute("DROP DATABASE IF EXISTS metro_bench_probe_smoke WITH (FORCE)")
-    assert found == (left,)
+    assert left_behind(server_dsn, "metro_bench_probe_smoke") == left
 
 
 @pytest.mark.slow
 def test_a_scratch_database_is_dropped_when_its_run_is_stopped(server_dsn):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="")
+    env = bench_env(server_dsn, METRO_BENCH_KEEP="")
     probe = ("import time\n"
              "from metro.bench.common import scratch_database\n"
              "scratch_database('metro_bench_stopped', smoke=True)\n"
              "print('ready', flush=True)\n"
              "time.sleep(120)\n")
-    with subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True,
-                          env=env, cwd=PROJECT_ROOT) as run:
-        assert run.stdout is not None
-        assert "ready\n" in iter(run.stdout.readline, "")  # after the loader's lines
-        run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=60) == 128 + signal.SIGTERM
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname ="
-                             " 'metro_bench_stopped_smoke'").fetchone()
-        conn.execute("DROP DATABASE IF EXISTS metro_bench_stopped_smoke WITH (FORCE)")
-    assert found == (0,)
+    assert stopped_after([sys.executable, "-c", probe], env, "ready") == 128 + signal.SIGTERM
+    assert left_behind(server_dsn, "metro_bench_stopped_smoke") == 0
 
 
 @pytest.mark.slow
@@ -164,29 +176,17 @@ def test_a_scratch_database_is_dropped_when_its_run_is_stopped(server_dsn):
                          ids=["python -m metro.bench", "metro bench"])
 def test_the_runner_passes_sigterm_on_and_the_benchmark_drops_its_database(server_dsn,
                                                                            tmp_path, command):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="",
-               METRO_BENCH_RESULTS=str(tmp_path))
-    with subprocess.Popen([*command, "--smoke", "--only", "validate_entry"],
-                          stdout=subprocess.PIPE, text=True, env=env,
-                          cwd=PROJECT_ROOT) as runner:
-        assert runner.stdout is not None
-        # Printed by the benchmark once its scratch database is made.
-        assert any(line.startswith("loading 2,000 cards")
-                   for line in iter(runner.stdout.readline, ""))
-        runner.send_signal(signal.SIGTERM)
-        assert runner.wait(timeout=60) == 128 + signal.SIGTERM
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname ="
-                             " 'metro_bench_validate_entry_smoke'").fetchone()
-    assert found == (0,)
+    env = bench_env(server_dsn, METRO_BENCH_KEEP="", METRO_BENCH_RESULTS=str(tmp_path))
+    # The benchmark prints "loading ..." once its scratch database is made.
+    assert stopped_after([*command, "--smoke", "--only", "validate_entry"], env,
+                         "loading 2,000 cards") == 128 + signal.SIGTERM
+    assert left_behind(server_dsn, "metro_bench_validate_entry_smoke") == 0
 
 
 @pytest.mark.slow
 def test_each_validate_entry_run_starts_with_nothing_left_for_autovacuum(server_dsn):
     # Autovacuum on a partition during a run makes every connection replan its swipes.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(METRO_DATABASE_URL=server_dsn, METRO_BENCH_KEEP="")
+    env = bench_env(server_dsn, METRO_BENCH_KEEP="")
     probe = ("import time, psycopg\n"
              "from metro.bench.common import scratch_database\n"
              "from metro.bench.bench_validate_entry import prepare, fresh_history, install_naive\n"
@@ -207,6 +207,7 @@ def test_each_validate_entry_run_starts_with_nothing_left_for_autovacuum(server_
     # 35 partitions; the history cards' ten days of rows in eleven days' partitions (the
     # newest is an hour old), all of them analyzed after the rows went in.
     assert (partitions, counts) == ("35", "(0, 11)")
+    assert left_behind(server_dsn, "metro_bench_fresh_smoke") == 0
 
 
 @pytest.mark.parametrize("loads", ["1.5", "0", "half", ""])
