@@ -168,7 +168,7 @@ class Bridge:
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
                                application_name="metro bridge")
-        installed = conn.execute("SELECT to_regprocedure('metro.bridge_lag()') IS NOT NULL"
+        installed = conn.execute("SELECT to_regclass('metro.bridge_cursors') IS NOT NULL"
                                  ).fetchone()
         if not installed or not installed[0]:
             conn.close()

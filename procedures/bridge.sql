@@ -372,8 +372,10 @@ $$;
 COMMENT ON FUNCTION bridge_prune(interval, integer) IS 'Deletes stream rows acknowledged more than retention ago, at most max_rows per stream: (stream, pruned) per stream';
 
 -- Lag per stream: committed rows not yet acknowledged by Kafka and the event
--- time (the registry's time_column) of the oldest of them.
-CREATE OR REPLACE FUNCTION bridge_lag()
+-- time (the registry's time_column) of the oldest of them. count_limit bounds
+-- the count for a caller that asks every second (the dashboard): a bridge
+-- down for an hour leaves millions of rows.
+CREATE OR REPLACE FUNCTION bridge_lag(count_limit bigint DEFAULT NULL)
 RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, pending bigint,
                oldest_pending timestamptz)
 -- SECURITY DEFINER: metro_reader sees how far each stream is, never a stream row.
@@ -381,6 +383,11 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN
+    IF count_limit < 1 THEN
+        RAISE EXCEPTION 'bridge_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
+            count_limit
+            USING ERRCODE = '22023', HINT = 'SELECT * FROM bridge_lag(100000) counts at most 100,001 pending rows per stream.';
+    END IF;
     FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
              FROM streams s JOIN bridge_cursors bc USING (stream)
              ORDER BY s.stream LOOP
@@ -388,14 +395,16 @@ BEGIN
         topic := c.topic;
         delivered := c.delivered;
         acked_at := c.acked_at;
-        EXECUTE format('SELECT count(*), min(%I) FROM %I WHERE (txid, position) > ($1, $2)',
+        -- The first pending rows in delivery order, at most count_limit + 1.
+        EXECUTE format('SELECT count(*), min(p.%1$I) FROM (SELECT %1$I FROM %2$I'
+                       ' WHERE (txid, position) > ($1, $2) ORDER BY txid, position LIMIT $3) p',
                        c.time_column, c.stream)
-            INTO pending, oldest_pending USING c.txid, c.position;
+            INTO pending, oldest_pending USING c.txid, c.position, count_limit + 1;
         RETURN NEXT;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION bridge_lag() IS 'Per stream: (stream, topic, delivered, acked_at, pending, oldest_pending), rows not yet acknowledged by Kafka and the event time of the oldest of them';
+COMMENT ON FUNCTION bridge_lag(bigint) IS 'Per stream: (stream, topic, delivered, acked_at, pending, oldest_pending), rows not yet acknowledged by Kafka and the event time of the oldest of them; count_limit (NULL: all) counts at most count_limit + 1 of them, the first in delivery order, so a pending above count_limit means more. 22023 count_limit not positive';
 
 -- grants
 REVOKE ALL ON FUNCTION notify_bridge(), register_stream(text, text, text, text),
@@ -405,13 +414,13 @@ REVOKE ALL ON FUNCTION notify_bridge(), register_stream(text, text, text, text),
     bridge_release_lease(), bridge_report_error(text), bridge_check_lease(text),
     bridge_ack(text, xid8, bigint, bigint),
     bridge_outbound_dead_letter(text, xid8, bigint, text, text, text), bridge_horizon(),
-    bridge_prune(interval, integer), bridge_lag()
+    bridge_prune(interval, integer), bridge_lag(bigint)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bridge_batch(text, xid8, bigint, integer),
     bridge_has_rows(text, xid8, bigint), bridge_stream_key(text),
     bridge_take_lease(text, interval), bridge_renew_lease(interval), bridge_release_lease(),
     bridge_report_error(text), bridge_ack(text, xid8, bigint, bigint),
     bridge_outbound_dead_letter(text, xid8, bigint, text, text, text), bridge_horizon(),
-    bridge_prune(interval, integer), bridge_lag()
+    bridge_prune(interval, integer), bridge_lag(bigint)
     TO metro_bridge;
-GRANT EXECUTE ON FUNCTION bridge_lag(), bridge_horizon() TO metro_reader;
+GRANT EXECUTE ON FUNCTION bridge_lag(bigint), bridge_horizon() TO metro_reader;

@@ -3,8 +3,10 @@
 Counters are totals the database keeps: entry swipes by outcome and card events from
 the retained per-second history; fraud rows, alerts, trips and payment decisions
 from the streams as the bridge counts them (rows acknowledged by Kafka plus rows
-pending, so rows pruned after delivery still count); payments by decision from
-risk_decisions. Gauges: per stream the rows pending and the age of the oldest, per
+pending, so rows pruned after delivery still count; pending is counted up to
+queries.LAG_COUNT_LIMIT, so behind a larger backlog these totals stay below the truth
+and catch up as it drains); payments by decision from risk_decisions. Gauges: per
+stream the rows pending (up to that limit) and the age of the oldest, per
 inbound partition the next offset (and, with Kafka configured, the messages not yet
 consumed), whether the database and Kafka answer.
 """
@@ -41,7 +43,8 @@ DOCUMENTED = {
     "metro_swipes_per_second": "Card events in the last complete second",
     "metro_acceptance_ratio": "Accepted entries / entries over the last minute",
     "metro_stream_delivered_total": "Stream rows acknowledged by Kafka, per stream",
-    "metro_stream_pending_rows": "Committed stream rows not yet acknowledged by Kafka",
+    "metro_stream_pending_rows": "Committed stream rows not yet acknowledged by Kafka "
+                                 f"(counted up to {queries.LAG_COUNT_LIMIT:,})",
     "metro_stream_lag_seconds": "Age of the oldest pending stream row (0 when none)",
     "metro_inbound_next_offset": "Next offset the bridge applies, per inbound topic partition",
     "metro_inbound_applied_total": "Inbound messages applied, per topic partition",
@@ -49,7 +52,8 @@ DOCUMENTED = {
     "metro_inbound_lag_messages": "Messages on an inbound partition not yet applied "
                                   "(Kafka end offset - next offset; with Kafka configured)",
     "metro_bridge_heartbeat_age_seconds": "Seconds since the bridge last showed a sign of life",
-    "metro_worker_pending_rows": "Committed source rows the worker has not rolled up yet",
+    "metro_worker_pending_rows": "Committed source rows the worker has not rolled up yet "
+                                 f"(counted up to {queries.LAG_COUNT_LIMIT:,})",
     "metro_worker_lag_seconds": "Age of the oldest source row not rolled up (0 when none)",
 }
 

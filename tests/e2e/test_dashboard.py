@@ -28,7 +28,7 @@ from psycopg import sql
 from roles import login_role
 
 from metro import config
-from metro.app.web import metrics
+from metro.app.web import metrics, queries
 
 VIEWS = ("dashboard_seconds", "dashboard_stations", "dashboard_trains", "dashboard_fraud_feed",
          "dashboard_payments", "dashboard_totals")
@@ -206,6 +206,32 @@ def sample(found: dict[str, Any], name: str, **labels: str) -> float:
               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(values) == 1, (name, labels, family.samples)
     return float(values[0])
+
+
+def test_a_backlog_beyond_the_count_limit_shows_as_more(dashboard_db, conn):
+    # A stopped worker and bridge: more pending rows than the snapshot counts each second.
+    limit = queries.LAG_COUNT_LIMIT
+    conn.execute("INSERT INTO metro.card_events (card_id, ts, station_id, activity_code, amount,"
+                 " accept) SELECT n, now() - interval '1 hour', 1 + n %% 15, 1, 250, 1"
+                 " FROM generate_series(0, %s) n", (limit + 4,))
+    conn.execute("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code,"
+                 " amount) SELECT n || '_1', n, now() - interval '1 hour', 1, 1, 250"
+                 " FROM generate_series(0, %s) n", (limit + 4,))
+    with psycopg.connect(dashboard_db, autocommit=True) as reader:
+        queries.read_as_reader(reader)
+        shown = queries.snapshot(reader, queries.Layout([]))
+        worker = {w["source"]: (w["pending"], w["more_pending"]) for w in shown["worker"]}
+        assert worker == {"card_events": (limit, True), "card_alert_export": (0, False),
+                          "train_events": (0, False)}
+        streams = {s["stream"]: (s["pending"], s["more_pending"]) for s in shown["streams"]}
+        assert streams == {"fraud": (limit, True), "card_alert_export": (0, False),
+                           "trips": (0, False), "transaction_decisions": (0, False)}
+        assert (shown["fraud_total"], shown["fraud_total_more"]) == (limit, True)
+        assert shown["payments"]["decided_total_more"] is False
+        catch_up(conn)
+        shown = queries.snapshot(reader, queries.Layout([]))
+        assert [(w["source"], w["pending"], w["more_pending"]) for w in shown["worker"]
+                if w["source"] == "card_events"] == [("card_events", 0, False)]
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ PUBLIC_FUNCTIONS = (
 )
 BRIDGE_FUNCTIONS = (
     "bridge_ack(text,xid8,bigint,bigint)", "bridge_batch(text,xid8,bigint,integer)",
-    "bridge_has_rows(text,xid8,bigint)", "bridge_horizon()", "bridge_lag()",
+    "bridge_has_rows(text,xid8,bigint)", "bridge_horizon()", "bridge_lag(bigint)",
     "bridge_outbound_dead_letter(text,xid8,bigint,text,text,text)",
     "bridge_prune(interval,integer)", "bridge_release_lease()", "bridge_renew_lease(interval)",
     "bridge_report_error(text)", "bridge_stream_key(text)", "bridge_take_lease(text,interval)",
@@ -117,13 +117,14 @@ BRIDGE_FUNCTIONS = (
 )
 # The worker keeps derived data current and runs maintenance, under its own lease.
 WORKER_FUNCTIONS = (
-    "create_partitions(date,date)", "run_maintenance()", "run_rollup(integer)", "worker_lag()",
-    "worker_release_lease(text)", "worker_report_error(text)",
+    "create_partitions(date,date)", "run_maintenance()", "run_rollup(integer)",
+    "worker_lag(bigint)", "worker_release_lease(text)", "worker_report_error(text)",
     "worker_take_lease(text,interval)",
 )
 EXECUTE: dict[str, set[str]] = {}
 for role, functions in (("metro_app", PUBLIC_FUNCTIONS), ("metro_bridge", BRIDGE_FUNCTIONS),
-                        ("metro_reader", ("bridge_lag()", "bridge_horizon()", "worker_lag()")),
+                        ("metro_reader", ("bridge_lag(bigint)", "bridge_horizon()",
+                                          "worker_lag(bigint)")),
                         ("metro_worker", WORKER_FUNCTIONS)):
     for function in functions:
         EXECUTE.setdefault(function, set()).add(role)

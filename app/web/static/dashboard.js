@@ -9,6 +9,10 @@ const $ = (id) => document.getElementById(id);
 function fmt(n) {
   return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US");
 }
+// A count the dashboard stopped at its limit: "100,000+" (there are more).
+function atLeast(n, more) {
+  return fmt(n) + (more ? "+" : "");
+}
 function pct(r) {
   return r === null || r === undefined ? "–" : (r * 100).toFixed(1) + "%";
 }
@@ -122,9 +126,10 @@ function render(s) {
   setNumber("minute-swipes", s.minute.swipes);
   setNumber("minute-entries", s.minute.entries);
   setNumber("acceptance", s.minute.acceptance, pct(s.minute.acceptance));
-  setNumber("fraud-total", s.fraud_total);
+  setNumber("fraud-total", s.fraud_total, atLeast(s.fraud_total, s.fraud_total_more));
   setNumber("minute-fraud", s.minute.fraud);
-  setNumber("payments-decided", s.payments.decided_total);
+  setNumber("payments-decided", s.payments.decided_total,
+            atLeast(s.payments.decided_total, s.payments.decided_total_more));
   setNumber("payments-minute-decided", s.payments.minute.decided);
   setNumber("payments-minute-blocked", s.payments.minute.blocked);
   drawChart(s.seconds);
@@ -158,7 +163,7 @@ function render(s) {
   }
 
   fill($("streams").tBodies[0], s.streams.map((t) =>
-    row([t.stream, t.topic, fmt(t.delivered), fmt(t.pending),
+    row([t.stream, t.topic, fmt(t.delivered), atLeast(t.pending, t.more_pending),
          t.pending ? secs(t.lag_seconds) : "–"], { "data-stream": t.stream })),
        "no streams", 5);
   const b = s.bridge;
@@ -172,7 +177,7 @@ function render(s) {
   setNumber("dead-letters", s.dead_letters);
 
   fill($("worker").tBodies[0], s.worker.map((w) =>
-    row([w.source, fmt(w.pending), w.pending ? secs(w.lag_seconds) : "–"])),
+    row([w.source, atLeast(w.pending, w.more_pending), w.pending ? secs(w.lag_seconds) : "–"])),
        "no sources", 3);
 
   const status = $("status");

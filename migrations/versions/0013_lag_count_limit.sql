@@ -1,0 +1,98 @@
+-- Revision 0013 (frozen): the lag functions take a count limit.
+-- worker_lag() and bridge_lag() counted every pending row. The dashboard asks
+-- every second, so with the worker or the bridge stopped its cost grew with the
+-- backlog: 9 ms per 100,000 rows, 16% of a core at 600,000, and past about 50
+-- million rows longer than the dashboard's 5 s statement timeout, so the page
+-- went blank when it was needed most. worker_lag(count_limit) and
+-- bridge_lag(count_limit) count at most count_limit + 1 rows; without an
+-- argument they count them all, as before.
+SET search_path = metro, pg_catalog;
+
+DROP FUNCTION worker_lag();
+DROP FUNCTION bridge_lag();
+
+-- functions
+-- How far derived data lags behind its sources: per source, the rows rolled
+-- up so far and when the cursor last moved, the committed rows not rolled up
+-- yet and the event time of the oldest of them. Cost grows with the lag, not
+-- with the table; count_limit bounds it for a caller that asks every second
+-- (the dashboard), whatever the backlog: a worker stopped for an hour leaves
+-- millions of rows, and counting them all took 9 ms per 100,000.
+CREATE OR REPLACE FUNCTION worker_lag(count_limit bigint DEFAULT NULL)
+RETURNS TABLE (source text, rolled_up bigint, rolled_up_at timestamptz, pending bigint,
+               oldest_pending timestamptz)
+-- SECURITY DEFINER: metro_reader sees how far the rollup is, never a source row.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    IF count_limit < 1 THEN
+        RAISE EXCEPTION 'worker_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
+            count_limit
+            USING ERRCODE = '22023', HINT = 'SELECT * FROM worker_lag(100000) counts at most 100,001 pending rows per source.';
+    END IF;
+    -- The first pending rows in the rollup's order, at most count_limit + 1 of
+    -- them: a pending above count_limit says there are more.
+    FOR c IN SELECT * FROM worker_cursors wc ORDER BY wc.source LOOP
+        source := c.source;
+        rolled_up := c.rolled_up;
+        rolled_up_at := c.rolled_up_at;
+        IF c.source = 'card_events' THEN
+            SELECT count(*), min(p.ts) INTO pending, oldest_pending
+            FROM (SELECT e.ts FROM card_events e
+                  WHERE (e.txid, e.event_id) > (c.txid, c.position)
+                  ORDER BY e.txid, e.event_id LIMIT count_limit + 1) p;
+        ELSIF c.source = 'card_alert_export' THEN
+            SELECT count(*), min(p.ts) INTO pending, oldest_pending
+            FROM (SELECT a.ts FROM card_alert_export a
+                  WHERE (a.txid, a.position) > (c.txid, c.position)
+                  ORDER BY a.txid, a.position LIMIT count_limit + 1) p;
+        ELSE
+            SELECT count(*), min(p.ts) INTO pending, oldest_pending
+            FROM (SELECT te.ts FROM train_events te WHERE te.txid > c.txid
+                  ORDER BY te.txid LIMIT count_limit + 1) p;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION worker_lag(bigint) IS 'Lag of derived data per source: (source, rolled_up, rolled_up_at, pending, oldest_pending): rows rolled up, when the cursor last moved, committed rows not rolled up yet and the event time of the oldest of them; count_limit (NULL: all) counts at most count_limit + 1 of them, the first in the rollup''s order, so a pending above count_limit means more. 22023 count_limit not positive';
+REVOKE ALL ON FUNCTION worker_lag(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker_lag(bigint) TO metro_reader, metro_worker;
+
+-- Lag per stream: committed rows not yet acknowledged by Kafka and the event
+-- time (the registry's time_column) of the oldest of them. count_limit bounds
+-- the count for a caller that asks every second (the dashboard): a bridge
+-- down for an hour leaves millions of rows.
+CREATE OR REPLACE FUNCTION bridge_lag(count_limit bigint DEFAULT NULL)
+RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, pending bigint,
+               oldest_pending timestamptz)
+-- SECURITY DEFINER: metro_reader sees how far each stream is, never a stream row.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    IF count_limit < 1 THEN
+        RAISE EXCEPTION 'bridge_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
+            count_limit
+            USING ERRCODE = '22023', HINT = 'SELECT * FROM bridge_lag(100000) counts at most 100,001 pending rows per stream.';
+    END IF;
+    FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
+             FROM streams s JOIN bridge_cursors bc USING (stream)
+             ORDER BY s.stream LOOP
+        stream := c.stream;
+        topic := c.topic;
+        delivered := c.delivered;
+        acked_at := c.acked_at;
+        -- The first pending rows in delivery order, at most count_limit + 1.
+        EXECUTE format('SELECT count(*), min(p.%1$I) FROM (SELECT %1$I FROM %2$I'
+                       ' WHERE (txid, position) > ($1, $2) ORDER BY txid, position LIMIT $3) p',
+                       c.time_column, c.stream)
+            INTO pending, oldest_pending USING c.txid, c.position, count_limit + 1;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bridge_lag(bigint) IS 'Per stream: (stream, topic, delivered, acked_at, pending, oldest_pending), rows not yet acknowledged by Kafka and the event time of the oldest of them; count_limit (NULL: all) counts at most count_limit + 1 of them, the first in delivery order, so a pending above count_limit means more. 22023 count_limit not positive';
+REVOKE ALL ON FUNCTION bridge_lag(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bridge_lag(bigint) TO metro_bridge, metro_reader;
