@@ -8,6 +8,11 @@ Parameters, fixed before measuring (each figure's row repeats its own):
 - forwarding: a backlog of 100,000 trips rows (--rows) committed at once, timed
   from the commit until the cursor says Kafka acknowledged the last row; the
   bridge's --batch-size 5000; 3 repeats (--repeats);
+- the baseline: the same number of the same messages (trips rows as the bridge reads
+  them, with its position header) sent by a raw kafka-python producer with the
+  bridge's producer settings to a topic of their own, timed from the first send to
+  the last acknowledgement; 3 repeats, after the forwarding runs; the forwarding rate
+  is also given as its ratio to it, repeat by repeat;
 - latency: pgbench offers 1,000 trips rows/s (--rate), one row per transaction,
   4 clients, for 15 s (at least, --seconds), 3 repeats (--repeats); a consumer
   measures, per row, from the row's clock_timestamp() at insert (just before its
@@ -53,6 +58,8 @@ import psycopg
 from metro import config
 
 from ..app.kafka_broker import KafkaBroker, free_port_pair
+from ..bridge.outbound import new_producer
+from ..topics import POSITION_HEADER
 from . import pgbench
 from .common import (
     MIN_RUNS,
@@ -148,6 +155,37 @@ def forwarding(dsn: str, bootstrap: str, rows: int, repeats: int) -> list[float]
                                                  f" rows delivered, {target:,} committed")
     finally:
         bridge.stop()
+    return rates
+
+
+RAW_TOPIC = "bench_raw_producer"
+
+
+def raw_producer(dsn: str, bootstrap: str, rows: int, repeats: int) -> list[float]:
+    """Rows/s of the baseline: the first `rows` trips messages, read as the bridge reads
+    them, sent by kafka-python alone; from the first send to the last acknowledgement."""
+    with psycopg.connect(dsn) as conn:
+        messages = [(key.encode(), value.encode(), str(position).encode())
+                    for position, key, value in conn.execute(
+                        "SELECT row_position, key, value"
+                        " FROM metro.bridge_batch('trips', '0'::xid8, 0, %s)", (rows,))]
+    check(len(messages) == rows, f"read {len(messages):,} trips messages, expected {rows:,}")
+    rates = []
+    for _ in range(repeats):
+        producer = new_producer(bootstrap)
+        try:
+            producer.partitions_for(RAW_TOPIC)  # the topic and its metadata, before the clock
+            started = time.perf_counter()
+            futures = [producer.send(RAW_TOPIC, key=key, value=value, partition=0,
+                                     headers=[(POSITION_HEADER, header)])
+                       for key, value, header in messages]
+            producer.flush()
+            seconds = time.perf_counter() - started
+        finally:
+            producer.close()
+        check(all(future.succeeded() for future in futures),
+              "Kafka did not acknowledge every message of the raw producer")
+        rates.append(rows / seconds)
     return rates
 
 
@@ -271,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"broker {bootstrap}; forwarding {args.repeats} x {args.rows:,} rows ...",
               flush=True)
         rates = forwarding(dsn, bootstrap, args.rows, args.repeats)
+        raw_rates = raw_producer(dsn, bootstrap, args.rows, args.repeats)
         print(f"latency at {args.rate:,} rows/s for {latency_seconds:.0f} s, {args.repeats}"
               " times ...", flush=True)
         lats = [latency(dsn, bootstrap, latency_seconds, args.rate)
@@ -286,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     ratios_off = [on.tps / off.tps for on, off in zip(notify_off, stopped, strict=True)]
     ratio = median(ratios)
     forwarding_rate = median(rates)
+    raw_ratios = [bridge / raw for bridge, raw in zip(rates, raw_rates, strict=True)]
     p50s, p99s = [lat["p50_ms"] for lat in lats], [lat["p99_ms"] for lat in lats]
     p99 = median(p99s)
     print_table("Bridge (median of the runs, range in brackets)", ["measure", "result",
@@ -293,6 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         [f"forwarding, rows/s ({args.rows:,}-row backlog, batch {args.batch_size})",
          spread_text(rates), ">= 20,000",
          "yes" if met(forwarding_rate, TARGETS["forwarding_rows_per_s"]) else "no"],
+        [f"raw kafka-python producer, rows/s (the same {args.rows:,} messages)",
+         spread_text(raw_rates), "", ""],
+        ["forwarding / raw producer, per repeat", spread_text(raw_ratios), "", ""],
         [f"insert-to-consumer latency at {args.rate:,} rows/s, p50 ms", spread_text(p50s),
          "", ""],
         [f"insert-to-consumer latency at {args.rate:,} rows/s, p99 ms", spread_text(p99s),
@@ -312,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
                  "runs": args.rounds}
     write_json("bridge", {
         "forwarding_rows_per_s": spread(rates),
+        "raw_producer_rows_per_s": spread(raw_rates),
+        "forwarding_vs_raw_producer": spread(raw_ratios),
         "backlog_rows": args.rows,
         "batch_size": int(args.batch_size),
         "latency": {"runs": lats, "p50_ms": spread(p50s), "p99_ms": spread(p99s),
@@ -322,8 +367,12 @@ def main(argv: list[str] | None = None) -> None:
         "cards": args.cards,
         "targets": TARGETS,
         "summary": [
+            summary_row("raw kafka-python producer, the same messages",
+                        f"{args.rows:,} messages", median(raw_rates), "rows/s",
+                        setup={"messages": args.rows, "runs": args.repeats}, runs=raw_rates),
             summary_row("bridge forwarding outbox -> Kafka", f"{args.rows:,}-row backlog",
-                        forwarding_rate, "rows/s",
+                        forwarding_rate, "rows/s", baseline_ratio=median(raw_ratios),
+                        baseline="this / raw producer, per repeat",
                         setup={"backlog_rows": args.rows, "batch_size": int(args.batch_size),
                                "runs": args.repeats},
                         runs=rates, target=">= 20,000 rows/s",

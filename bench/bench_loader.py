@@ -6,11 +6,15 @@ default batch (50,000 rows per COPY and transaction), 3 runs of each file
 way, then again). Each run loads into a fresh database and times the `loader`
 command end to end (interpreter start included). The bad-row file is also loaded
 the way servers before PostgreSQL 17 load it (no COPY ON_ERROR: every bad row is
-found by a failed attempt). Each figure is the median of the runs with their
-range; a target is met when the median meets it.
+found by a failed attempt). The baseline takes its turn with them: the clean file
+loaded by psql's `\\copy` into the same table of a fresh database (a raw COPY, the
+usual way to load a CSV, timed end to end the same way); each loader figure is also
+given as its ratio to that baseline, per round. Each figure is the median of the runs
+with their range; a target is met when the median meets it.
 
 Checks (a failed one exits non-zero): the loader's exit status and its summary
-line (read, loaded, invalid) are exactly what the file holds, and so is the table.
+line (read, loaded, invalid) are exactly what the file holds, and so is the table;
+the raw COPY loaded every row.
 
 Run: .venv/bin/python -m metro.bench.bench_loader [--rows N] [--repeat N] [--smoke]
 """
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from metro import embedded
 
 from .common import (
     MIN_RUNS,
@@ -92,16 +98,42 @@ def write_cards(path: Path, rows: int, bad_fraction: float, seed: int = 7) -> in
 _smoke_dsn: list[str] = []
 
 
+def fresh_database(smoke: bool) -> str:
+    """A database with the schema and no cards (a smoke run empties one database instead of
+    making new ones)."""
+    if smoke and _smoke_dsn:
+        with psycopg.connect(_smoke_dsn[0], autocommit=True) as conn:
+            conn.execute("TRUNCATE metro.cards")
+        return _smoke_dsn[0]
+    dsn = scratch_database("metro_bench_loader", smoke=smoke)
+    if smoke:
+        _smoke_dsn.append(dsn)
+    return dsn
+
+
+def check_cards(dsn: str, expected: int) -> None:
+    with psycopg.connect(dsn) as conn:
+        count = conn.execute("SELECT count(*) FROM metro.cards").fetchone()
+    check(count is not None and count[0] == expected,
+          f"cards holds {count} rows, expected {expected}")
+
+
+def copy_once(path: Path, rows: int, smoke: bool = False) -> dict[str, Any]:
+    """The baseline: the clean file through psql's \\copy, nothing checked or reported."""
+    dsn = fresh_database(smoke)
+    command = [str(embedded.bin_dir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+               "-d", dsn, "-c", f"\\copy metro.cards FROM '{path}' (FORMAT csv, HEADER true)"]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    check(result.returncode == 0, f"raw COPY failed {result.returncode}: {result.stderr}")
+    check_cards(dsn, rows)
+    return {"seconds": seconds, "rows_per_second": rows / seconds}
+
+
 def run_once(path: Path, rows: int, bad: int, report_dir: Path,
              on_error: bool, smoke: bool = False) -> dict[str, Any]:
-    if smoke and _smoke_dsn:  # a smoke run empties one database instead of making new ones
-        dsn = _smoke_dsn[0]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE metro.cards")
-    else:
-        dsn = scratch_database("metro_bench_loader", smoke=smoke)
-        if smoke:
-            _smoke_dsn.append(dsn)
+    dsn = fresh_database(smoke)
     env = {**os.environ, "METRO_DATABASE_URL": dsn}
     loader = [str(Path(sys.executable).parent / "loader")] if on_error else \
         [sys.executable, "-c", _WITHOUT_ON_ERROR]
@@ -113,13 +145,11 @@ def run_once(path: Path, rows: int, bad: int, report_dir: Path,
     expected = f"read {rows}, loaded {rows - bad}, invalid {bad}"
     check(result.returncode == (1 if bad else 0) and expected in result.stdout,
           f"unexpected loader result {result.returncode}: {result.stdout}{result.stderr}")
-    with psycopg.connect(dsn) as conn:
-        count = conn.execute("SELECT count(*) FROM metro.cards").fetchone()
-    check(count is not None and count[0] == rows - bad,
-          f"cards holds {count} rows, expected {rows - bad}")
+    check_cards(dsn, rows - bad)
     return {"seconds": seconds, "rows_per_second": rows / seconds}
 
 
+RAW_COPY = "raw COPY (psql \\copy), clean file"
 SCENARIOS = (("clean", 0.0, True), ("1% bad", 0.01, True),
              ("1% bad, PostgreSQL < 17 path", 0.01, False))
 
@@ -142,35 +172,49 @@ def main(argv: list[str] | None = None) -> None:
             path = Path(tmp) / f"cards-{fraction}.csv"
             files[scenario] = (path, write_cards(path, args.rows, fraction))
         runs: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario, _, _ in SCENARIOS}
-        for _ in range(args.repeat):  # the files take turns
+        copies: list[dict[str, Any]] = []
+        for _ in range(args.repeat):  # the files and the baseline take turns
             for scenario, _, on_error in SCENARIOS:
                 path, bad = files[scenario]
                 runs[scenario].append(run_once(path, args.rows, bad, Path(tmp) / "log",
                                                on_error, args.smoke))
+            copies.append(copy_once(files["clean"][0], args.rows, args.smoke))
+        copy_rates = [run["rows_per_second"] for run in copies]
+        results["raw_copy"] = {"runs": copies, "rows_per_second": spread(copy_rates)}
+        table.append([RAW_COPY, args.rows, 0, median([r["seconds"] for r in copies]),
+                      spread_text(copy_rates), "", "", ""])
         for scenario, _, _ in SCENARIOS:
             path, bad = files[scenario]
             rates = [run["rows_per_second"] for run in runs[scenario]]
             middle = median(rates)
             target = TARGETS[scenario]
+            ratios = [rate / copy for rate, copy in zip(rates, copy_rates, strict=True)]
             results["scenarios"][scenario] = {
                 "bad_rows": bad, "file_bytes": path.stat().st_size, "runs": runs[scenario],
                 "rows_per_second": spread(rates), "target_rows_per_second": target,
-                "met": met(middle, target)}
+                "ratio_to_raw_copy": spread(ratios), "met": met(middle, target)}
             table.append([scenario, args.rows, bad, median([r["seconds"]
                                                             for r in runs[scenario]]),
-                          spread_text(rates), target, "yes" if met(middle, target) else "no"])
+                          spread_text(rates), spread_text(ratios), target,
+                          "yes" if met(middle, target) else "no"])
     print_table(f"loader: {args.rows:,}-row card file, median of {args.repeat} runs each"
-                " (range)",
-                ["file", "rows", "bad rows", "median s", "rows/s (range)", "target rows/s",
-                 "met (median)"], table)
+                " (range); ratio to the raw COPY of the clean file, per round",
+                ["file", "rows", "bad rows", "median s", "rows/s (range)",
+                 "x raw COPY (range)", "target rows/s", "met (median)"], table)
     results["summary"] = [
-        summary_row(f"loader, {scenario} file", f"{args.rows:,} cards",
-                    found["rows_per_second"]["median"], "rows/s",
-                    setup={"rows": args.rows, "bad_rows": found["bad_rows"],
-                           "batch": 50_000, "runs": args.repeat},
-                    runs=found["rows_per_second"]["runs"],
-                    target=f">= {found['target_rows_per_second']:,} rows/s", met=found["met"])
-        for scenario, found in results["scenarios"].items()]
+        summary_row(RAW_COPY, f"{args.rows:,} cards", results["raw_copy"]["rows_per_second"][
+                        "median"], "rows/s", setup={"rows": args.rows, "runs": args.repeat},
+                    runs=copy_rates),
+        *(summary_row(f"loader, {scenario} file", f"{args.rows:,} cards",
+                      found["rows_per_second"]["median"], "rows/s",
+                      baseline_ratio=found["ratio_to_raw_copy"]["median"],
+                      baseline="raw COPY of the clean file, per round",
+                      setup={"rows": args.rows, "bad_rows": found["bad_rows"],
+                             "batch": 50_000, "runs": args.repeat},
+                      runs=found["rows_per_second"]["runs"],
+                      target=f">= {found['target_rows_per_second']:,} rows/s",
+                      met=found["met"])
+          for scenario, found in results["scenarios"].items())]
     write_json("loader", results, smoke=args.smoke)
 
 

@@ -40,7 +40,8 @@ FRAUD_FEED = ("SELECT position, trans_id, card_id, ts, station_id, station_name,
 PAYMENTS = "SELECT decided, approved, blocked FROM metro.dashboard_payments"
 # The dashboard asks for the lag every second: it counts at most this many pending rows
 # per stream and per source, so a stopped bridge or worker does not make each snapshot
-# slower (counting took 9 ms per 100,000 rows; 50 million outlast the statement timeout).
+# slower (counting took 9 ms per 100,000 rows; about 50 million would outlast the statement
+# timeout).
 # Beyond it, pending shows the limit and more_pending is true.
 LAG_COUNT_LIMIT = 100_000
 STREAMS = ("SELECT stream, topic, delivered, acked_at,"
