@@ -383,11 +383,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN
-    IF count_limit < 1 THEN
-        RAISE EXCEPTION 'bridge_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
-            count_limit
-            USING ERRCODE = '22023', HINT = 'SELECT * FROM bridge_lag(100000) counts at most 100,001 pending rows per stream.';
-    END IF;
+    PERFORM checked_count_limit('bridge_lag', count_limit, 'stream');
     FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
              FROM streams s JOIN bridge_cursors bc USING (stream)
              ORDER BY s.stream LOOP

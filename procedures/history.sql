@@ -280,11 +280,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN
-    IF count_limit < 1 THEN
-        RAISE EXCEPTION 'worker_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
-            count_limit
-            USING ERRCODE = '22023', HINT = 'SELECT * FROM worker_lag(100000) counts at most 100,001 pending rows per source.';
-    END IF;
+    PERFORM checked_count_limit('worker_lag', count_limit, 'source');
     -- The first pending rows in the rollup's order, at most count_limit + 1 of
     -- them: a pending above count_limit says there are more.
     FOR c IN SELECT * FROM worker_cursors wc ORDER BY wc.source LOOP

@@ -12,6 +12,24 @@ DROP FUNCTION worker_lag();
 DROP FUNCTION bridge_lag();
 
 -- functions
+-- Refuses a count limit of the lag functions that is not a positive number of
+-- rows (NULL, counting them all, passes).
+CREATE OR REPLACE FUNCTION checked_count_limit(function_name text, count_limit bigint,
+                                               counted text)
+RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    IF count_limit < 1 THEN
+        RAISE EXCEPTION '%: count_limit must be a positive number of rows or NULL (count them all), got %',
+            function_name, count_limit
+            USING ERRCODE = '22023',
+                  HINT = format('SELECT * FROM %s(100000) counts at most 100,001 pending rows per %s.',
+                                function_name, counted);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION checked_count_limit(text, bigint, text) IS 'Raises 22023 for a count_limit below 1 (worker_lag, bridge_lag), naming the function';
+REVOKE ALL ON FUNCTION checked_count_limit(text, bigint, text) FROM PUBLIC;
+
 -- How far derived data lags behind its sources: per source, the rows rolled
 -- up so far and when the cursor last moved, the committed rows not rolled up
 -- yet and the event time of the oldest of them. Cost grows with the lag, not
@@ -26,11 +44,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN
-    IF count_limit < 1 THEN
-        RAISE EXCEPTION 'worker_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
-            count_limit
-            USING ERRCODE = '22023', HINT = 'SELECT * FROM worker_lag(100000) counts at most 100,001 pending rows per source.';
-    END IF;
+    PERFORM checked_count_limit('worker_lag', count_limit, 'source');
     -- The first pending rows in the rollup's order, at most count_limit + 1 of
     -- them: a pending above count_limit says there are more.
     FOR c IN SELECT * FROM worker_cursors wc ORDER BY wc.source LOOP
@@ -72,11 +86,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
 BEGIN
-    IF count_limit < 1 THEN
-        RAISE EXCEPTION 'bridge_lag: count_limit must be a positive number of rows or NULL (count them all), got %',
-            count_limit
-            USING ERRCODE = '22023', HINT = 'SELECT * FROM bridge_lag(100000) counts at most 100,001 pending rows per stream.';
-    END IF;
+    PERFORM checked_count_limit('bridge_lag', count_limit, 'stream');
     FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
              FROM streams s JOIN bridge_cursors bc USING (stream)
              ORDER BY s.stream LOOP
