@@ -382,8 +382,8 @@ RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, 
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
+    rows_to_read bigint := lag_rows_to_read('bridge_lag', count_limit, 'stream');
 BEGIN
-    PERFORM checked_count_limit('bridge_lag', count_limit, 'stream');
     FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
              FROM streams s JOIN bridge_cursors bc USING (stream)
              ORDER BY s.stream LOOP
@@ -395,7 +395,7 @@ BEGIN
         EXECUTE format('SELECT count(*), min(p.%1$I) FROM (SELECT %1$I FROM %2$I'
                        ' WHERE (txid, position) > ($1, $2) ORDER BY txid, position LIMIT $3) p',
                        c.time_column, c.stream)
-            INTO pending, oldest_pending USING c.txid, c.position, count_limit + 1;
+            INTO pending, oldest_pending USING c.txid, c.position, rows_to_read;
         RETURN NEXT;
     END LOOP;
 END

@@ -279,8 +279,8 @@ RETURNS TABLE (source text, rolled_up bigint, rolled_up_at timestamptz, pending 
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
+    rows_to_read bigint := lag_rows_to_read('worker_lag', count_limit, 'source');
 BEGIN
-    PERFORM checked_count_limit('worker_lag', count_limit, 'source');
     -- The first pending rows in the rollup's order, at most count_limit + 1 of
     -- them: a pending above count_limit says there are more.
     FOR c IN SELECT * FROM worker_cursors wc ORDER BY wc.source LOOP
@@ -291,16 +291,16 @@ BEGIN
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT e.ts FROM card_events e
                   WHERE (e.txid, e.event_id) > (c.txid, c.position)
-                  ORDER BY e.txid, e.event_id LIMIT count_limit + 1) p;
+                  ORDER BY e.txid, e.event_id LIMIT rows_to_read) p;
         ELSIF c.source = 'card_alert_export' THEN
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT a.ts FROM card_alert_export a
                   WHERE (a.txid, a.position) > (c.txid, c.position)
-                  ORDER BY a.txid, a.position LIMIT count_limit + 1) p;
+                  ORDER BY a.txid, a.position LIMIT rows_to_read) p;
         ELSE
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT te.ts FROM train_events te WHERE te.txid > c.txid
-                  ORDER BY te.txid LIMIT count_limit + 1) p;
+                  ORDER BY te.txid LIMIT rows_to_read) p;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -166,11 +166,12 @@ END
 $$;
 COMMENT ON FUNCTION checked_ts_array(text, timestamptz[]) IS 'checked_ts for the first refused element of a ts array (MT009 or MT010 naming ts[i])';
 
--- Refuses a count limit of the lag functions that is not a positive number of
--- rows (NULL, counting them all, passes).
-CREATE OR REPLACE FUNCTION checked_count_limit(function_name text, count_limit bigint,
-                                               counted text)
-RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+-- How many pending rows the lag functions read for a count_limit: one more than
+-- it, which tells whether there are more; NULL (or the largest bigint) reads them
+-- all. A count_limit below 1 is refused.
+CREATE OR REPLACE FUNCTION lag_rows_to_read(function_name text, count_limit bigint,
+                                            counted text)
+RETURNS bigint LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     IF count_limit < 1 THEN
         RAISE EXCEPTION '%: count_limit must be a positive number of rows or NULL (count them all), got %',
@@ -179,13 +180,14 @@ BEGIN
                   HINT = format('SELECT * FROM %s(100000) counts at most 100,001 pending rows per %s.',
                                 function_name, counted);
     END IF;
+    RETURN CASE WHEN count_limit < 9223372036854775807 THEN count_limit + 1 END;
 END
 $$;
-COMMENT ON FUNCTION checked_count_limit(text, bigint, text) IS 'Raises 22023 for a count_limit below 1 (worker_lag, bridge_lag), naming the function';
+COMMENT ON FUNCTION lag_rows_to_read(text, bigint, text) IS 'Rows worker_lag and bridge_lag read for a count_limit: count_limit + 1, NULL (all) for NULL or the largest bigint; 22023 for a count_limit below 1, naming the function';
 
 -- grants: every function above is private to the schema's owner.
 REVOKE ALL ON FUNCTION raise_null_argument(text, text), raise_unknown_station(integer),
     cents_text(bigint), fraud_trans_id(bigint, timestamptz), settings_keep_row(),
     replay_caller(), checked_ts(text, text, timestamptz), ts_array_refusal(timestamptz[]),
-    checked_ts_array(text, timestamptz[]), checked_count_limit(text, bigint, text)
+    checked_ts_array(text, timestamptz[]), lag_rows_to_read(text, bigint, text)
     FROM PUBLIC;

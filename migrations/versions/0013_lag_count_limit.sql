@@ -12,11 +12,12 @@ DROP FUNCTION worker_lag();
 DROP FUNCTION bridge_lag();
 
 -- functions
--- Refuses a count limit of the lag functions that is not a positive number of
--- rows (NULL, counting them all, passes).
-CREATE OR REPLACE FUNCTION checked_count_limit(function_name text, count_limit bigint,
-                                               counted text)
-RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+-- How many pending rows the lag functions read for a count_limit: one more than
+-- it, which tells whether there are more; NULL (or the largest bigint) reads them
+-- all. A count_limit below 1 is refused.
+CREATE OR REPLACE FUNCTION lag_rows_to_read(function_name text, count_limit bigint,
+                                            counted text)
+RETURNS bigint LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     IF count_limit < 1 THEN
         RAISE EXCEPTION '%: count_limit must be a positive number of rows or NULL (count them all), got %',
@@ -25,10 +26,11 @@ BEGIN
                   HINT = format('SELECT * FROM %s(100000) counts at most 100,001 pending rows per %s.',
                                 function_name, counted);
     END IF;
+    RETURN CASE WHEN count_limit < 9223372036854775807 THEN count_limit + 1 END;
 END
 $$;
-COMMENT ON FUNCTION checked_count_limit(text, bigint, text) IS 'Raises 22023 for a count_limit below 1 (worker_lag, bridge_lag), naming the function';
-REVOKE ALL ON FUNCTION checked_count_limit(text, bigint, text) FROM PUBLIC;
+COMMENT ON FUNCTION lag_rows_to_read(text, bigint, text) IS 'Rows worker_lag and bridge_lag read for a count_limit: count_limit + 1, NULL (all) for NULL or the largest bigint; 22023 for a count_limit below 1, naming the function';
+REVOKE ALL ON FUNCTION lag_rows_to_read(text, bigint, text) FROM PUBLIC;
 
 -- How far derived data lags behind its sources: per source, the rows rolled
 -- up so far and when the cursor last moved, the committed rows not rolled up
@@ -43,8 +45,8 @@ RETURNS TABLE (source text, rolled_up bigint, rolled_up_at timestamptz, pending 
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
+    rows_to_read bigint := lag_rows_to_read('worker_lag', count_limit, 'source');
 BEGIN
-    PERFORM checked_count_limit('worker_lag', count_limit, 'source');
     -- The first pending rows in the rollup's order, at most count_limit + 1 of
     -- them: a pending above count_limit says there are more.
     FOR c IN SELECT * FROM worker_cursors wc ORDER BY wc.source LOOP
@@ -55,16 +57,16 @@ BEGIN
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT e.ts FROM card_events e
                   WHERE (e.txid, e.event_id) > (c.txid, c.position)
-                  ORDER BY e.txid, e.event_id LIMIT count_limit + 1) p;
+                  ORDER BY e.txid, e.event_id LIMIT rows_to_read) p;
         ELSIF c.source = 'card_alert_export' THEN
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT a.ts FROM card_alert_export a
                   WHERE (a.txid, a.position) > (c.txid, c.position)
-                  ORDER BY a.txid, a.position LIMIT count_limit + 1) p;
+                  ORDER BY a.txid, a.position LIMIT rows_to_read) p;
         ELSE
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT te.ts FROM train_events te WHERE te.txid > c.txid
-                  ORDER BY te.txid LIMIT count_limit + 1) p;
+                  ORDER BY te.txid LIMIT rows_to_read) p;
         END IF;
         RETURN NEXT;
     END LOOP;
@@ -85,8 +87,8 @@ RETURNS TABLE (stream text, topic text, delivered bigint, acked_at timestamptz, 
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
+    rows_to_read bigint := lag_rows_to_read('bridge_lag', count_limit, 'stream');
 BEGIN
-    PERFORM checked_count_limit('bridge_lag', count_limit, 'stream');
     FOR c IN SELECT s.stream, s.topic, s.time_column, bc.delivered, bc.acked_at, bc.txid, bc.position
              FROM streams s JOIN bridge_cursors bc USING (stream)
              ORDER BY s.stream LOOP
@@ -98,7 +100,7 @@ BEGIN
         EXECUTE format('SELECT count(*), min(p.%1$I) FROM (SELECT %1$I FROM %2$I'
                        ' WHERE (txid, position) > ($1, $2) ORDER BY txid, position LIMIT $3) p',
                        c.time_column, c.stream)
-            INTO pending, oldest_pending USING c.txid, c.position, count_limit + 1;
+            INTO pending, oldest_pending USING c.txid, c.position, rows_to_read;
         RETURN NEXT;
     END LOOP;
 END

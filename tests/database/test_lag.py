@@ -30,6 +30,7 @@ def lag(conn: psycopg.Connection, query: str, limit: int | None) -> tuple[object
     (5, (5, START)),         # exactly the limit: no more than it
     (4, (5, START)),         # limit + 1 counted: more than 4
     (1, (2, START)),
+    (2**63 - 1, (5, START)),  # the largest bigint: every row, no overflow of limit + 1
 ])
 def test_a_count_limit_counts_at_most_one_row_more(conn, stations, limit, expected):
     conn.execute(INSERT_EVENTS, (START, 4))
