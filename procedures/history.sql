@@ -7,7 +7,7 @@
 -- transaction. A crash anywhere loses nothing and counts nothing twice. The
 -- hot path writes none of it: it decides, charges and records.
 --
---   card_events       -> card_history_second, station_second_slots,
+--   card_events       -> card_history_second, station_second_slots, station_totals,
 --                        and the departures the new entries belong to
 --   card_alert_export -> card_export_stats (kept when the bridge prunes)
 --   train_events      -> station_departures (a new departure, and the next
@@ -56,7 +56,7 @@ COMMENT ON FUNCTION card_events_refuse_change() IS 'Trigger: card_events is appe
 CREATE OR REPLACE FUNCTION card_events_clear_history()
 RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
-    TRUNCATE card_history_second, station_second_slots;
+    TRUNCATE card_history_second, station_second_slots, station_totals;
     RETURN NULL;
 END
 $$;
@@ -130,17 +130,20 @@ BEGIN
         SELECT b.card_id, b.second_start, count(*) FROM batch b
         GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (card_id, second_start) DO UPDATE SET swipes = h.swipes + excluded.swipes
+    ), per_station_second AS (
+        SELECT b.station_id, b.second_start, count(*) AS swipes,
+               count(*) FILTER (WHERE b.activity_code = 1) AS entries,
+               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = 1) AS accepted,
+               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = 0) AS rejected,
+               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = -1) AS fraud,
+               coalesce(sum(b.amount) FILTER (WHERE b.activity_code = 1 AND b.accept = 1), 0)
+                   AS revenue
+        FROM batch b
+        GROUP BY 1, 2
     ), station_seconds AS (
         INSERT INTO station_second_slots AS s
             (station_id, second_start, swipes, entries, accepted, rejected, fraud, revenue)
-        SELECT b.station_id, b.second_start, count(*),
-               count(*) FILTER (WHERE b.activity_code = 1),
-               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = 1),
-               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = 0),
-               count(*) FILTER (WHERE b.activity_code = 1 AND b.accept = -1),
-               coalesce(sum(b.amount) FILTER (WHERE b.activity_code = 1 AND b.accept = 1), 0)
-        FROM batch b
-        GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT * FROM per_station_second ORDER BY 1, 2
         ON CONFLICT (station_id, second_start) DO UPDATE SET
             swipes = s.swipes + excluded.swipes,
             entries = s.entries + excluded.entries,
@@ -148,6 +151,20 @@ BEGIN
             rejected = s.rejected + excluded.rejected,
             fraud = s.fraud + excluded.fraud,
             revenue = s.revenue + excluded.revenue
+    ), station_totals_added AS (
+        INSERT INTO station_totals AS t
+            (station_id, swipes, entries, accepted, rejected, fraud, revenue)
+        SELECT p.station_id, sum(p.swipes), sum(p.entries), sum(p.accepted), sum(p.rejected),
+               sum(p.fraud), sum(p.revenue)
+        FROM per_station_second p
+        GROUP BY 1 ORDER BY 1
+        ON CONFLICT (station_id) DO UPDATE SET
+            swipes = t.swipes + excluded.swipes,
+            entries = t.entries + excluded.entries,
+            accepted = t.accepted + excluded.accepted,
+            rejected = t.rejected + excluded.rejected,
+            fraud = t.fraud + excluded.fraud,
+            revenue = t.revenue + excluded.revenue
     ), boarded AS (
         -- An accepted entry waits for the first departure at or after its second.
         SELECT DISTINCT d.station_id, d.ts
@@ -262,7 +279,7 @@ BEGIN
     RETURN NEXT;
 END
 $$;
-COMMENT ON FUNCTION run_rollup(integer) IS 'One round of the rollup: at most max_rows committed rows of each source (card_events, card_alert_export, train_events) after its cursor and behind the commit horizon, added once to card_history_second, station_second_slots, card_export_stats and station_departures, the cursor moved in the same transaction; (source, rolled_up, full_round) per source. 22023 max_rows not positive';
+COMMENT ON FUNCTION run_rollup(integer) IS 'One round of the rollup: at most max_rows committed rows of each source (card_events, card_alert_export, train_events) after its cursor and behind the commit horizon, added once to card_history_second, station_second_slots, station_totals, card_export_stats and station_departures, the cursor moved in the same transaction; (source, rolled_up, full_round) per source. 22023 max_rows not positive';
 REVOKE ALL ON FUNCTION run_rollup(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_rollup(integer) TO metro_worker;
 

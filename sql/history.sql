@@ -50,6 +50,28 @@ CREATE TABLE station_second_slots_default PARTITION OF station_second_slots DEFA
 COMMENT ON TABLE station_second_slots_default IS 'station_second_slots of days without a partition of their own; run_maintenance() deletes its rows past history_retention';
 CREATE INDEX station_second_slots_default_second ON station_second_slots_default (second_start);
 
+-- Lifetime counters per station, added to by the rollup in the transaction that
+-- adds the per-second slots. /metrics exports them as counters: summed from the
+-- retained slots they fell each time run_maintenance() dropped a day, and reading
+-- them cost a scan of every retained second (630 ms for 6 million slots).
+CREATE TABLE station_totals (
+    station_id integer PRIMARY KEY,
+    swipes bigint NOT NULL,
+    entries bigint NOT NULL,
+    accepted bigint NOT NULL,
+    rejected bigint NOT NULL,
+    fraud bigint NOT NULL,
+    revenue bigint NOT NULL
+);
+COMMENT ON TABLE station_totals IS 'Per station counters of every card event rolled up, never lowered by retention; written by the rollup, emptied with card_events by TRUNCATE';
+COMMENT ON COLUMN station_totals.station_id IS 'Station';
+COMMENT ON COLUMN station_totals.swipes IS 'All card events at the station';
+COMMENT ON COLUMN station_totals.entries IS 'Entry swipes, whatever their outcome';
+COMMENT ON COLUMN station_totals.accepted IS 'Accepted entries';
+COMMENT ON COLUMN station_totals.rejected IS 'Rejected entries';
+COMMENT ON COLUMN station_totals.fraud IS 'Entries refused as fraud (entries = accepted + rejected + fraud)';
+COMMENT ON COLUMN station_totals.revenue IS 'Fares charged on accepted entries, in cents';
+
 -- Like VoltDB's view on the export stream: counted from card_alert_export by
 -- the rollup, so the counts stay when the bridge prunes delivered rows.
 CREATE TABLE card_export_stats (

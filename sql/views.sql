@@ -147,8 +147,10 @@ WHERE decided_at >= now() - interval '1 minute' AND decided_at <= now();
 COMMENT ON VIEW dashboard_payments IS 'Payments decided in the last minute (decided_at in [now - 1 minute, now]): approved and blocked';
 
 -- Totals since the data began, for Prometheus counters (metro dashboard's
--- /metrics), complete seconds only. These read the whole retained history and every payment
--- decision: one scrape every few seconds, not on the page's refresh.
+-- /metrics): the card events from the rollup's lifetime counters per station
+-- (one row a station to read, never lowered when old history is dropped), as far
+-- as the rollup has come; the payments from every decision. One scrape every few
+-- seconds, not on the page's refresh.
 CREATE VIEW dashboard_totals AS
 SELECT h.swipes, h.entries, h.accepted, h.rejected, h.fraud, h.revenue,
        p.approved, p.blocked
@@ -158,13 +160,12 @@ FROM (SELECT coalesce(sum(swipes), 0)::bigint AS swipes,
              coalesce(sum(rejected), 0)::bigint AS rejected,
              coalesce(sum(fraud), 0)::bigint AS fraud,
              coalesce(sum(revenue), 0)::bigint AS revenue
-      FROM station_second_slots
-      WHERE second_start < date_trunc('second', now())) h
+      FROM station_totals) h
 CROSS JOIN (SELECT (count(*) FILTER (WHERE NOT blocked))::bigint AS approved,
                    (count(*) FILTER (WHERE blocked))::bigint AS blocked
             FROM risk_decisions
             WHERE decided_at <= now()) p;
-COMMENT ON VIEW dashboard_totals IS 'Totals up to now: card events, entries by outcome and fares (cents) from the retained per-second history; payments approved and blocked';
+COMMENT ON VIEW dashboard_totals IS 'Totals: card events, entries by outcome and fares (cents) rolled up so far (station_totals, kept when old history is dropped); payments approved and blocked up to now';
 
 -- grants
 GRANT SELECT ON station_second_stats, swipes_per_second, acceptance_rate, busiest_stations,

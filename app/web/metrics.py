@@ -1,7 +1,8 @@
 """Prometheus metrics, read from the database (and Kafka, when configured) on each scrape.
 
 Counters are totals the database keeps: entry swipes by outcome and card events from
-the retained per-second history; fraud rows, alerts, trips and payment decisions
+the rollup's lifetime counters per station (station_totals, which never fall when old
+history is dropped); fraud rows, alerts, trips and payment decisions
 from the streams as the bridge counts them (rows acknowledged by Kafka plus rows
 pending, so rows pruned after delivery still count; pending is counted up to
 queries.LAG_COUNT_LIMIT, so behind a larger backlog these totals stay below the truth

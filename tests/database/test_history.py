@@ -29,6 +29,17 @@ STATION_STATS_RECOMPUTED = """
            coalesce(sum(amount) FILTER (WHERE activity_code = 1 AND accept = 1), 0)::bigint
     FROM card_events GROUP BY 1, 2 ORDER BY 1, 2"""
 
+# Every event rolled up, per station: the lifetime counters /metrics exports.
+STATION_TOTALS = """
+    SELECT station_id, swipes, entries, accepted, rejected, fraud, revenue
+    FROM station_totals ORDER BY station_id"""
+STATION_TOTALS_RECOMPUTED = f"""
+    SELECT station_id, sum(swipes)::bigint, sum(entries)::bigint, sum(accepted)::bigint,
+           sum(rejected)::bigint, sum(fraud)::bigint, sum(revenue)::bigint
+    FROM ({STATION_STATS_RECOMPUTED.replace("ORDER BY 1, 2", "")}) s(station_id, second_start,
+          swipes, entries, accepted, rejected, fraud, revenue)
+    GROUP BY 1 ORDER BY 1"""
+
 EXPORT_STATS = "SELECT card_id, station_name, alerts FROM card_export_stats ORDER BY 1, 2"
 EXPORT_STATS_RECOMPUTED = """
     SELECT card_id, station_name, count(*)::integer FROM card_alert_export
@@ -69,6 +80,8 @@ def assert_history_matches(conn):
     assert conn.execute(CARD_HISTORY).fetchall() == recomputed
     recomputed = conn.execute(STATION_STATS_RECOMPUTED).fetchall()
     assert conn.execute(STATION_STATS).fetchall() == recomputed
+    assert conn.execute(STATION_TOTALS).fetchall() == conn.execute(
+        STATION_TOTALS_RECOMPUTED).fetchall()
     assert conn.execute(EXPORT_STATS).fetchall() == conn.execute(
         EXPORT_STATS_RECOMPUTED).fetchall()
     assert conn.execute(DEPARTURES).fetchall() == conn.execute(DEPARTURES_RECOMPUTED).fetchall()
@@ -199,6 +212,10 @@ def test_rollup_refuses_a_bad_batch_size(conn):
 def test_truncate_clears_the_history(conn, stations):
     add_card(conn, 1, balance=3000)
     conn.execute("SELECT validate_entry(1, 1, %s)", (at(),))
+    catch_up(conn)
+    derived = ("SELECT (SELECT count(*) FROM card_history_second),"
+               " (SELECT count(*) FROM station_second_slots),"
+               " (SELECT count(*) FROM station_totals)")
+    assert conn.execute(derived).fetchone() == (1, 1, 1)
     conn.execute("TRUNCATE card_events")
-    assert conn.execute("SELECT (SELECT count(*) FROM card_history_second),"
-                        " (SELECT count(*) FROM station_second_slots)").fetchone() == (0, 0)
+    assert conn.execute(derived).fetchone() == (0, 0, 0)

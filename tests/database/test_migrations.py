@@ -12,6 +12,7 @@ import psycopg
 from alembic import command
 from factories import at, catch_up
 from psycopg import sql
+from test_history import STATION_TOTALS, STATION_TOTALS_RECOMPUTED
 from test_install import schema_dump
 
 from metro import config, schema
@@ -233,3 +234,25 @@ def test_history_survives_as_a_recomputation(empty_db):
         ).fetchall() == conn.execute(
             "SELECT card_id, date_trunc('second', ts), count(*)::integer FROM metro.card_events"
             " GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+
+
+def test_station_totals_start_from_the_retained_history(empty_db):
+    """Revision 0014 fills the lifetime counters from the history rolled up before it."""
+    dsn = empty_db("totals")
+    schema.upgrade(dsn, "0001")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        write_0001(conn)
+    schema.upgrade(dsn, "0013")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        catch_up(conn)
+        rolled_up = conn.execute("SELECT sum(swipes) FROM metro.station_second_slots").fetchone()
+    assert rolled_up is not None and rolled_up[0] > 0
+    schema.upgrade(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET search_path = metro, public")
+        assert conn.execute(STATION_TOTALS).fetchall() == conn.execute(
+            STATION_TOTALS_RECOMPUTED).fetchall()
+        conn.execute("SELECT validate_entry(43, 1, %s)", (at() + timedelta(hours=3),))
+        catch_up(conn)
+        assert conn.execute(STATION_TOTALS).fetchall() == conn.execute(
+            STATION_TOTALS_RECOMPUTED).fetchall()

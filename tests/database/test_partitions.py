@@ -66,6 +66,10 @@ def test_days_past_retention_are_dropped_in_well_under_a_second(conn, stations):
     conn.execute("UPDATE settings SET history_retention = '10 days'")
     assert sorted(conn.execute("SELECT action, table_name FROM run_maintenance()").fetchall()) == [
         ("dropped", "card_history_second"), ("dropped", "station_second_slots")]
+    # The counters /metrics exports keep the dropped days: a counter never falls.
+    assert conn.execute("SELECT count(*) FROM station_second_slots").fetchone() == (0,)
+    assert conn.execute("SELECT swipes, entries, revenue FROM dashboard_totals").fetchone() == (
+        50_000, 0, 0)
 
 
 def test_a_replayed_past_day_goes_to_the_default_partition_and_leaves_by_retention(conn, stations):
