@@ -191,14 +191,14 @@ def fresh_history(dsn: str, busy_events: int) -> None:
     is_fraud cards, whose past differs a thousandfold, spread over the last ten days
     (all of it older than the one-hour window).
 
-    The history goes into eleven days' partitions, ten of which a database in its
-    steady state never writes again: they are vacuumed and analyzed here, not by
-    autovacuum during the run. Each ANALYZE or VACUUM of a partition makes every connection plan its
-    swipes again (the rules' plans name every partition): about 5 ms each with 35
-    partitions. With autovacuum processing ten or eleven of them during an open loop at
-    half capacity, its p99 was 25 and 60 ms, against 4 to 8 ms in the rounds it did not
-    (2026-12-01, 8 rounds). Then a CHECKPOINT, so that no run pays for the writes of the
-    run before it.
+    The history goes into ten or eleven days' partitions (by the hour of the day); a
+    database in its steady state no longer writes those of past days. All are vacuumed
+    and analyzed here, not by autovacuum during the run. Each ANALYZE or VACUUM of a
+    partition makes every connection plan its swipes again (the rules' plans name every
+    partition): about 5 ms each with 35 partitions. With autovacuum processing ten or
+    eleven of them during an open loop at half capacity, its p99 was 25 and 60 ms,
+    against 4 to 8 ms in the rounds it did not (2026-12-01, 8 rounds). Then a
+    CHECKPOINT, so that no run pays for the writes of the run before it.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE metro.card_events, metro.fraud, metro.card_alert_export,"

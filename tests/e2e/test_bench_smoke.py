@@ -23,6 +23,16 @@ BENCHMARKS = [("validate_entry", False), ("worker_lag", False), ("history_size",
               ("risk", True), ("dashboard", False)]
 
 
+# benchmark -> (its baseline's summary row, the rows given as a ratio to it)
+BASELINES = {
+    "loader": ("raw COPY (psql \\copy), clean file",
+               ("loader, clean file", "loader, 1% bad file",
+                "loader, 1% bad, PostgreSQL < 17 path file")),
+    "bridge": ("raw kafka-python producer, the same messages",
+               ("bridge forwarding outbox -> Kafka",)),
+}
+
+
 def bench_env(server_dsn: str, **extra: str) -> dict[str, str]:
     """The environment of a benchmark process against the test server."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
@@ -83,6 +93,13 @@ def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, n
         # today, 3 days ahead and the default partition.
         assert written["card_events_partitions"] == 35
         assert written["setups"]["validate_entry@2"]["partitions"] == 35
+    if name in BASELINES:
+        # A baseline measured in the same run, and each figure's ratio to it.
+        baseline, compared = BASELINES[name]
+        rows = {row["workload"]: row for row in written["summary"]}
+        for workload in compared:
+            assert rows[workload]["baseline_ratio"] == pytest.approx(
+                rows[workload]["throughput"] / rows[baseline]["throughput"]), workload
     # Its scratch database is gone: some hold gigabytes.
     assert left_behind(server_dsn, f"metro_bench_{name}_smoke") == 0
     for row in written["summary"]:
@@ -197,16 +214,20 @@ def test_each_validate_entry_run_starts_with_nothing_left_for_autovacuum(server_
              "time.sleep(1)  # what the closed connection still had to report\n"
              "with psycopg.connect(dsn) as conn:\n"
              "    print(conn.execute(\"SELECT count(*) FILTER (WHERE n_mod_since_analyze > 0),\"\n"
-             "                       \" count(*) FILTER (WHERE n_live_tup > 0)\"\n"
+             "                       \" count(*) FILTER (WHERE n_live_tup > 0),\"\n"
+             "                       \" (SELECT count(DISTINCT tableoid)\"\n"
+             "                       \"  FROM metro.card_events)\"\n"
              "                       \" FROM pg_stat_user_tables\"\n"
              "                       \" WHERE relname LIKE 'card_events_%'\").fetchone())\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=env, cwd=PROJECT_ROOT, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     partitions, counts = result.stdout.strip().splitlines()[-2:]
-    # 35 partitions; the history cards' ten days of rows in eleven days' partitions (the
-    # newest is an hour old), all of them analyzed after the rows went in.
-    assert (partitions, counts) == ("35", "(0, 11)")
+    # 35 partitions; every one holding the history cards' rows (ten or eleven, by the hour
+    # of the day) analyzed after the rows went in: none left with changes to analyze.
+    left_to_analyze, with_rows, holding = (int(n) for n in counts.strip("()").split(", "))
+    assert (partitions, left_to_analyze) == ("35", 0)
+    assert with_rows == holding and holding in (10, 11)
     assert left_behind(server_dsn, "metro_bench_fresh_smoke") == 0
 
 
