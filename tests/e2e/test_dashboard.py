@@ -192,6 +192,16 @@ def test_the_page_shows_the_network_live(dashboard_db, conn, reader_role, start_
         assert int.from_bytes(png[16:20], "big") == 1400
         if os.environ.get("METRO_DASHBOARD_SCREENSHOT"):
             browser.screenshot(PROJECT_ROOT / "docs" / "dashboard.png")
+
+        # The bridge far behind: more fraud rows pending than the page counts.
+        conn.execute("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code,"
+                     " amount) SELECT 'backlog-' || n, 1, now(), 1, 1, 250"
+                     " FROM generate_series(1, %s) n", (queries.LAG_COUNT_LIMIT,))
+        browser.wait_for("document.getElementById('fraud-total').textContent === '100,000+'",
+                         what="the fraud total shown as more than the count limit")
+        assert browser.evaluate(
+            "document.querySelector('#streams tr[data-stream=fraud] td:nth-child(4)')"
+            ".textContent") == "100,000+"
     finally:
         browser.close()
     assert dashboard.stop() == 0
