@@ -10,6 +10,7 @@
 --   card_events       -> card_history_second, station_second_slots, station_totals,
 --                        and the departures the new entries belong to
 --   card_alert_export -> card_export_stats (kept when the bridge prunes)
+--   transaction_decisions -> payment_totals (kept when the bridge prunes)
 --   train_events      -> station_departures (a new departure, and the next
 --                        one at the station, whose window it shortens)
 --
@@ -52,40 +53,42 @@ END
 $$;
 COMMENT ON FUNCTION card_events_refuse_change() IS 'Trigger: card_events is append-only, UPDATE and DELETE are refused (MT006)';
 
--- TRUNCATE card_events empties the history derived from it.
-CREATE OR REPLACE FUNCTION card_events_clear_history()
+-- TRUNCATE of a source empties the tables derived from it, named by the
+-- trigger's arguments (the schema's own names, never a caller's).
+CREATE OR REPLACE FUNCTION clear_derived()
 RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
-    TRUNCATE card_history_second, station_second_slots, station_totals;
+    EXECUTE 'TRUNCATE ' || (SELECT string_agg(format('%I', t), ', ') FROM unnest(TG_ARGV) t);
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION card_events_clear_history() IS 'Trigger: TRUNCATE card_events empties the history derived from it';
+COMMENT ON FUNCTION clear_derived() IS 'Trigger: TRUNCATE of a source table empties the derived tables named by the trigger''s arguments';
 
--- TRUNCATE card_alert_export empties the counts derived from it.
-CREATE OR REPLACE FUNCTION card_alert_export_clear_stats()
-RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
-BEGIN
-    TRUNCATE card_export_stats;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION card_alert_export_clear_stats() IS 'Trigger: TRUNCATE card_alert_export empties card_export_stats';
-
--- A delivered alert may be pruned by the bridge only once the rollup has
--- counted it: a row after the rollup's cursor is kept (the DELETE skips it)
--- and pruned by a later round.
-CREATE OR REPLACE FUNCTION card_alert_export_keep_uncounted()
+-- A delivered stream row may be pruned by the bridge only once the rollup has
+-- counted it: a row after the rollup's cursor for its table is kept (the
+-- DELETE skips it) and pruned by a later round.
+CREATE OR REPLACE FUNCTION stream_keep_uncounted()
 RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM worker_cursors c
-               WHERE c.source = 'card_alert_export' AND (c.txid, c.position) < (OLD.txid, OLD.position)) THEN
+               WHERE c.source = TG_TABLE_NAME AND (c.txid, c.position) < (OLD.txid, OLD.position)) THEN
         RETURN NULL;
     END IF;
     RETURN OLD;
 END
 $$;
-COMMENT ON FUNCTION card_alert_export_keep_uncounted() IS 'Trigger: a card_alert_export row the rollup has not counted yet is not deleted';
+COMMENT ON FUNCTION stream_keep_uncounted() IS 'Trigger: a stream row (card_alert_export, transaction_decisions) the rollup has not counted yet is not deleted';
+
+-- Moves a rollup cursor past the rows_rolled_up rows just rolled up, in the
+-- transaction that wrote what they add up to; nothing when there were none.
+CREATE OR REPLACE FUNCTION advance_rollup_cursor(source text, rows_rolled_up bigint,
+                                                 last_txid xid8, last_position bigint)
+RETURNS void LANGUAGE sql SET search_path = metro, pg_temp AS $$
+    UPDATE worker_cursors c
+    SET txid = $3, position = $4, rolled_up = c.rolled_up + $2, rolled_up_at = now()
+    WHERE c.source = $1 AND $2 > 0
+$$;
+COMMENT ON FUNCTION advance_rollup_cursor(text, bigint, xid8, bigint) IS 'Moves the rollup cursor of a source to (last_txid, last_position) and counts rows_rolled_up more rows, when there were any';
 
 -- One round of the rollup: at most max_rows rows of each source, committed
 -- before the commit horizon, after the source's cursor, in (txid, position)
@@ -182,12 +185,7 @@ BEGIN
            coalesce((SELECT array_agg(bo.ts ORDER BY bo.station_id, bo.ts) FROM boarded bo), '{}')
     INTO n, last_txid, last_position, dep_stations, dep_ts
     FROM (SELECT 1) one LEFT JOIN last_row l ON true;
-    IF n > 0 THEN
-        UPDATE worker_cursors c
-        SET txid = last_txid, position = last_position, rolled_up = c.rolled_up + n,
-            rolled_up_at = now()
-        WHERE c.source = 'card_events';
-    END IF;
+    PERFORM advance_rollup_cursor('card_events', n, last_txid, last_position);
     source := 'card_events'; rolled_up := n; full_round := n = max_rows;
     RETURN NEXT;
 
@@ -210,13 +208,31 @@ BEGIN
     SELECT (SELECT count(*) FROM batch), l.txid, l.position
     INTO n, last_txid, last_position
     FROM (SELECT 1) one LEFT JOIN last_row l ON true;
-    IF n > 0 THEN
-        UPDATE worker_cursors c
-        SET txid = last_txid, position = last_position, rolled_up = c.rolled_up + n,
-            rolled_up_at = now()
-        WHERE c.source = 'card_alert_export';
-    END IF;
+    PERFORM advance_rollup_cursor('card_alert_export', n, last_txid, last_position);
     source := 'card_alert_export'; rolled_up := n; full_round := n = max_rows;
+    RETURN NEXT;
+
+    -- transaction_decisions: payments by decision.
+    SELECT * INTO cur FROM worker_cursors c WHERE c.source = 'transaction_decisions';
+    WITH batch AS MATERIALIZED (
+        SELECT d.position, d.txid, d.blocked
+        FROM transaction_decisions d
+        WHERE (d.txid, d.position) > (cur.txid, cur.position) AND d.txid < horizon
+        ORDER BY d.txid, d.position
+        LIMIT max_rows
+    ), counted AS (
+        INSERT INTO payment_totals AS t (blocked, payments)
+        SELECT b.blocked, count(*) FROM batch b
+        GROUP BY 1 ORDER BY 1
+        ON CONFLICT (blocked) DO UPDATE SET payments = t.payments + excluded.payments
+    ), last_row AS (
+        SELECT b.txid, b.position FROM batch b ORDER BY b.txid DESC, b.position DESC LIMIT 1
+    )
+    SELECT (SELECT count(*) FROM batch), l.txid, l.position
+    INTO n, last_txid, last_position
+    FROM (SELECT 1) one LEFT JOIN last_row l ON true;
+    PERFORM advance_rollup_cursor('transaction_decisions', n, last_txid, last_position);
+    source := 'transaction_decisions'; rolled_up := n; full_round := n = max_rows;
     RETURN NEXT;
 
     -- train_events: whole transactions at a time (up to the one holding the
@@ -247,9 +263,7 @@ BEGIN
         FROM affected a;
         dep_stations := dep_stations || more_stations;
         dep_ts := dep_ts || more_ts;
-        UPDATE worker_cursors c
-        SET txid = last_txid, rolled_up = c.rolled_up + n, rolled_up_at = now()
-        WHERE c.source = 'train_events';
+        PERFORM advance_rollup_cursor('train_events', n, last_txid, 0);
     END IF;
 
     -- The departures touched above, recomputed from the station counters:
@@ -279,7 +293,7 @@ BEGIN
     RETURN NEXT;
 END
 $$;
-COMMENT ON FUNCTION run_rollup(integer) IS 'One round of the rollup: at most max_rows committed rows of each source (card_events, card_alert_export, train_events) after its cursor and behind the commit horizon, added once to card_history_second, station_second_slots, station_totals, card_export_stats and station_departures, the cursor moved in the same transaction; (source, rolled_up, full_round) per source. 22023 max_rows not positive';
+COMMENT ON FUNCTION run_rollup(integer) IS 'One round of the rollup: at most max_rows committed rows of each source (card_events, card_alert_export, train_events, transaction_decisions) after its cursor and behind the commit horizon, added once to card_history_second, station_second_slots, station_totals, card_export_stats, station_departures and payment_totals, the cursor moved in the same transaction; (source, rolled_up, full_round) per source. 22023 max_rows not positive';
 REVOKE ALL ON FUNCTION run_rollup(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_rollup(integer) TO metro_worker;
 
@@ -309,15 +323,17 @@ BEGIN
             FROM (SELECT e.ts FROM card_events e
                   WHERE (e.txid, e.event_id) > (c.txid, c.position)
                   ORDER BY e.txid, e.event_id LIMIT rows_to_read) p;
-        ELSIF c.source = 'card_alert_export' THEN
-            SELECT count(*), min(p.ts) INTO pending, oldest_pending
-            FROM (SELECT a.ts FROM card_alert_export a
-                  WHERE (a.txid, a.position) > (c.txid, c.position)
-                  ORDER BY a.txid, a.position LIMIT rows_to_read) p;
-        ELSE
+        ELSIF c.source = 'train_events' THEN
             SELECT count(*), min(p.ts) INTO pending, oldest_pending
             FROM (SELECT te.ts FROM train_events te WHERE te.txid > c.txid
                   ORDER BY te.txid LIMIT rows_to_read) p;
+        ELSE
+            -- A stream (card_alert_export, transaction_decisions): the table is
+            -- named by the cursor's row, which the schema writes.
+            EXECUTE format('SELECT count(*), min(p.ts) FROM (SELECT s.ts FROM %I s'
+                           ' WHERE (s.txid, s.position) > ($1, $2)'
+                           ' ORDER BY s.txid, s.position LIMIT $3) p', c.source)
+                INTO pending, oldest_pending USING c.txid, c.position, rows_to_read;
         END IF;
         RETURN NEXT;
     END LOOP;
@@ -334,8 +350,13 @@ CREATE TRIGGER card_events_station AFTER INSERT ON card_events
 CREATE TRIGGER card_events_append_only BEFORE UPDATE OR DELETE ON card_events
     FOR EACH STATEMENT EXECUTE FUNCTION card_events_refuse_change();
 CREATE TRIGGER card_events_truncate AFTER TRUNCATE ON card_events
-    FOR EACH STATEMENT EXECUTE FUNCTION card_events_clear_history();
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION clear_derived('card_history_second', 'station_second_slots', 'station_totals');
 CREATE TRIGGER card_alert_export_keep_uncounted BEFORE DELETE ON card_alert_export
-    FOR EACH ROW EXECUTE FUNCTION card_alert_export_keep_uncounted();
+    FOR EACH ROW EXECUTE FUNCTION stream_keep_uncounted();
 CREATE TRIGGER card_alert_export_truncate AFTER TRUNCATE ON card_alert_export
-    FOR EACH STATEMENT EXECUTE FUNCTION card_alert_export_clear_stats();
+    FOR EACH STATEMENT EXECUTE FUNCTION clear_derived('card_export_stats');
+CREATE TRIGGER transaction_decisions_keep_uncounted BEFORE DELETE ON transaction_decisions
+    FOR EACH ROW EXECUTE FUNCTION stream_keep_uncounted();
+CREATE TRIGGER transaction_decisions_truncate AFTER TRUNCATE ON transaction_decisions
+    FOR EACH STATEMENT EXECUTE FUNCTION clear_derived('payment_totals');

@@ -101,5 +101,17 @@ COMMENT ON COLUMN transaction_decisions.message IS 'Reason of that rule';
 -- streams
 SELECT register_stream('transaction_decisions', 'transaction_decisions', 'transaction_id', 'ts');
 
+-- Lifetime counters of the decisions, added to by the rollup from the
+-- transaction_decisions stream. /metrics exports them as counters: counted from
+-- risk_decisions, which keeps every decision, each scrape read a row per
+-- payment ever decided.
+CREATE TABLE payment_totals (
+    blocked boolean PRIMARY KEY,
+    payments bigint NOT NULL CHECK (payments >= 0)
+);
+COMMENT ON TABLE payment_totals IS 'Payments decided, by decision, counted by the rollup from transaction_decisions; kept when the bridge prunes delivered stream rows, emptied with transaction_decisions by TRUNCATE';
+COMMENT ON COLUMN payment_totals.blocked IS 'The decision: blocked (true) or approved (false)';
+COMMENT ON COLUMN payment_totals.payments IS 'Decisions of that kind rolled up';
+
 -- grants
 GRANT SELECT ON risk_rules TO metro_reader;

@@ -147,10 +147,10 @@ WHERE decided_at >= now() - interval '1 minute' AND decided_at <= now();
 COMMENT ON VIEW dashboard_payments IS 'Payments decided in the last minute (decided_at in [now - 1 minute, now]): approved and blocked';
 
 -- Totals since the data began, for Prometheus counters (metro dashboard's
--- /metrics): the card events from the rollup's lifetime counters per station
--- (one row a station to read, never lowered when old history is dropped), as far
--- as the rollup has come; the payments from every decision. One scrape every few
--- seconds, not on the page's refresh.
+-- /metrics), from the rollup's lifetime counters as far as it has come: card
+-- events per station (one row a station), payments per decision (two rows).
+-- Neither is lowered when old history is dropped or delivered stream rows are
+-- pruned. One scrape every few seconds, not on the page's refresh.
 CREATE VIEW dashboard_totals AS
 SELECT h.swipes, h.entries, h.accepted, h.rejected, h.fraud, h.revenue,
        p.approved, p.blocked
@@ -161,11 +161,10 @@ FROM (SELECT coalesce(sum(swipes), 0)::bigint AS swipes,
              coalesce(sum(fraud), 0)::bigint AS fraud,
              coalesce(sum(revenue), 0)::bigint AS revenue
       FROM station_totals) h
-CROSS JOIN (SELECT (count(*) FILTER (WHERE NOT blocked))::bigint AS approved,
-                   (count(*) FILTER (WHERE blocked))::bigint AS blocked
-            FROM risk_decisions
-            WHERE decided_at <= now()) p;
-COMMENT ON VIEW dashboard_totals IS 'Totals: card events, entries by outcome and fares (cents) rolled up so far (station_totals, kept when old history is dropped); payments approved and blocked up to now';
+CROSS JOIN (SELECT coalesce(sum(payments) FILTER (WHERE NOT blocked), 0)::bigint AS approved,
+                   coalesce(sum(payments) FILTER (WHERE blocked), 0)::bigint AS blocked
+            FROM payment_totals) p;
+COMMENT ON VIEW dashboard_totals IS 'Totals rolled up so far: card events, entries by outcome and fares (cents) from station_totals, payments approved and blocked from payment_totals; neither falls when old rows are dropped or pruned';
 
 -- grants
 GRANT SELECT ON station_second_stats, swipes_per_second, acceptance_rate, busiest_stations,

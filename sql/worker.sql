@@ -18,19 +18,21 @@ GRANT USAGE ON SCHEMA metro TO metro_worker;
 
 -- tables
 CREATE TABLE worker_cursors (
-    source text PRIMARY KEY CHECK (source IN ('card_events', 'card_alert_export', 'train_events')),
+    source text PRIMARY KEY
+        CHECK (source IN ('card_events', 'card_alert_export', 'train_events', 'transaction_decisions')),
     txid xid8 NOT NULL DEFAULT '0',
     position bigint NOT NULL DEFAULT 0 CHECK (position >= 0),
     rolled_up bigint NOT NULL DEFAULT 0 CHECK (rolled_up >= 0),
     rolled_up_at timestamptz
 );
 COMMENT ON TABLE worker_cursors IS 'The rollup''s cursor per source table, moved in the same transaction as the derived rows it wrote: every source row at or before (txid, position) is counted once';
-COMMENT ON COLUMN worker_cursors.source IS 'Source table: card_events (per-second history, station counters), card_alert_export (card_export_stats), train_events (station_departures)';
+COMMENT ON COLUMN worker_cursors.source IS 'Source table: card_events (per-second history, station counters), card_alert_export (card_export_stats), train_events (station_departures), transaction_decisions (payment_totals)';
 COMMENT ON COLUMN worker_cursors.txid IS 'Writing transaction of the last source row rolled up (rows are read in (txid, position) order, below the commit horizon)';
-COMMENT ON COLUMN worker_cursors.position IS 'event_id (card_events) or stream position (card_alert_export) of the last row rolled up; 0 for train_events, read whole transactions at a time';
+COMMENT ON COLUMN worker_cursors.position IS 'event_id (card_events) or stream position (card_alert_export, transaction_decisions) of the last row rolled up; 0 for train_events, read whole transactions at a time';
 COMMENT ON COLUMN worker_cursors.rolled_up IS 'Source rows rolled up since the schema was created';
 COMMENT ON COLUMN worker_cursors.rolled_up_at IS 'When the cursor last moved';
-INSERT INTO worker_cursors (source) VALUES ('card_events'), ('card_alert_export'), ('train_events');
+INSERT INTO worker_cursors (source)
+VALUES ('card_events'), ('card_alert_export'), ('train_events'), ('transaction_decisions');
 
 CREATE TABLE worker_state (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),

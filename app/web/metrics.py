@@ -1,12 +1,13 @@
 """Prometheus metrics, read from the database (and Kafka, when configured) on each scrape.
 
-Counters are totals the database keeps: entry swipes by outcome and card events from
-the rollup's lifetime counters per station (station_totals, which never fall when old
-history is dropped); fraud rows, alerts, trips and payment decisions
+Counters are totals the database keeps: entry swipes by outcome, card events and
+payments by decision from the rollup's lifetime counters (station_totals and
+payment_totals, which never fall when old history is dropped or delivered decisions
+pruned); fraud rows, alerts, trips and payment decisions
 from the streams as the bridge counts them (rows acknowledged by Kafka plus rows
 pending, so rows pruned after delivery still count; pending is counted up to
 queries.LAG_COUNT_LIMIT, so behind a larger backlog these totals stay below the truth
-and catch up as it drains); payments by decision from risk_decisions. Gauges: per
+and catch up as it drains). Gauges: per
 stream the rows pending (up to that limit) and the age of the oldest, per
 inbound partition the next offset (and, with Kafka configured, the messages not yet
 consumed), whether the database and Kafka answer.
@@ -40,7 +41,7 @@ DOCUMENTED = {
     "metro_fraud_total": "Rows written to the fraud stream (refused swipes and blocked recharges)",
     "metro_alerts_total": "Rows written to the card_alert_export stream",
     "metro_trips_total": "Rows written to the trips stream",
-    "metro_payments_total": "Payments decided, by decision (approved, blocked)",
+    "metro_payments_total": "Payments decided, by decision (approved, blocked), as rolled up",
     "metro_swipes_per_second": "Card events in the last complete second",
     "metro_acceptance_ratio": "Accepted entries / entries over the last minute",
     "metro_stream_delivered_total": "Stream rows acknowledged by Kafka, per stream",

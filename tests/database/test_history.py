@@ -209,13 +209,47 @@ def test_rollup_refuses_a_bad_batch_size(conn):
     assert raised.value.diag.message_hint
 
 
-def test_truncate_clears_the_history(conn, stations):
-    add_card(conn, 1, balance=3000)
+def test_payment_totals_keep_counting_after_the_bridge_prunes(conn):
+    conn.execute("INSERT INTO risk_tags VALUES (7, 3)")
+    for n, amount in enumerate((10000.01, 1.00, 2.00)):
+        conn.execute("SELECT * FROM evaluate_transaction(%s, '7', %s::numeric, %s)",
+                     (f"p-{n}", amount, at(n)))
+    catch_up(conn)
+    conn.execute("SELECT * FROM evaluate_transaction('p-3', '7', 20000, %s)", (at(10),))
+    # The same transaction again is its recorded decision: nothing more to count.
+    conn.execute("SELECT * FROM evaluate_transaction('p-1', '7', 1.00, %s)", (at(1),))
+    conn.execute("SELECT bridge_ack('transaction_decisions', txid, position, 4) FROM"
+                 " (SELECT * FROM transaction_decisions ORDER BY txid DESC, position DESC"
+                 "  LIMIT 1) d")
+    assert conn.execute("SELECT pruned FROM bridge_prune('0 seconds', 1000)"
+                        " WHERE stream = 'transaction_decisions'").fetchone() == (3,)
+    # The decision the rollup has not counted stays until it has.
+    assert conn.execute("SELECT transaction_id FROM transaction_decisions").fetchall() == [
+        ("p-3",)]
+    catch_up(conn)
+    conn.execute("SELECT bridge_prune('0 seconds', 1000)")
+    assert conn.execute("SELECT count(*) FROM transaction_decisions").fetchone() == (0,)
+    assert conn.execute("SELECT blocked, payments FROM payment_totals ORDER BY 1").fetchall() == [
+        (False, 2), (True, 2)]
+    assert conn.execute("SELECT approved, blocked FROM dashboard_totals").fetchone() == (2, 2)
+
+
+def test_truncate_clears_what_is_derived(conn, stations):
+    add_card(conn, 1, balance=0, notify=1)
+    add_card(conn, 2, balance=3000)
     conn.execute("SELECT validate_entry(1, 1, %s)", (at(),))
+    conn.execute("SELECT validate_entry(2, 1, %s)", (at(),))
+    conn.execute("SELECT * FROM evaluate_transaction('p-1', '7', 1.00, %s)", (at(),))
     catch_up(conn)
     derived = ("SELECT (SELECT count(*) FROM card_history_second),"
                " (SELECT count(*) FROM station_second_slots),"
-               " (SELECT count(*) FROM station_totals)")
-    assert conn.execute(derived).fetchone() == (1, 1, 1)
+               " (SELECT count(*) FROM station_totals),"
+               " (SELECT count(*) FROM card_export_stats),"
+               " (SELECT count(*) FROM payment_totals)")
+    assert conn.execute(derived).fetchone() == (2, 1, 1, 1, 1)
     conn.execute("TRUNCATE card_events")
-    assert conn.execute(derived).fetchone() == (0, 0, 0)
+    assert conn.execute(derived).fetchone() == (0, 0, 0, 1, 1)
+    conn.execute("TRUNCATE card_alert_export")
+    assert conn.execute(derived).fetchone() == (0, 0, 0, 0, 1)
+    conn.execute("TRUNCATE transaction_decisions")
+    assert conn.execute(derived).fetchone() == (0, 0, 0, 0, 0)

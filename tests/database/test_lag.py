@@ -11,12 +11,16 @@ import pytest
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
-# Five card events and five fraud rows, one second apart, inserted in time order.
+# Five card events, fraud rows and payment decisions, one second apart, in time order.
 INSERT_EVENTS = ("INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)"
                  " SELECT n, %s + n * interval '1 s', 1, 1, 250, 1 FROM generate_series(0, %s) n")
 INSERT_FRAUD = ("INSERT INTO fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
                 " SELECT n || '_1', n, %s + n * interval '1 s', 1, 1, 250"
                 " FROM generate_series(0, 4) n")
+INSERT_DECISIONS = ("INSERT INTO transaction_decisions (transaction_id, account_id, amount, ts,"
+                    " risk_level, blocked, rule, message)"
+                    " SELECT 'tx' || n, 'account1', 100, %s + n * interval '1 s', 1, false,"
+                    " 'default_pass', 'Approved' FROM generate_series(0, 4) n")
 
 
 def lag(conn: psycopg.Connection, query: str, limit: int | None) -> tuple[object, ...]:
@@ -35,17 +39,23 @@ def lag(conn: psycopg.Connection, query: str, limit: int | None) -> tuple[object
 def test_a_count_limit_counts_at_most_one_row_more(conn, stations, limit, expected):
     conn.execute(INSERT_EVENTS, (START, 4))
     conn.execute(INSERT_FRAUD, (START,))
+    conn.execute(INSERT_DECISIONS, (START,))
     assert lag(conn, "SELECT pending, oldest_pending FROM worker_lag(%s)"
                      " WHERE source = 'card_events'", limit) == expected
+    # A stream's rows, counted by the rollup into payment_totals.
+    assert lag(conn, "SELECT pending, oldest_pending FROM worker_lag(%s)"
+                     " WHERE source = 'transaction_decisions'", limit) == expected
     assert lag(conn, "SELECT pending, oldest_pending FROM bridge_lag(%s)"
                      " WHERE stream = 'fraud'", limit) == expected
 
 
 def test_without_a_limit_every_pending_row_is_counted(conn, stations):
     conn.execute(INSERT_EVENTS, (START, 4))
+    conn.execute(INSERT_DECISIONS, (START + timedelta(minutes=1),))
     assert conn.execute("SELECT source, pending, oldest_pending FROM worker_lag()"
                         " ORDER BY source").fetchall() == [
-        ("card_alert_export", 0, None), ("card_events", 5, START), ("train_events", 0, None)]
+        ("card_alert_export", 0, None), ("card_events", 5, START), ("train_events", 0, None),
+        ("transaction_decisions", 5, START + timedelta(minutes=1))]
 
 
 def test_a_limited_count_reads_only_the_rows_it_counts(db, stations):

@@ -256,3 +256,32 @@ def test_station_totals_start_from_the_retained_history(empty_db):
         catch_up(conn)
         assert conn.execute(STATION_TOTALS).fetchall() == conn.execute(
             STATION_TOTALS_RECOMPUTED).fetchall()
+
+
+def test_payment_totals_count_the_pruned_decisions_and_the_rollup_the_rest(empty_db):
+    """Revision 0015 counts the decisions whose stream rows the bridge pruned; the rollup
+    counts the others once, from the stream."""
+    dsn = empty_db("payments")
+    for revision, write in WRITES.items():
+        schema.upgrade(dsn, revision)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            write(conn)
+    schema.upgrade(dsn, "0014")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # Delivered and pruned: the first decision (p-1, blocked).
+        conn.execute("SELECT metro.bridge_ack('transaction_decisions', txid, position, 1)"
+                     " FROM metro.transaction_decisions WHERE transaction_id = 'p-1'")
+        conn.execute("SELECT metro.bridge_prune('0 seconds', 1000)")
+        assert conn.execute("SELECT transaction_id FROM metro.transaction_decisions"
+                            " ORDER BY 1").fetchall() == [("p-2",), ("p-3",)]
+    schema.upgrade(dsn)
+    totals = "SELECT blocked, payments FROM metro.payment_totals ORDER BY 1"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(totals).fetchall() == [(True, 1)]
+        catch_up(conn)
+        assert conn.execute(totals).fetchall() == [(False, 2), (True, 1)]
+        conn.execute("SELECT metro.evaluate_transaction('p-4', '8', 2.00, %s)", (at(3),))
+        catch_up(conn)
+        assert conn.execute(totals).fetchall() == [(False, 3), (True, 1)]
+        assert conn.execute(totals).fetchall() == conn.execute(
+            "SELECT blocked, count(*) FROM metro.risk_decisions GROUP BY 1 ORDER BY 1").fetchall()

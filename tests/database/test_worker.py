@@ -89,21 +89,29 @@ def test_one_worker_works_the_others_wait(db, conn, stations):
                                           heartbeat=0.2, lease_retry=0.1),
                             stop, said[name].append) for name in ("a", "b")}
     threads = {name: threading.Thread(target=w.run) for name, w in workers.items()}
-    threads["a"].start()
-    wait_for(lambda: any("holding the lease" in line for line in said["a"]))
-    threads["b"].start()
-    wait_for(lambda: said["b"] == ["waiting for the lease held by host:a"])
-    conn.execute(INSERT_EVENTS, (0, 1000))
-    wait_for(lambda: rolled_up(db) == 1000)
-    assert workers["a"].rolled_up == 1000 and workers["b"].rolled_up == 0
-    # The status names the holder; a clean stop gives the lease up at once.
-    status = run_metro("worker", "--status", dsn=db)
-    assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith("lease: held by host:a since ")
-    assert "card_events        1,000      " in status.stdout
-    stop.set()
-    for thread in threads.values():
-        thread.join(timeout=20)
+    try:
+        threads["a"].start()
+        wait_for(lambda: any("holding the lease" in line for line in said["a"]))
+        threads["b"].start()
+        wait_for(lambda: said["b"] == ["waiting for the lease held by host:a"])
+        conn.execute(INSERT_EVENTS, (0, 1000))
+        wait_for(lambda: rolled_up(db) == 1000)
+        assert workers["a"].rolled_up == 1000 and workers["b"].rolled_up == 0
+        # The status names the holder; a clean stop gives the lease up at once.
+        status = run_metro("worker", "--status", dsn=db)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("lease: held by host:a since ")
+        table = [line.split() for line in status.stdout.splitlines()[3:]]
+        sources = {fields[0]: fields for fields in table[1:]}
+        assert table[0][:3] == ["source", "rolled", "up"]
+        assert sources["card_events"][1] == "1,000" and sources["card_events"][-2:] == ["0", "-"]
+        assert sources["transaction_decisions"] == ["transaction_decisions", "0", "-", "0", "-"]
+    finally:
+        # A failed assertion must not leave the workers running: the run would hang.
+        stop.set()
+        for thread in threads.values():
+            if thread.is_alive():
+                thread.join(timeout=20)
     assert said["a"][-1] == "stopped" and said["b"][-1] == "stopped"
 
 
@@ -115,17 +123,23 @@ def test_a_waiting_worker_takes_over_when_the_holder_stops(db, conn, stations):
     b = Worker(WorkerOptions(dsn=db, holder="host:b", idle_interval=0.05, heartbeat=0.2,
                              lease_retry=0.1), stop_b, said_b.append)
     ta, tb = threading.Thread(target=a.run), threading.Thread(target=b.run)
-    ta.start()
-    wait_for(lambda: conn.execute("SELECT holder FROM worker_state").fetchone() == ("host:a",))
-    tb.start()
-    wait_for(lambda: bool(said_b))
-    stop_a.set()
-    ta.join(timeout=20)
-    wait_for(lambda: any("holding the lease" in line for line in said_b))
-    conn.execute(INSERT_EVENTS, (0, 10))
-    wait_for(lambda: rolled_up(db) == 10)
-    stop_b.set()
-    tb.join(timeout=20)
+    try:
+        ta.start()
+        wait_for(lambda: conn.execute("SELECT holder FROM worker_state").fetchone()
+                 == ("host:a",))
+        tb.start()
+        wait_for(lambda: bool(said_b))
+        stop_a.set()
+        ta.join(timeout=20)
+        wait_for(lambda: any("holding the lease" in line for line in said_b))
+        conn.execute(INSERT_EVENTS, (0, 10))
+        wait_for(lambda: rolled_up(db) == 10)
+    finally:
+        stop_a.set()
+        stop_b.set()
+        for thread in (ta, tb):
+            if thread.is_alive():
+                thread.join(timeout=20)
 
 
 @pytest.mark.parametrize("role", ["metro_app", "metro_reader", "metro_bridge"])
@@ -170,10 +184,12 @@ def test_bad_lease_arguments_change_nothing(conn, holder, lease, sqlstate, messa
 def test_once_rolls_everything_up_and_runs_maintenance(db, conn, stations):
     conn.execute(INSERT_EVENTS, (0, 25_000))
     done = run_once(db, batch_size=10_000)
-    assert done.rolled_up == {"card_events": 25_000, "card_alert_export": 0, "train_events": 0}
+    assert done.rolled_up == {"card_events": 25_000, "card_alert_export": 0, "train_events": 0,
+                              "transaction_decisions": 0}
     assert done.maintenance and {a for a, *_ in done.maintenance} == {"created"}
     catch_up(conn)
     assert conn.execute("SELECT sum(pending) FROM worker_lag()").fetchone() == (0,)
     shown = run_metro("worker", "--once", dsn=db)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == "rolled up: card_alert_export 0, card_events 0, train_events 0\n"
+    assert shown.stdout == ("rolled up: card_alert_export 0, card_events 0, train_events 0,"
+                            " transaction_decisions 0\n")
