@@ -78,9 +78,13 @@ GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 -- ahead, drops the partitions whose whole day is older than the table's
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
--- drop), deletes the rows of the default partitions past retention and the
--- dead letters past settings.dead_letter_retention. Records what it did in
--- worker_state.
+-- drop), deletes the rows of the default partitions past retention, the
+-- dead letters past settings.dead_letter_retention and the payment decisions
+-- past settings.decision_retention. Records what it did in worker_state.
+-- Decisions leave at most decision_batch a call, oldest first: a DELETE holds
+-- back the commit horizon (the bridge and the rollup wait) while it runs, and
+-- a busy payment network decides millions a day; 'more' says another call is
+-- due.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC'
@@ -93,6 +97,8 @@ DECLARE
     cutoff timestamptz;
     n bigint;
     done text[] := '{}';
+    -- 100,000 decisions took 0.2 to 0.5 s to delete (ad hoc, idle server).
+    decision_batch constant integer := 100000;
 BEGIN
     SELECT * INTO s FROM settings;
     FOR action, table_name, partition_name, rows IN
@@ -142,12 +148,27 @@ BEGIN
         RETURN NEXT;
     END IF;
 
+    DELETE FROM risk_decisions d WHERE d.transaction_id IN (
+        SELECT r.transaction_id FROM risk_decisions r
+        WHERE r.decided_at < now() - s.decision_retention
+        ORDER BY r.decided_at LIMIT decision_batch);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        action := 'deleted'; table_name := 'risk_decisions'; partition_name := NULL; rows := n;
+        done := done || action;
+        RETURN NEXT;
+    END IF;
+    IF n = decision_batch THEN
+        action := 'more'; rows := NULL;
+        RETURN NEXT;
+    END IF;
+
     UPDATE worker_state SET last_maintenance_at = clock_timestamp(),
         last_maintenance = format('created %s, dropped %s, deleted from %s, busy %s',
             cardinality(array_positions(done, 'created')), cardinality(array_positions(done, 'dropped')),
             cardinality(array_positions(done, 'deleted')), cardinality(array_positions(done, 'busy')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention and bridge_dead_letters past dead_letter_retention: one row (action created, kept_in_default, dropped, busy or deleted, table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters past dead_letter_retention and risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;

@@ -46,7 +46,9 @@ CREATE TABLE settings (
     dead_letter_retention interval NOT NULL DEFAULT '30 days'
         CHECK (dead_letter_retention >= interval '1 hour'),
     partitions_ahead integer NOT NULL DEFAULT 3 CHECK (partitions_ahead BETWEEN 1 AND 366),
-    max_clock_skew interval NOT NULL DEFAULT '10 minutes' CHECK (max_clock_skew >= interval '0')
+    max_clock_skew interval NOT NULL DEFAULT '10 minutes' CHECK (max_clock_skew >= interval '0'),
+    decision_retention interval NOT NULL DEFAULT '30 days'
+        CHECK (decision_retention >= interval '1 day')
 );
 COMMENT ON TABLE settings IS 'Operator-tunable thresholds, one row; an UPDATE takes effect on the next call';
 COMMENT ON COLUMN settings.singleton IS 'Always true: the table holds exactly one row';
@@ -58,5 +60,6 @@ COMMENT ON COLUMN settings.event_retention IS 'run_maintenance() drops a daily p
 COMMENT ON COLUMN settings.history_retention IS 'run_maintenance() drops a daily partition of card_history_second and station_second_slots once all of it is older than this (default 90 days)';
 COMMENT ON COLUMN settings.dead_letter_retention IS 'run_maintenance() deletes bridge_dead_letters rows received longer ago than this (default 30 days)';
 COMMENT ON COLUMN settings.partitions_ahead IS 'run_maintenance() keeps daily partitions (UTC days) created from today through this many days ahead (default 3)';
+COMMENT ON COLUMN settings.decision_retention IS 'run_maintenance() deletes risk_decisions rows decided longer ago than this (default 30 days; at least 1 day): a transaction_id is answered with its recorded decision for this long, and decided afresh if it comes again later';
 COMMENT ON COLUMN settings.max_clock_skew IS 'How far from now() a metro_app caller may pass ts (turnstiles that store and forward); metro_replay members may pass any valid ts';
 INSERT INTO settings DEFAULT VALUES;

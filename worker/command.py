@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="print the lease holder, the lag per source and the last "
                              "maintenance; exit")
     worker.add_argument("--once", action="store_true",
-                        help="roll up everything committed, run maintenance once, exit")
+                        help="roll up everything committed, run maintenance until nothing more "
+                             "is due, exit")
     worker.add_argument("--batch-size", type=positive(int), default=DEFAULTS.batch_size,
                         help="rows of each source per rollup transaction (default %(default)s)")
     worker.add_argument("--busy-interval", type=positive(float),

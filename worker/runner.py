@@ -79,10 +79,16 @@ def maintain(conn: psycopg.Connection) -> list[tuple[str, str, str | None, int |
         "SELECT action, table_name, partition_name, rows FROM metro.run_maintenance()")]
 
 
+def more_due(done: list[tuple[str, str, str | None, int | None]]) -> bool:
+    """Whether run_maintenance() left rows past retention for another call (it deletes a
+    bounded batch per call, each call its own transaction)."""
+    return any(action == "more" for action, *_ in done)
+
+
 def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
-    """Roll up until caught up with what is committed, then run maintenance once: `metro
-    worker --once`, or a demo's last pass. Needs no lease (run_rollup() is exact whoever
-    calls it)."""
+    """Roll up until caught up with what is committed, then run maintenance until it has
+    nothing more due: `metro worker --once`, or a demo's last pass. Needs no lease
+    (run_rollup() is exact whoever calls it)."""
     totals: dict[str, int] = {}
     with psycopg.connect(dsn, autocommit=True, application_name="metro worker --once") as conn:
         _check_installed(conn)
@@ -92,7 +98,10 @@ def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
                 totals[source] = totals.get(source, 0) + n
             if not full:
                 break
-        return Pass(totals, maintain(conn))
+        done = maintain(conn)
+        while more_due(done):
+            done = [row for row in done if row[0] != "more"] + maintain(conn)
+        return Pass(totals, done)
 
 
 def _check_installed(conn: psycopg.Connection) -> None:
@@ -197,8 +206,8 @@ class Worker:
                     raise LeaseLost(f"lost the lease to {holder}; waiting for it again")
                 renewed = now
             if now - maintained >= self.options.maintenance_interval:
-                self._maintain(conn)
-                maintained = time.monotonic()
+                # With more due, the next loop calls it again: a batch at a time.
+                maintained = float("-inf") if self._maintain(conn) else time.monotonic()
             rolled, full = roll_up(conn, self.options.batch_size)
             rows = sum(rolled.values())
             self.rolled_up += rows
@@ -208,16 +217,20 @@ class Worker:
                 continue
             self.stop.wait(self.options.busy_interval if rows else self.options.idle_interval)
 
-    def _maintain(self, conn: psycopg.Connection) -> None:
-        for action, table, partition, rows in maintain(conn):
+    def _maintain(self, conn: psycopg.Connection) -> bool:
+        """Run maintenance once and say what it did; whether another call is due."""
+        done = maintain(conn)
+        for action, table, partition, rows in done:
             if action == "created":
                 self.say(f"created partition {partition}")
             elif action == "dropped":
                 self.say(f"dropped partition {partition} of {table} (past its retention)")
             elif action == "deleted":
-                self.say(f"deleted {rows} rows of {partition or table} past retention")
+                noun = "row" if rows == 1 else "rows"
+                self.say(f"deleted {rows:,} {noun} of {partition or table} past retention")
             elif action == "busy":
                 self.warn(f"partition {partition} is in use by a long transaction; "
                           "it will be dropped by a later run")
             elif action == "kept_in_default":
                 self.say(f"{table}: a day already has rows in {partition}; they stay there")
+        return more_due(done)

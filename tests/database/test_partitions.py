@@ -11,6 +11,8 @@ import psycopg
 import pytest
 from factories import add_card, call, catch_up, counts
 
+from metro.worker.runner import run_once
+
 TABLES = ("card_events", "card_history_second", "station_second_slots")
 
 
@@ -128,6 +130,50 @@ def test_dead_letters_past_retention_are_deleted(conn):
     done = conn.execute("SELECT * FROM run_maintenance() WHERE action = 'deleted'").fetchall()
     assert done == [("deleted", "bridge_dead_letters", None, 1)]
     assert conn.execute("SELECT reason FROM bridge_dead_letters").fetchall() == [("new",)]
+
+
+INSERT_OLD_DECISIONS = (
+    "INSERT INTO risk_decisions (transaction_id, account_id, amount, ts, risk_level, blocked,"
+    " rule, message, decided_at)"
+    " SELECT 'old-' || n, 'a1', 1, now() - interval '31 days', 1, false, 'default_pass',"
+    " 'Approved', now() - interval '31 days' + n * interval '1 ms' FROM generate_series(1, %s) n")
+
+
+def test_decisions_past_retention_are_deleted_and_their_ids_decided_afresh(conn):
+    conn.execute(INSERT_OLD_DECISIONS, (2,))
+    assert conn.execute("SELECT * FROM evaluate_transaction('new-1', 'a1', 1.00)").fetchone() == (
+        False, "default_pass", "Approved")
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE table_name = 'risk_decisions'"
+                        ).fetchall()
+    assert done == [("deleted", "risk_decisions", None, 2)]
+    assert conn.execute("SELECT transaction_id FROM risk_decisions").fetchall() == [("new-1",)]
+    # Past retention a transaction_id is no longer known: it is decided again.
+    assert conn.execute("SELECT * FROM evaluate_transaction('old-1', 'a1', 7.00)").fetchone() == (
+        False, "default_pass", "Approved")
+    assert conn.execute("SELECT amount FROM risk_decisions WHERE transaction_id = 'old-1'"
+                        ).fetchone() == (7,)
+
+
+def test_decision_retention_of_less_than_a_day_is_refused(conn):
+    with pytest.raises(psycopg.errors.CheckViolation) as raised:
+        conn.execute("UPDATE settings SET decision_retention = '23 hours'")
+    assert raised.value.diag.constraint_name == "settings_decision_retention_check"
+    assert conn.execute("SELECT decision_retention FROM settings").fetchone() == (
+        timedelta(days=30),)
+
+
+def test_a_large_backlog_of_decisions_leaves_a_batch_per_call(db, conn):
+    conn.execute(INSERT_OLD_DECISIONS, (200_001,))
+    conn.commit()
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE table_name = 'risk_decisions'"
+                        ).fetchall()
+    assert done == [("deleted", "risk_decisions", None, 100_000),
+                    ("more", "risk_decisions", None, None)]
+    conn.commit()
+    # `metro worker --once` calls again while more is due, each call its own transaction.
+    assert [row for row in run_once(db).maintenance or [] if row[1] == "risk_decisions"] == [
+        ("deleted", "risk_decisions", None, 100_000), ("deleted", "risk_decisions", None, 1)]
+    assert conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (0,)
 
 
 def test_fraud_rules_across_midnight_and_partitions(conn, stations):

@@ -20,6 +20,7 @@ from test_history import (
     STATION_STATS,
     STATION_STATS_RECOMPUTED,
 )
+from test_partitions import INSERT_OLD_DECISIONS
 
 from metro.worker.runner import Worker, WorkerOptions, run_once
 
@@ -193,3 +194,22 @@ def test_once_rolls_everything_up_and_runs_maintenance(db, conn, stations):
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == ("rolled up: card_alert_export 0, card_events 0, train_events 0,"
                             " transaction_decisions 0\n")
+
+
+def test_the_worker_deletes_a_backlog_of_expired_decisions_a_batch_at_a_time(db, conn):
+    conn.execute(INSERT_OLD_DECISIONS, (100_001,))
+    stop = threading.Event()
+    said: list[str] = []
+    worker = Worker(WorkerOptions(dsn=db, holder="host:a", idle_interval=0.05, heartbeat=0.2),
+                    stop, said.append)
+    thread = threading.Thread(target=worker.run)
+    try:
+        thread.start()
+        # The second batch follows the first at once, not after the 10-minute interval.
+        wait_for(lambda: conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (0,))
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert [line for line in said if "risk_decisions" in line] == [
+        "deleted 100,000 rows of risk_decisions past retention",
+        "deleted 1 row of risk_decisions past retention"]
