@@ -233,7 +233,7 @@ def test_a_backlog_beyond_the_count_limit_shows_as_more(dashboard_db, conn):
         shown = queries.snapshot(reader, queries.Layout([]))
         worker = {w["source"]: (w["pending"], w["more_pending"]) for w in shown["worker"]}
         assert worker == {"card_events": (limit, True), "card_alert_export": (0, False),
-                          "train_events": (0, False)}
+                          "train_events": (0, False), "transaction_decisions": (0, False)}
         streams = {s["stream"]: (s["pending"], s["more_pending"]) for s in shown["streams"]}
         assert streams == {"fraud": (limit, True), "card_alert_export": (0, False),
                            "trips": (0, False), "transaction_decisions": (0, False)}
