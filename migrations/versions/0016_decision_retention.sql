@@ -3,12 +3,14 @@
 -- its recorded decision back): at the payments benchmark's 6,000 decisions/s,
 -- half a billion rows a day. run_maintenance() now deletes those decided
 -- longer ago than settings.decision_retention (30 days), at most 100,000 a
--- call, oldest first, and says 'more' when a call is due again.
+-- call, oldest first, and says 'more' when a call is due again. The outbound
+-- dead letters leave by dead_letter_retention, as the inbound ones did.
 SET search_path = metro, pg_catalog;
 
 -- tables
 ALTER TABLE settings ADD COLUMN decision_retention interval NOT NULL DEFAULT '30 days'
     CHECK (decision_retention >= interval '1 day');
+COMMENT ON COLUMN settings.dead_letter_retention IS 'run_maintenance() deletes the bridge''s dead letters (bridge_dead_letters, bridge_outbound_dead_letters) set aside longer ago than this (default 30 days)';
 COMMENT ON COLUMN settings.decision_retention IS 'run_maintenance() deletes risk_decisions rows decided longer ago than this (default 30 days; at least 1 day): a transaction_id is answered with its recorded decision for this long, and decided afresh if it comes again later';
 
 -- functions
@@ -17,8 +19,8 @@ COMMENT ON COLUMN settings.decision_retention IS 'run_maintenance() deletes risk
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
 -- drop), deletes the rows of the default partitions past retention, the
--- dead letters past settings.dead_letter_retention and the payment decisions
--- past settings.decision_retention. Records what it did in worker_state.
+-- bridge's dead letters past settings.dead_letter_retention and the payment
+-- decisions past settings.decision_retention. Records what it did in worker_state.
 -- Decisions leave at most decision_batch a call, oldest first: a DELETE holds
 -- back the commit horizon (the bridge and the rollup wait) while it runs, and
 -- a busy payment network decides millions a day; 'more' says another call is
@@ -78,13 +80,18 @@ BEGIN
         END IF;
     END LOOP;
 
-    DELETE FROM bridge_dead_letters d WHERE d.received_at < now() - s.dead_letter_retention;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
-        action := 'deleted'; table_name := 'bridge_dead_letters'; partition_name := NULL; rows := n;
-        done := done || action;
-        RETURN NEXT;
-    END IF;
+    -- The bridge's dead letters, inbound and outbound, by the time they were set aside.
+    FOR t IN VALUES ('bridge_dead_letters', 'received_at'), ('bridge_outbound_dead_letters', 'at')
+    LOOP
+        EXECUTE format('DELETE FROM %I WHERE %I < $1', t.column1, t.column2)
+            USING now() - s.dead_letter_retention;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            action := 'deleted'; table_name := t.column1; partition_name := NULL; rows := n;
+            done := done || action;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
 
     DELETE FROM risk_decisions d WHERE d.transaction_id IN (
         SELECT r.transaction_id FROM risk_decisions r
@@ -107,6 +114,6 @@ BEGIN
             cardinality(array_positions(done, 'deleted')), cardinality(array_positions(done, 'busy')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters past dead_letter_retention and risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;

@@ -127,9 +127,15 @@ def test_dead_letters_past_retention_are_deleted(conn):
     conn.execute("INSERT INTO bridge_dead_letters (topic, kafka_partition, kafka_offset, reason,"
                  " received_at) VALUES ('RECHARGE', 0, 1, 'old', now() - interval '31 days'),"
                  " ('RECHARGE', 0, 2, 'new', now() - interval '29 days')")
+    conn.execute("INSERT INTO bridge_outbound_dead_letters (stream, position, txid, reason, at)"
+                 " VALUES ('fraud', 1, '5', 'old', now() - interval '31 days'),"
+                 " ('fraud', 2, '6', 'old', now() - interval '30 days 1 second'),"
+                 " ('fraud', 3, '7', 'new', now() - interval '29 days')")
     done = conn.execute("SELECT * FROM run_maintenance() WHERE action = 'deleted'").fetchall()
-    assert done == [("deleted", "bridge_dead_letters", None, 1)]
+    assert done == [("deleted", "bridge_dead_letters", None, 1),
+                    ("deleted", "bridge_outbound_dead_letters", None, 2)]
     assert conn.execute("SELECT reason FROM bridge_dead_letters").fetchall() == [("new",)]
+    assert conn.execute("SELECT position FROM bridge_outbound_dead_letters").fetchall() == [(3,)]
 
 
 INSERT_OLD_DECISIONS = (
