@@ -80,11 +80,11 @@ GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 -- run, reported as busy, rather than stalling the writers queued behind the
 -- drop), deletes the rows of the default partitions past retention, the
 -- bridge's dead letters past settings.dead_letter_retention and the payment
--- decisions past settings.decision_retention. Records what it did in worker_state.
--- Decisions leave at most decision_batch a call, oldest first: a DELETE holds
--- back the commit horizon (the bridge and the rollup wait) while it runs, and
--- a busy payment network decides millions a day; 'more' says another call is
--- due.
+-- decisions past settings.decision_retention. Records what it did in
+-- worker_state. Decisions leave at most decision_batch a call, oldest first:
+-- a DELETE holds back the commit horizon (the bridge and the rollup wait)
+-- while it runs, and a busy payment network decides millions a day; 'more'
+-- says another call is due.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC'

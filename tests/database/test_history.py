@@ -44,6 +44,8 @@ EXPORT_STATS = "SELECT card_id, station_name, alerts FROM card_export_stats ORDE
 EXPORT_STATS_RECOMPUTED = """
     SELECT card_id, station_name, count(*)::integer FROM card_alert_export
     GROUP BY 1, 2 ORDER BY 1, 2"""
+PAYMENTS = "SELECT blocked, payments FROM payment_totals ORDER BY 1"
+PAYMENTS_RECOMPUTED = "SELECT blocked, count(*) FROM risk_decisions GROUP BY 1 ORDER BY 1"
 DEPARTURES = """
     SELECT station_id, train_id, ts, riders, wait_seconds FROM station_departures
     ORDER BY 1, 3, 2"""
@@ -66,7 +68,7 @@ DEPARTURES_RECOMPUTED = """
 
 operation = st.tuples(
     st.sampled_from(["validate_entry", "process_exit", "recharge_card", "bulk_insert",
-                     "validate_entries", "copy", "depart"]),
+                     "validate_entries", "copy", "depart", "payment"]),
     st.integers(min_value=1, max_value=7),          # cards 1-5 exist, 6-7 are unknown
     st.integers(min_value=1, max_value=15),         # station
     st.integers(min_value=0, max_value=8_000),      # milliseconds after T0
@@ -85,6 +87,7 @@ def assert_history_matches(conn):
     assert conn.execute(EXPORT_STATS).fetchall() == conn.execute(
         EXPORT_STATS_RECOMPUTED).fetchall()
     assert conn.execute(DEPARTURES).fetchall() == conn.execute(DEPARTURES_RECOMPUTED).fetchall()
+    assert conn.execute(PAYMENTS).fetchall() == conn.execute(PAYMENTS_RECOMPUTED).fetchall()
     views = conn.execute("""
         SELECT (SELECT coalesce(sum(swipes), 0) FROM swipes_per_second),
                (SELECT coalesce(sum(entries), 0) FROM acceptance_rate),
@@ -96,13 +99,15 @@ def assert_history_matches(conn):
 def test_history_after_a_random_workload(db, conn, stations):
     for card in range(1, 6):
         add_card(conn, card, balance=3000)
+    conn.execute("INSERT INTO risk_tags VALUES ('1', 3)")  # its payments above 10,000 blocked
     other = psycopg.connect(db, autocommit=True)
 
     @settings(max_examples=30, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(operation, min_size=1, max_size=40))
     def run(operations):
-        conn.execute("TRUNCATE card_events, card_alert_export, train_events, station_departures")
+        conn.execute("TRUNCATE card_events, card_alert_export, train_events, station_departures,"
+                     " risk_decisions, transaction_decisions")
         for kind, card, station, millis, which in operations:
             target = (conn, other)[which]
             ts = at() + timedelta(milliseconds=millis)
@@ -121,6 +126,10 @@ def test_history_after_a_random_workload(db, conn, stations):
                 with contextlib.suppress(psycopg.errors.UniqueViolation):
                     target.execute("SELECT record_train_event(%s, %s, 1, %s)",
                                    (card, station, ts))
+            elif kind == "payment":
+                # The same id again is the same payment: its recorded decision, nothing new.
+                target.execute("SELECT * FROM evaluate_transaction(%s, %s, %s, %s)",
+                               (f"p-{card}-{station}", str(card), station * 1000, ts))
             elif kind == "recharge_card":
                 target.execute("SELECT recharge_card(%s, 700, %s, %s)", (card, station, ts))
             elif kind == "bulk_insert":
