@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from metro.backlog import STATUS_COUNT_LIMIT, pending_text
+
 from .runner import HEARTBEAT_SECONDS
 
 
@@ -38,9 +40,11 @@ class BridgeStatus:
     horizon: tuple[Any, ...] | None = None
     # Outbound dead letters per stream: (stream, count, last position, last reason).
     refused: list[tuple[Any, ...]] | None = None
+    # Pending rows are counted up to this many per stream (metro.backlog).
+    count_limit: int = STATUS_COUNT_LIMIT
 
 
-def collect(conn: psycopg.Connection) -> BridgeStatus:
+def collect(conn: psycopg.Connection, count_limit: int = STATUS_COUNT_LIMIT) -> BridgeStatus:
     # Held: by a live backend (pid and start time still in pg_stat_activity) and not expired.
     state = conn.execute(
         "SELECT holder, since, heartbeat_at, last_error, last_error_at, lease_pid,"
@@ -56,7 +60,7 @@ def collect(conn: psycopg.Connection) -> BridgeStatus:
         "SELECT DISTINCT ON (stream) stream, count(*) OVER (PARTITION BY stream), position,"
         " reason FROM metro.bridge_outbound_dead_letters ORDER BY stream, id DESC").fetchall()
     streams = conn.execute("SELECT stream, topic, delivered, acked_at, pending, oldest_pending"
-                           " FROM metro.bridge_lag()").fetchall()
+                           " FROM metro.bridge_lag(%s)", (count_limit,)).fetchall()
     inbound = conn.execute("SELECT topic, kafka_partition, next_offset, applied, dead_lettered,"
                            " updated_at FROM metro.bridge_inbound_offsets"
                            " ORDER BY topic, kafka_partition").fetchall()
@@ -68,7 +72,8 @@ def collect(conn: psycopg.Connection) -> BridgeStatus:
     return BridgeStatus(held, holder, since, heartbeat_at, last_error, last_error_at,
                         streams, inbound, dead[0], dead[1],
                         resolved(conn, since, heartbeat_at, last_error_at), newest,
-                        lease_pid, lease_expires, tuple(horizon) if horizon else None, refused)
+                        lease_pid, lease_expires, tuple(horizon) if horizon else None, refused,
+                        count_limit)
 
 
 def resolved(conn: psycopg.Connection, since: datetime | None, heartbeat_at: datetime | None,
@@ -149,8 +154,8 @@ def render(status: BridgeStatus) -> str:
     rows = []
     for stream, topic, delivered, acked_at, pending, oldest in status.streams:
         oldest_text = "-" if oldest is None else f"{oldest:%Y-%m-%d %H:%M:%S} ({_ago(oldest, now)})"
-        rows.append([stream, topic, str(delivered), str(pending), oldest_text,
-                     _ago(acked_at, now)])
+        rows.append([stream, topic, str(delivered), pending_text(pending, status.count_limit),
+                     oldest_text, _ago(acked_at, now)])
     lines += table(["stream", "topic", "delivered", "pending", "oldest pending (event time)",
                     "last ack"], rows, "llrrll")
     refused = status.refused or []

@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from metro.backlog import STATUS_COUNT_LIMIT, pending_text
+
 
 @dataclass
 class WorkerStatus:
@@ -21,23 +23,24 @@ class WorkerStatus:
     last_error_at: datetime | None
     lag: list[tuple[Any, ...]]
     now: datetime
+    count_limit: int = STATUS_COUNT_LIMIT
 
     @property
     def lease_held(self) -> bool:
         return self.lease_until is not None and self.lease_until > self.now
 
 
-def collect(conn: psycopg.Connection) -> WorkerStatus:
+def collect(conn: psycopg.Connection, count_limit: int = STATUS_COUNT_LIMIT) -> WorkerStatus:
     state = conn.execute(
         "SELECT holder, since, lease_until, heartbeat_at, last_maintenance_at, last_maintenance,"
         " last_error, last_error_at, now() FROM metro.worker_state").fetchone()
     assert state is not None
     lag = conn.execute("SELECT source, rolled_up, rolled_up_at, pending, oldest_pending"
-                       " FROM metro.worker_lag()").fetchall()
+                       " FROM metro.worker_lag(%s)", (count_limit,)).fetchall()
     (holder, since, lease_until, heartbeat_at, last_maintenance_at, last_maintenance, last_error,
      last_error_at, now) = state
     return WorkerStatus(holder, since, lease_until, heartbeat_at, last_maintenance_at,
-                        last_maintenance, last_error, last_error_at, lag, now)
+                        last_maintenance, last_error, last_error_at, lag, now, count_limit)
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
@@ -71,7 +74,8 @@ def render(status: WorkerStatus) -> str:
         lines.append(f"last error ({_ago(status.last_error_at, now)}): {status.last_error}")
     lines.append("")
     header = ("source", "rolled up", "cursor moved", "pending", "oldest pending")
-    rows = [(source, f"{rolled:,}", _ago(moved, now), f"{pending:,}", _ago(oldest, now))
+    rows = [(source, f"{rolled:,}", _ago(moved, now), pending_text(pending, status.count_limit),
+             _ago(oldest, now))
             for source, rolled, moved, pending, oldest in status.lag]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):

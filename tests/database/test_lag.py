@@ -9,6 +9,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from metro.backlog import STATUS_COUNT_LIMIT
+from metro.bridge import status as bridge_status
+from metro.worker import status as worker_status
+
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
 # Five card events, fraud rows and payment decisions, one second apart, in time order.
@@ -99,3 +103,20 @@ def test_a_limit_that_is_not_a_positive_number_is_refused(conn, function, limit)
     assert raised.value.diag.message_hint == (
         f"SELECT * FROM {function}(100000) counts at most 100,001 pending rows per"
         f" {'source' if function == 'worker_lag' else 'stream'}.")
+
+
+def test_the_status_commands_count_up_to_their_limit(conn, stations):
+    conn.execute(INSERT_EVENTS, (START, 4))
+    conn.execute(INSERT_FRAUD, (START,))
+    assert STATUS_COUNT_LIMIT == 1_000_000
+    worker = worker_status.render(worker_status.collect(conn, count_limit=3))
+    rows = {line.split()[0]: line.split() for line in worker.splitlines()[4:]}
+    assert rows["card_events"][1:4] == ["0", "-", "3+"]
+    assert rows["train_events"][1:] == ["0", "-", "0", "-"]
+    bridge = bridge_status.render(bridge_status.collect(conn, count_limit=3))
+    fraud = next(line.split() for line in bridge.splitlines() if line.startswith("fraud "))
+    assert fraud[:5] == ["fraud", "FRAUD", "0", "3+", "2026-11-02"]
+    # Within the limit, the exact count.
+    worker = worker_status.render(worker_status.collect(conn, count_limit=5))
+    assert {line.split()[0]: line.split() for line in worker.splitlines()[4:]}[
+        "card_events"][3] == "5"
