@@ -32,8 +32,10 @@ GROUP BY st.station_id, st.name
 ORDER BY swipes DESC, st.station_id;
 COMMENT ON VIEW busiest_stations IS 'Stations by card events in the last minute ([now - 1 minute, now]: a swipe replayed with a future ts counts once its time has come), busiest first';
 
+-- Over every departure kept: riders as bigint, since an integer overflowed (and the
+-- view failed) once a station's riders passed 2,147,483,647.
 CREATE VIEW station_wait_times AS
-SELECT st.station_id, st.name, count(*)::integer AS departures, sum(d.riders)::integer AS riders,
+SELECT st.station_id, st.name, count(*)::integer AS departures, sum(d.riders)::bigint AS riders,
        round(sum(d.wait_seconds) / nullif(sum(d.riders), 0), 1) AS average_wait_seconds
 FROM station_departures d
 JOIN stations st USING (station_id)

@@ -4,7 +4,8 @@
 -- half a billion rows a day. run_maintenance() now deletes those decided
 -- longer ago than settings.decision_retention (30 days), at most 100,000 a
 -- call, oldest first, and says 'more' when a call is due again. The outbound
--- dead letters leave by dead_letter_retention, as the inbound ones did.
+-- dead letters leave by dead_letter_retention, as the inbound ones did, and
+-- station_wait_times counts riders as a bigint (an integer overflowed).
 SET search_path = metro, pg_catalog;
 
 -- tables
@@ -117,3 +118,16 @@ $$;
 COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
+
+-- views
+DROP VIEW station_wait_times;
+-- Over every departure kept: riders as bigint, since an integer overflowed (and the
+-- view failed) once a station's riders passed 2,147,483,647.
+CREATE VIEW station_wait_times AS
+SELECT st.station_id, st.name, count(*)::integer AS departures, sum(d.riders)::bigint AS riders,
+       round(sum(d.wait_seconds) / nullif(sum(d.riders), 0), 1) AS average_wait_seconds
+FROM station_departures d
+JOIN stations st USING (station_id)
+GROUP BY st.station_id, st.name;
+COMMENT ON VIEW station_wait_times IS 'Average wait per station: seconds between a rider''s entry and the next departure';
+GRANT SELECT ON station_wait_times TO metro_reader;

@@ -54,3 +54,13 @@ def test_first_departure_looks_back_at_most_max_wait(conn, stations):
     conn.execute("UPDATE settings SET max_wait = '10 minutes'")
     conn.execute("SELECT record_train_event(1, 4, 1, %s)", (at(minutes=30),))
     assert departures(conn) == [(4, 1, at(minutes=30), 1, Decimal(300))]
+
+
+def test_wait_times_count_riders_beyond_the_integer_range(conn, stations):
+    # Two departures of 2,000,000,000 riders each: 4 billion, past an integer's range.
+    conn.execute("INSERT INTO station_departures (station_id, train_id, ts, riders, wait_seconds)"
+                 " VALUES (4, 1, %s, 2000000000, 6000000000), (4, 2, %s, 2000000000, 2000000000)",
+                 (at(0), at(60)))
+    assert conn.execute(
+        "SELECT departures, riders, average_wait_seconds FROM station_wait_times"
+    ).fetchall() == [(2, 4_000_000_000, Decimal("2.0"))]
