@@ -79,8 +79,9 @@ GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
 -- drop), deletes the rows of the default partitions past retention, the
--- bridge's dead letters past settings.dead_letter_retention and the payment
--- decisions past settings.decision_retention. Records what it did in
+-- bridge's dead letters past settings.dead_letter_retention, the train events
+-- and departures past settings.history_retention and the payment decisions
+-- past settings.decision_retention. Records what it did in
 -- worker_state. Decisions leave at most decision_batch a call, oldest first:
 -- a DELETE holds back the commit horizon (the bridge and the rollup wait)
 -- while it runs, and a busy payment network decides millions a day; 'more'
@@ -140,11 +141,19 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- The bridge's dead letters, inbound and outbound, by the time they were set aside.
-    FOR t IN VALUES ('bridge_dead_letters', 'received_at'), ('bridge_outbound_dead_letters', 'at')
+    -- Tables that leave row by row: the bridge's dead letters, inbound and
+    -- outbound, by the time they were set aside; the trains' events and the
+    -- departures' wait times with the history. A train event leaves only once
+    -- the rollup has read it (a stopped worker loses no departure).
+    FOR t IN VALUES
+        ('bridge_dead_letters', 'received_at', s.dead_letter_retention, ''),
+        ('bridge_outbound_dead_letters', 'at', s.dead_letter_retention, ''),
+        ('station_departures', 'ts', s.history_retention, ''),
+        ('train_events', 'ts', s.history_retention,
+         ' AND txid <= (SELECT c.txid FROM worker_cursors c WHERE c.source = ''train_events'')')
     LOOP
-        EXECUTE format('DELETE FROM %I WHERE %I < $1', t.column1, t.column2)
-            USING now() - s.dead_letter_retention;
+        EXECUTE format('DELETE FROM %I WHERE %I < $1', t.column1, t.column2) || t.column4
+            USING now() - t.column3;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n > 0 THEN
             action := 'deleted'; table_name := t.column1; partition_name := NULL; rows := n;
@@ -174,6 +183,6 @@ BEGIN
             cardinality(array_positions(done, 'deleted')), cardinality(array_positions(done, 'busy')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, train_events (once rolled up) and station_departures past history_retention, risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;

@@ -57,7 +57,7 @@ COMMENT ON COLUMN settings.fraud_station_limit IS 'Fraud when the card entered a
 COMMENT ON COLUMN settings.fraud_entry_limit IS 'Fraud when the card has this many entries within the window';
 COMMENT ON COLUMN settings.max_wait IS 'Entries older than this before a departure are not counted as waiting for it';
 COMMENT ON COLUMN settings.event_retention IS 'run_maintenance() drops a daily partition of card_events once all of it is older than this (default 30 days; at least 1 day)';
-COMMENT ON COLUMN settings.history_retention IS 'run_maintenance() drops a daily partition of card_history_second and station_second_slots once all of it is older than this (default 90 days)';
+COMMENT ON COLUMN settings.history_retention IS 'run_maintenance() drops a daily partition of card_history_second and station_second_slots once all of it is older than this, and deletes older train_events and station_departures rows (default 90 days)';
 COMMENT ON COLUMN settings.dead_letter_retention IS 'run_maintenance() deletes the bridge''s dead letters (bridge_dead_letters, bridge_outbound_dead_letters) set aside longer ago than this (default 30 days)';
 COMMENT ON COLUMN settings.partitions_ahead IS 'run_maintenance() keeps daily partitions (UTC days) created from today through this many days ahead (default 3)';
 COMMENT ON COLUMN settings.decision_retention IS 'run_maintenance() deletes risk_decisions rows decided longer ago than this (default 30 days; at least 1 day): a transaction_id is answered with its recorded decision for this long, and decided afresh if it comes again later';

@@ -5,13 +5,15 @@
 -- longer ago than settings.decision_retention (30 days), at most 100,000 a
 -- call, oldest first, and says 'more' when a call is due again. The outbound
 -- dead letters leave by dead_letter_retention, as the inbound ones did, and
--- station_wait_times counts riders as a bigint (an integer overflowed).
+-- station_wait_times counts riders as a bigint (an integer overflowed). The
+-- train events (once rolled up) and the departures leave by history_retention.
 SET search_path = metro, pg_catalog;
 
 -- tables
 ALTER TABLE settings ADD COLUMN decision_retention interval NOT NULL DEFAULT '30 days'
     CHECK (decision_retention >= interval '1 day');
 COMMENT ON COLUMN settings.dead_letter_retention IS 'run_maintenance() deletes the bridge''s dead letters (bridge_dead_letters, bridge_outbound_dead_letters) set aside longer ago than this (default 30 days)';
+COMMENT ON COLUMN settings.history_retention IS 'run_maintenance() drops a daily partition of card_history_second and station_second_slots once all of it is older than this, and deletes older train_events and station_departures rows (default 90 days)';
 COMMENT ON COLUMN settings.decision_retention IS 'run_maintenance() deletes risk_decisions rows decided longer ago than this (default 30 days; at least 1 day): a transaction_id is answered with its recorded decision for this long, and decided afresh if it comes again later';
 
 -- functions
@@ -20,8 +22,9 @@ COMMENT ON COLUMN settings.decision_retention IS 'run_maintenance() deletes risk
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
 -- drop), deletes the rows of the default partitions past retention, the
--- bridge's dead letters past settings.dead_letter_retention and the payment
--- decisions past settings.decision_retention. Records what it did in
+-- bridge's dead letters past settings.dead_letter_retention, the train events
+-- and departures past settings.history_retention and the payment decisions
+-- past settings.decision_retention. Records what it did in
 -- worker_state. Decisions leave at most decision_batch a call, oldest first:
 -- a DELETE holds back the commit horizon (the bridge and the rollup wait)
 -- while it runs, and a busy payment network decides millions a day; 'more'
@@ -81,11 +84,19 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- The bridge's dead letters, inbound and outbound, by the time they were set aside.
-    FOR t IN VALUES ('bridge_dead_letters', 'received_at'), ('bridge_outbound_dead_letters', 'at')
+    -- Tables that leave row by row: the bridge's dead letters, inbound and
+    -- outbound, by the time they were set aside; the trains' events and the
+    -- departures' wait times with the history. A train event leaves only once
+    -- the rollup has read it (a stopped worker loses no departure).
+    FOR t IN VALUES
+        ('bridge_dead_letters', 'received_at', s.dead_letter_retention, ''),
+        ('bridge_outbound_dead_letters', 'at', s.dead_letter_retention, ''),
+        ('station_departures', 'ts', s.history_retention, ''),
+        ('train_events', 'ts', s.history_retention,
+         ' AND txid <= (SELECT c.txid FROM worker_cursors c WHERE c.source = ''train_events'')')
     LOOP
-        EXECUTE format('DELETE FROM %I WHERE %I < $1', t.column1, t.column2)
-            USING now() - s.dead_letter_retention;
+        EXECUTE format('DELETE FROM %I WHERE %I < $1', t.column1, t.column2) || t.column4
+            USING now() - t.column3;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n > 0 THEN
             action := 'deleted'; table_name := t.column1; partition_name := NULL; rows := n;
@@ -115,7 +126,7 @@ BEGIN
             cardinality(array_positions(done, 'deleted')), cardinality(array_positions(done, 'busy')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots), deletes default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, train_events (once rolled up) and station_departures past history_retention, risk_decisions past decision_retention (at most 100,000 a call, oldest first): one row (action created, kept_in_default, dropped, busy, deleted or more: more rows of the table are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
 

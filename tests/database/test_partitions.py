@@ -138,6 +138,25 @@ def test_dead_letters_past_retention_are_deleted(conn):
     assert conn.execute("SELECT position FROM bridge_outbound_dead_letters").fetchall() == [(3,)]
 
 
+def test_train_events_and_departures_leave_with_the_history_once_rolled_up(conn, stations):
+    old, recent = [row[0] for row in conn.execute(
+        "SELECT now() - n * interval '1 day' FROM unnest(ARRAY[91, 89]) n")]
+    for ts in (old, recent):
+        conn.execute("SELECT record_train_event(1, 4, 1, %s)", (ts,))
+    trains = "SELECT ts FROM train_events ORDER BY ts"
+    # Not rolled up yet: the old departure has not been computed, so its event stays.
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE action = 'deleted'").fetchall()
+    assert done == []
+    assert [ts for (ts,) in conn.execute(trains)] == [old, recent]
+    catch_up(conn)
+    assert conn.execute("SELECT count(*) FROM station_departures").fetchone() == (2,)
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE action = 'deleted'").fetchall()
+    assert done == [("deleted", "station_departures", None, 1),
+                    ("deleted", "train_events", None, 1)]
+    assert [ts for (ts,) in conn.execute(trains)] == [recent]
+    assert conn.execute("SELECT ts FROM station_departures").fetchall() == [(recent,)]
+
+
 INSERT_OLD_DECISIONS = (
     "INSERT INTO risk_decisions (transaction_id, account_id, amount, ts, risk_level, blocked,"
     " rule, message, decided_at)"
