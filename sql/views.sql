@@ -40,7 +40,7 @@ SELECT st.station_id, st.name, count(*)::integer AS departures, sum(d.riders)::b
 FROM station_departures d
 JOIN stations st USING (station_id)
 GROUP BY st.station_id, st.name;
-COMMENT ON VIEW station_wait_times IS 'Average wait per station: seconds between a rider''s entry and the next departure';
+COMMENT ON VIEW station_wait_times IS 'Average wait per station over the departures kept (settings.history_retention): seconds between a rider''s entry and the next departure';
 
 -- The dashboard's reads (metro dashboard and its /metrics)
 -- The dashboard's reads (`metro dashboard`, its /metrics): views for
