@@ -10,7 +10,8 @@ queries.LAG_COUNT_LIMIT, so behind a larger backlog these totals stay below the 
 and catch up as it drains). Gauges: per
 stream the rows pending (up to that limit) and the age of the oldest, per
 inbound partition the next offset (and, with Kafka configured, the messages not yet
-consumed), whether the database and Kafka answer.
+consumed), whether the database and Kafka answer, and how long ago the bridge and the
+worker showed a sign of life and maintenance last ran.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ DOCUMENTED = {
     "metro_worker_pending_rows": "Committed source rows the worker has not rolled up yet "
                                  f"(counted up to {queries.LAG_COUNT_LIMIT:,})",
     "metro_worker_lag_seconds": "Age of the oldest source row not rolled up (0 when none)",
+    "metro_worker_heartbeat_age_seconds": "Seconds since a worker last renewed its lease",
+    "metro_maintenance_age_seconds": "Seconds since run_maintenance() last finished: without "
+                                     "it, days ahead run out of partitions and nothing leaves "
+                                     "by retention",
 }
 
 STREAM_COUNTERS = {"fraud": "metro_fraud_total", "card_alert_export": "metro_alerts_total",
@@ -194,11 +199,17 @@ class MetroCollector(Collector):
             worker_lag.add_metric([w["source"]], max(0.0, w["lag_seconds"]))
         yield from (worker_pending, worker_lag)
 
-        bridge = data["bridge"]
-        if bridge is not None and bridge["heartbeat_age_seconds"] is not None:
-            heartbeat = _gauge("metro_bridge_heartbeat_age_seconds")
-            heartbeat.add_metric([], max(0.0, bridge["heartbeat_age_seconds"]))
-            yield heartbeat
+        # Ages of what has happened at least once; absent before it has.
+        ages = (("metro_bridge_heartbeat_age_seconds", data["bridge"], "heartbeat_age_seconds"),
+                ("metro_worker_heartbeat_age_seconds", data["worker_state"],
+                 "heartbeat_age_seconds"),
+                ("metro_maintenance_age_seconds", data["worker_state"],
+                 "maintenance_age_seconds"))
+        for name, row, column in ages:
+            if row is not None and row[column] is not None:
+                age = _gauge(name)
+                age.add_metric([], max(0.0, row[column]))
+                yield age
 
     def close(self) -> None:
         with self._lock:

@@ -59,6 +59,10 @@ WORKER = (f"SELECT source, least(pending, {LAG_COUNT_LIMIT}) AS pending,"
           f" pending > {LAG_COUNT_LIMIT} AS more_pending,"
           " coalesce(extract(epoch FROM now() - oldest_pending), 0)::float8 AS lag_seconds"
           f" FROM metro.worker_lag({LAG_COUNT_LIMIT}) ORDER BY source")
+# When a worker last renewed its lease, and when run_maintenance() last finished.
+WORKER_STATE = ("SELECT extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds,"
+                " extract(epoch FROM now() - last_maintenance_at)::float8"
+                " AS maintenance_age_seconds FROM metro.worker_state")
 TOTALS = ("SELECT swipes, entries, accepted, rejected, fraud, revenue, approved, blocked"
           " FROM metro.dashboard_totals")
 
@@ -184,8 +188,9 @@ def totals(conn: psycopg.Connection) -> dict[str, Any]:
         inbound = cur.execute(INBOUND).fetchall()
         bridge = cur.execute(BRIDGE).fetchone()
         worker = cur.execute(WORKER).fetchall()
+        worker_state = cur.execute(WORKER_STATE).fetchone()
         seconds = cur.execute(
             "SELECT swipes, entries, accepted FROM metro.dashboard_seconds"
             " ORDER BY second_start DESC LIMIT 60").fetchall()
     return {"totals": dict(row), "streams": streams, "inbound": inbound, "bridge": bridge,
-            "worker": worker, "minute": seconds}
+            "worker": worker, "worker_state": worker_state, "minute": seconds}

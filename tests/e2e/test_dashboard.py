@@ -274,6 +274,8 @@ def test_metrics_equal_the_database_counts(dashboard_db, conn, reader_role, kafk
                and one(conn, "SELECT count(*) FROM metro.train_events") == 1,
                60, "the bridge to deliver every stream row and apply both messages")
     catch_up(conn)  # the exit and the train event into the history, as the worker would
+    conn.execute("SELECT * FROM metro.worker_take_lease('host:1')")
+    conn.execute("SELECT * FROM metro.run_maintenance()")
 
     dashboard = start_dashboard(as_user(dashboard_db, reader_role), "--kafka", kafka)
     found = families(dashboard.get("/metrics"))
@@ -289,6 +291,9 @@ def test_metrics_equal_the_database_counts(dashboard_db, conn, reader_role, kafk
 
     assert sample(found, "metro_database_up") == 1
     assert sample(found, "metro_kafka_up") == 1
+    for age in ("metro_bridge_heartbeat_age_seconds", "metro_worker_heartbeat_age_seconds",
+                "metro_maintenance_age_seconds"):
+        assert 0 <= sample(found, age) < 60, age
     assert sample(found, "metro_card_events_total") == count(
         "SELECT count(*) FROM metro.card_events")
     for outcome, accept in (("accepted", 1), ("rejected", 0), ("fraud", -1)):
@@ -343,6 +348,9 @@ def test_kafka_not_answering_shows_in_metrics(dashboard_db, reader_role, start_d
     assert sample(found, "metro_database_up") == 1
     assert sample(found, "metro_swipes_total", outcome="accepted") == 0
     assert "metro_inbound_lag_messages" not in found
+    # No worker, no bridge and no maintenance have run yet: no age to give.
+    assert not {"metro_worker_heartbeat_age_seconds", "metro_maintenance_age_seconds",
+                "metro_bridge_heartbeat_age_seconds"} & set(found)
     assert dashboard.get("/healthz") == "ok"
     snapshot = json.loads(dashboard.get("/api/snapshot"))
     assert snapshot["minute"]["swipes"] == 0 and len(snapshot["seconds"]) == 300
