@@ -414,3 +414,14 @@ def test_the_sample_grafana_dashboard_uses_exported_metrics_only():
     assert used and used <= set(metrics.DOCUMENTED), used - set(metrics.DOCUMENTED)
     scrape = (PROJECT_ROOT / "docs" / "monitoring" / "prometheus.yml").read_text()
     assert "metrics_path: /metrics" in scrape and '"127.0.0.1:8080"' in scrape
+    assert "rule_files:\n  - alerts.yml" in scrape
+
+
+def test_the_sample_alerts_use_exported_metrics_only():
+    rules = (PROJECT_ROOT / "docs" / "monitoring" / "alerts.yml").read_text()
+    exprs = re.findall(r"^\s+expr: (.+)$", rules, re.MULTILINE)
+    alerts = re.findall(r"^\s+- alert: (\w+)$", rules, re.MULTILINE)
+    assert len(exprs) == len(alerts) == 7
+    used = {name for expr in exprs for name in re.findall(r"\bmetro_[a-z_]+", expr)}
+    assert used <= set(metrics.DOCUMENTED), used - set(metrics.DOCUMENTED)
+    assert {"metro_worker_heartbeat_age_seconds", "metro_maintenance_age_seconds"} <= used
