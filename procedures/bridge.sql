@@ -335,13 +335,16 @@ $$;
 COMMENT ON FUNCTION bridge_horizon() IS 'The oldest running or prepared transaction holding a transaction id (pid, role, database, application_name, state, xact_start, xact_age, backend_xid): stream rows of later transactions wait until it ends; no row when none runs';
 
 -- Deletes delivered rows acknowledged more than retention ago, at most
--- max_rows per stream per call, and the cursor history they no longer need.
+-- max_rows per stream per call, and the cursor history they no longer need. A
+-- stream the rollup counts (card_alert_export, transaction_decisions) is pruned
+-- only as far as the rollup has read it, so a stopped worker loses no count.
 CREATE OR REPLACE FUNCTION bridge_prune(retention interval, max_rows integer)
 RETURNS TABLE (stream text, pruned bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     c record;
     mark record;
+    counted record;
     n bigint;
 BEGIN
     FOR c IN SELECT bc.stream FROM bridge_cursors bc ORDER BY bc.stream LOOP
@@ -350,6 +353,11 @@ BEGIN
         ORDER BY a.txid DESC, a.position DESC LIMIT 1;
         n := 0;
         IF FOUND THEN
+            SELECT w.txid, w.position INTO counted FROM worker_cursors w
+            WHERE w.source = c.stream AND (w.txid, w.position) < (mark.txid, mark.position);
+            IF FOUND THEN
+                mark := counted;
+            END IF;
             -- Table names come from the streams registry, never from a caller.
             -- Through the (txid, position) index: a stream's key starts with its card.
             EXECUTE format('DELETE FROM %I WHERE (txid, position) IN (SELECT txid, position'
@@ -369,7 +377,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION bridge_prune(interval, integer) IS 'Deletes stream rows acknowledged more than retention ago, at most max_rows per stream: (stream, pruned) per stream';
+COMMENT ON FUNCTION bridge_prune(interval, integer) IS 'Deletes stream rows acknowledged more than retention ago, at most max_rows per stream, and for a stream the rollup counts only rows it has read: (stream, pruned) per stream';
 
 -- Lag per stream: committed rows not yet acknowledged by Kafka and the event
 -- time (the registry's time_column) of the oldest of them. count_limit bounds

@@ -9,8 +9,9 @@
 --
 --   card_events       -> card_history_second, station_second_slots, station_totals,
 --                        and the departures the new entries belong to
---   card_alert_export -> card_export_stats (kept when the bridge prunes)
---   transaction_decisions -> payment_totals (kept when the bridge prunes)
+--   card_alert_export -> card_export_stats (kept when the bridge prunes, which
+--                        bridge_prune() does only behind this cursor)
+--   transaction_decisions -> payment_totals (likewise)
 --   train_events      -> station_departures (a new departure, and the next
 --                        one at the station, whose window it shortens)
 --
@@ -63,21 +64,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION clear_derived() IS 'Trigger: TRUNCATE of a source table empties the derived tables named by the trigger''s arguments';
-
--- A delivered stream row may be pruned by the bridge only once the rollup has
--- counted it: a row after the rollup's cursor for its table is kept (the
--- DELETE skips it) and pruned by a later round.
-CREATE OR REPLACE FUNCTION stream_keep_uncounted()
-RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM worker_cursors c
-               WHERE c.source = TG_TABLE_NAME AND (c.txid, c.position) < (OLD.txid, OLD.position)) THEN
-        RETURN NULL;
-    END IF;
-    RETURN OLD;
-END
-$$;
-COMMENT ON FUNCTION stream_keep_uncounted() IS 'Trigger: a stream row (card_alert_export, transaction_decisions) the rollup has not counted yet is not deleted';
 
 -- Moves a rollup cursor past the rows_rolled_up rows just rolled up, in the
 -- transaction that wrote what they add up to; nothing when there were none.
@@ -352,11 +338,7 @@ CREATE TRIGGER card_events_append_only BEFORE UPDATE OR DELETE ON card_events
 CREATE TRIGGER card_events_truncate AFTER TRUNCATE ON card_events
     FOR EACH STATEMENT
     EXECUTE FUNCTION clear_derived('card_history_second', 'station_second_slots', 'station_totals');
-CREATE TRIGGER card_alert_export_keep_uncounted BEFORE DELETE ON card_alert_export
-    FOR EACH ROW EXECUTE FUNCTION stream_keep_uncounted();
 CREATE TRIGGER card_alert_export_truncate AFTER TRUNCATE ON card_alert_export
     FOR EACH STATEMENT EXECUTE FUNCTION clear_derived('card_export_stats');
-CREATE TRIGGER transaction_decisions_keep_uncounted BEFORE DELETE ON transaction_decisions
-    FOR EACH ROW EXECUTE FUNCTION stream_keep_uncounted();
 CREATE TRIGGER transaction_decisions_truncate AFTER TRUNCATE ON transaction_decisions
     FOR EACH STATEMENT EXECUTE FUNCTION clear_derived('payment_totals');

@@ -4,8 +4,10 @@
 -- scrape read a row for every payment ever decided. The rollup now counts the
 -- transaction_decisions stream into payment_totals (two rows), as it counts
 -- alerts into card_export_stats, and the bridge prunes a decision only once it
--- is counted. The rollup's cursors move through one function, and the
--- streams' triggers share their functions.
+-- is counted: bridge_prune() stops at the rollup's cursor of each stream the
+-- rollup reads, in place of a trigger on every deleted alert (which made
+-- pruning 3.5 to 4 times slower). The rollup's cursors move through one
+-- function, and the sources' TRUNCATE triggers share theirs.
 SET search_path = metro, pg_catalog;
 
 -- tables
@@ -57,20 +59,50 @@ END
 $$;
 COMMENT ON FUNCTION clear_derived() IS 'Trigger: TRUNCATE of a source table empties the derived tables named by the trigger''s arguments';
 
--- A delivered stream row may be pruned by the bridge only once the rollup has
--- counted it: a row after the rollup's cursor for its table is kept (the
--- DELETE skips it) and pruned by a later round.
-CREATE OR REPLACE FUNCTION stream_keep_uncounted()
-RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+-- Deletes delivered rows acknowledged more than retention ago, at most
+-- max_rows per stream per call, and the cursor history they no longer need. A
+-- stream the rollup counts (card_alert_export, transaction_decisions) is pruned
+-- only as far as the rollup has read it, so a stopped worker loses no count.
+CREATE OR REPLACE FUNCTION bridge_prune(retention interval, max_rows integer)
+RETURNS TABLE (stream text, pruned bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    c record;
+    mark record;
+    counted record;
+    n bigint;
 BEGIN
-    IF EXISTS (SELECT 1 FROM worker_cursors c
-               WHERE c.source = TG_TABLE_NAME AND (c.txid, c.position) < (OLD.txid, OLD.position)) THEN
-        RETURN NULL;
-    END IF;
-    RETURN OLD;
+    FOR c IN SELECT bc.stream FROM bridge_cursors bc ORDER BY bc.stream LOOP
+        SELECT a.txid, a.position INTO mark FROM bridge_acks a
+        WHERE a.stream = c.stream AND a.acked_at <= now() - retention
+        ORDER BY a.txid DESC, a.position DESC LIMIT 1;
+        n := 0;
+        IF FOUND THEN
+            SELECT w.txid, w.position INTO counted FROM worker_cursors w
+            WHERE w.source = c.stream AND (w.txid, w.position) < (mark.txid, mark.position);
+            IF FOUND THEN
+                mark := counted;
+            END IF;
+            -- Table names come from the streams registry, never from a caller.
+            -- Through the (txid, position) index: a stream's key starts with its card.
+            EXECUTE format('DELETE FROM %I WHERE (txid, position) IN (SELECT txid, position'
+                           ' FROM %I WHERE (txid, position) <= ($1, $2)'
+                           ' ORDER BY txid, position LIMIT $3)',
+                           c.stream, c.stream)
+                USING mark.txid, mark.position, max_rows;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n < max_rows THEN
+                DELETE FROM bridge_acks a
+                WHERE a.stream = c.stream AND (a.txid, a.position) < (mark.txid, mark.position);
+            END IF;
+        END IF;
+        stream := c.stream;
+        pruned := n;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION stream_keep_uncounted() IS 'Trigger: a stream row (card_alert_export, transaction_decisions) the rollup has not counted yet is not deleted';
+COMMENT ON FUNCTION bridge_prune(interval, integer) IS 'Deletes stream rows acknowledged more than retention ago, at most max_rows per stream, and for a stream the rollup counts only rows it has read: (stream, pruned) per stream';
 
 -- Moves a rollup cursor past the rows_rolled_up rows just rolled up, in the
 -- transaction that wrote what they add up to; nothing when there were none.
@@ -336,19 +368,15 @@ COMMENT ON FUNCTION worker_lag(bigint) IS 'Lag of derived data per source: (sour
 REVOKE ALL ON FUNCTION worker_lag(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION worker_lag(bigint) TO metro_reader, metro_worker;
 
-REVOKE ALL ON FUNCTION clear_derived(), stream_keep_uncounted(),
+REVOKE ALL ON FUNCTION clear_derived(),
     advance_rollup_cursor(text, bigint, xid8, bigint) FROM PUBLIC;
 
 -- triggers
 CREATE TRIGGER card_events_truncate AFTER TRUNCATE ON card_events
     FOR EACH STATEMENT
     EXECUTE FUNCTION clear_derived('card_history_second', 'station_second_slots', 'station_totals');
-CREATE TRIGGER card_alert_export_keep_uncounted BEFORE DELETE ON card_alert_export
-    FOR EACH ROW EXECUTE FUNCTION stream_keep_uncounted();
 CREATE TRIGGER card_alert_export_truncate AFTER TRUNCATE ON card_alert_export
     FOR EACH STATEMENT EXECUTE FUNCTION clear_derived('card_export_stats');
-CREATE TRIGGER transaction_decisions_keep_uncounted BEFORE DELETE ON transaction_decisions
-    FOR EACH ROW EXECUTE FUNCTION stream_keep_uncounted();
 CREATE TRIGGER transaction_decisions_truncate AFTER TRUNCATE ON transaction_decisions
     FOR EACH STATEMENT EXECUTE FUNCTION clear_derived('payment_totals');
 
