@@ -4,7 +4,7 @@ The dashboard reads as metro_reader, through the dashboard_* views of sql/views.
 metro.bridge_lag() and the bridge's own tables. One snapshot is a fixed number of
 indexed queries over time windows ending at now(); none scans card_events or the
 whole history, and the lag of the streams and of the worker is counted up to
-LAG_COUNT_LIMIT rows. Only `totals` (for /metrics) counts every payment decision.
+LAG_COUNT_LIMIT rows. `totals` (for /metrics) reads the rollup's lifetime counters.
 """
 
 from __future__ import annotations
