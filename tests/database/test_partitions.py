@@ -201,6 +201,52 @@ def test_a_large_backlog_of_decisions_leaves_a_batch_per_call(db, conn):
     assert conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (0,)
 
 
+INSERT_OLD_DEAD_LETTERS = (
+    "INSERT INTO bridge_dead_letters (topic, kafka_partition, kafka_offset, reason, received_at)"
+    " SELECT 'RECHARGE', 0, n, 'not JSON', now() - interval '31 days'"
+    " FROM generate_series(1, %s) n")
+INSERT_OLD_DEFAULT_EVENTS = (
+    "INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)"
+    " SELECT n, now() - interval '40 days', 1, 1, 0, 0 FROM generate_series(1, %s) n")
+
+
+def test_every_table_shares_one_budget_of_rows_a_call(db, conn, stations):
+    # A month replayed into a default partition, or a flood of dead letters, must not
+    # become one DELETE of millions of rows: it would hold back the commit horizon,
+    # and the bridge and the rollup with it, for as long as it ran.
+    conn.execute("SELECT * FROM run_maintenance()")  # today's partitions
+    conn.execute(INSERT_OLD_DEAD_LETTERS, (70_000,))
+    conn.execute(INSERT_OLD_DEFAULT_EVENTS, (30_001,))
+    catch_up(conn)
+    deleted = "SELECT * FROM run_maintenance() WHERE action IN ('deleted', 'more')"
+    assert conn.execute(deleted).fetchall() == [
+        ("deleted", "bridge_dead_letters", None, 70_000),
+        ("deleted", "card_events", "card_events_default", 30_000),
+        ("more", "card_events", "card_events_default", None)]
+    assert conn.execute("SELECT count(*) FROM card_events_default").fetchone() == (1,)
+    assert conn.execute(deleted).fetchall() == [
+        ("deleted", "card_events", "card_events_default", 1)]
+    assert conn.execute("SELECT count(*) FROM bridge_dead_letters").fetchone() == (0,)
+
+
+def test_run_maintenance_until_done_commits_each_batch(db, conn):
+    # What pg_cron calls: run_maintenance() again while more is due.
+    conn.execute(INSERT_OLD_DECISIONS, (200_001,))
+    # Inside a transaction block it cannot commit between batches: refused, nothing deleted.
+    with (pytest.raises(psycopg.errors.InvalidTransactionTermination) as raised,
+          conn.transaction()):
+        conn.execute("SET LOCAL ROLE metro_worker")
+        conn.execute("CALL run_maintenance_until_done()")
+    assert str(raised.value).startswith("invalid transaction termination")
+    assert conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (200_001,)
+    conn.execute("SET ROLE metro_worker")
+    conn.execute("CALL run_maintenance_until_done()")
+    conn.execute("RESET ROLE")
+    assert conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (0,)
+    assert conn.execute("SELECT last_maintenance FROM worker_state").fetchone() == (
+        "created 0, dropped 0, deleted from 1, busy 0",)
+
+
 def test_fraud_rules_across_midnight_and_partitions(conn, stations):
     """Rule 2 counts entries in [ts - 1 hour, ts) whichever daily partitions hold them."""
     conn.execute("SELECT * FROM run_maintenance()")

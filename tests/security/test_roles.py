@@ -117,7 +117,8 @@ BRIDGE_FUNCTIONS = (
 )
 # The worker keeps derived data current and runs maintenance, under its own lease.
 WORKER_FUNCTIONS = (
-    "create_partitions(date,date)", "run_maintenance()", "run_rollup(integer)",
+    "create_partitions(date,date)", "run_maintenance()", "run_maintenance_until_done()",
+    "run_rollup(integer)",
     "worker_lag(bigint)", "worker_release_lease(text)", "worker_report_error(text)",
     "worker_take_lease(text,interval)",
 )
