@@ -76,6 +76,24 @@ RETURNS void LANGUAGE sql SET search_path = metro, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION advance_rollup_cursor(text, bigint, xid8, bigint) IS 'Moves the rollup cursor of a source to (last_txid, last_position) and counts rows_rolled_up more rows, when there were any';
 
+-- The rows of table_name the rollup has not read yet, as an SQL condition on
+-- its columns (the cursor as literals, so that an index serves it); NULL when
+-- the rollup reads no rows of the table that anything else deletes.
+-- run_maintenance() drops or deletes nothing the condition holds for: a
+-- stopped worker, or one held back by a long transaction, loses nothing.
+CREATE OR REPLACE FUNCTION rollup_unread(table_name text)
+RETURNS text LANGUAGE sql STABLE SET search_path = metro, pg_temp AS $$
+    SELECT CASE c.source
+               WHEN 'card_events' THEN format('(txid, event_id) > (%L::xid8, %s)', c.txid, c.position)
+               -- Whole transactions at a time: its cursor's position is not used.
+               WHEN 'train_events' THEN format('txid > %L::xid8', c.txid)
+           END
+    FROM worker_cursors c
+    WHERE c.source = $1
+$$;
+COMMENT ON FUNCTION rollup_unread(text) IS 'The rows of card_events or train_events the rollup has not read yet, as an SQL condition (NULL for other tables): run_maintenance() keeps them';
+REVOKE ALL ON FUNCTION rollup_unread(text) FROM PUBLIC;
+
 -- One round of the rollup: at most max_rows rows of each source, committed
 -- before the commit horizon, after the source's cursor, in (txid, position)
 -- order. Returns per source the rows rolled up and whether the round was

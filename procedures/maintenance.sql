@@ -27,7 +27,7 @@ $$;
 COMMENT ON FUNCTION partitioned_tables() IS 'The tables partitioned by UTC day, their time column and their retention (settings.event_retention, history_retention)';
 
 -- Creates the daily partitions of from_day through to_day (UTC days) that do
--- not exist, for every partitioned table. A day that already has rows in the
+-- not exist, for every partitioned table, one caller at a time. A day that already has rows in the
 -- table's default partition keeps them there (reported as kept_in_default):
 -- those rows leave by their retention.
 CREATE OR REPLACE FUNCTION create_partitions(from_day date, to_day date)
@@ -46,6 +46,10 @@ BEGIN
             from_day, to_day
             USING ERRCODE = '22023', HINT = 'Pass the first and the last UTC day to create, e.g. create_partitions(''2026-01-01'', ''2026-01-31'').';
     END IF;
+    -- One caller at a time (two installs, a worker and pg_cron): the second
+    -- waits, then finds the partitions made. The settings row, because only
+    -- the schema's owner may lock it (an advisory lock, any role could hold).
+    PERFORM FROM settings FOR NO KEY UPDATE;
     FOR t IN SELECT * FROM partitioned_tables() p ORDER BY p.table_name LOOP
         FOR d IN SELECT g::date FROM generate_series(from_day, to_day, interval '1 day') g LOOP
             partition_name := format('%s_p%s', t.table_name, to_char(d, 'YYYYMMDD'));
@@ -100,7 +104,8 @@ REVOKE ALL ON FUNCTION delete_expired(text, text, timestamptz, integer, text) FR
 -- ahead and drops the partitions whose whole day is older than the table's
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
--- drop). Then deletes, row by row, what is past retention elsewhere: the
+-- drop; one holding rows the rollup has not read yet, as not_rolled_up, so
+-- that a stopped worker loses no swipe from the totals). Then deletes, row by row, what is past retention elsewhere: the
 -- default partitions' rows, the bridge's dead letters
 -- (settings.dead_letter_retention), the train events and departures
 -- (settings.history_retention) and the payment decisions
@@ -108,7 +113,8 @@ REVOKE ALL ON FUNCTION delete_expired(text, text, timestamptz, integer, text) FR
 -- delete_budget rows a call: a DELETE holds back the commit horizon (the
 -- bridge and the rollup wait) while it runs, and a replay of past dates or a
 -- busy payment network leaves millions of rows due at once; 'more' says
--- another call is due. Records what it did in worker_state.
+-- another call is due. Rows the rollup has not read stay. One call at a
+-- time (create_partitions). Records what it did in worker_state.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC'
@@ -119,11 +125,14 @@ DECLARE
     p record;
     today date := (now() AT TIME ZONE 'UTC')::date;
     n bigint;
+    unread text;
+    not_read boolean;
     done text[] := '{}';
+    deleted bigint := 0;
     -- 100,000 decisions took 0.2 to 0.5 s to delete (ad hoc, idle server).
     budget bigint := 100000;
 BEGIN
-    SELECT * INTO s FROM settings;
+    SELECT * INTO s FROM settings FOR NO KEY UPDATE;
     FOR action, table_name, partition_name, rows IN
         SELECT * FROM create_partitions(today, today + s.partitions_ahead) LOOP
         done := done || action;
@@ -132,6 +141,7 @@ BEGIN
 
     FOR t IN SELECT * FROM partitioned_tables() pt ORDER BY pt.table_name LOOP
         table_name := t.table_name;
+        unread := rollup_unread(t.table_name);
         FOR p IN
             SELECT c.relname, to_date(substring(c.relname FROM '_p([0-9]{8})$'), 'YYYYMMDD') AS day
             FROM pg_inherits i
@@ -143,38 +153,48 @@ BEGIN
             CONTINUE WHEN (p.day + 1)::timestamptz > now() - t.retention;
             partition_name := p.relname;
             rows := NULL;
-            BEGIN
-                EXECUTE format('DROP TABLE %I', p.relname);
-                action := 'dropped';
-            EXCEPTION WHEN lock_not_available THEN
-                action := 'busy';
-            END;
+            not_read := false;
+            IF unread IS NOT NULL THEN
+                EXECUTE format('SELECT EXISTS (SELECT FROM %I WHERE %s)', p.relname, unread)
+                    INTO not_read;
+            END IF;
+            IF not_read THEN
+                action := 'not_rolled_up';
+            ELSE
+                BEGIN
+                    EXECUTE format('DROP TABLE %I', p.relname);
+                    action := 'dropped';
+                EXCEPTION WHEN lock_not_available THEN
+                    action := 'busy';
+                END;
+            END IF;
             done := done || action;
             RETURN NEXT;
         END LOOP;
     END LOOP;
 
-    -- What leaves row by row, by table name. A train event leaves only once
-    -- the rollup has read it (a stopped worker loses no departure).
+    -- What leaves row by row, by table name; a row the rollup has not read
+    -- stays (a stopped worker loses no swipe and no departure).
     FOR t IN
         SELECT pt.table_name, pt.table_name || '_default' AS partition_name, pt.time_column,
-               pt.retention, '' AS also
+               pt.retention
         FROM partitioned_tables() pt
         UNION ALL
-        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention, ''),
-               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention, ''),
-               ('station_departures', NULL, 'ts', s.history_retention, ''),
-               ('train_events', NULL, 'ts', s.history_retention,
-                ' AND txid <= (SELECT c.txid FROM worker_cursors c WHERE c.source = ''train_events'')'),
-               ('risk_decisions', NULL, 'decided_at', s.decision_retention, '')
+        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention),
+               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention),
+               ('station_departures', NULL, 'ts', s.history_retention),
+               ('train_events', NULL, 'ts', s.history_retention),
+               ('risk_decisions', NULL, 'decided_at', s.decision_retention)
         ORDER BY 1
     LOOP
         n := delete_expired(coalesce(t.partition_name, t.table_name), t.time_column,
-                            now() - t.retention, budget::integer, t.also);
+                            now() - t.retention, budget::integer,
+                            coalesce(' AND NOT (' || rollup_unread(t.table_name) || ')', ''));
         table_name := t.table_name; partition_name := t.partition_name;
         IF n > 0 THEN
             action := 'deleted'; rows := n;
             done := done || action;
+            deleted := deleted + n;
             RETURN NEXT;
         END IF;
         budget := budget - n;
@@ -186,12 +206,13 @@ BEGIN
     END LOOP;
 
     UPDATE worker_state SET last_maintenance_at = clock_timestamp(),
-        last_maintenance = format('created %s, dropped %s, deleted from %s, busy %s',
+        last_maintenance = format('created %s, dropped %s, deleted %s rows, busy %s, not rolled up %s',
             cardinality(array_positions(done, 'created')), cardinality(array_positions(done, 'dropped')),
-            cardinality(array_positions(done, 'deleted')), cardinality(array_positions(done, 'busy')));
+            deleted, cardinality(array_positions(done, 'busy')),
+            cardinality(array_positions(done, 'not_rolled_up')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: one row (action created, kept_in_default, dropped, busy, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
 

@@ -186,7 +186,8 @@ class Worker:
             held, holder = self._lease(conn)
             if held:
                 self.say(f"holding the lease as {self.options.holder}; rolling up "
-                         f"card_events, card_alert_export and train_events")
+                         "card_events, card_alert_export, transaction_decisions and "
+                         "train_events")
                 return True
             if not waiting:
                 self.say(f"waiting for the lease held by {holder}")
@@ -205,14 +206,16 @@ class Worker:
                 if not held:
                     raise LeaseLost(f"lost the lease to {holder}; waiting for it again")
                 renewed = now
-            if now - maintained >= self.options.maintenance_interval:
-                # With more due, the next loop calls it again: a batch at a time.
-                maintained = float("-inf") if self._maintain(conn) else time.monotonic()
             rolled, full = roll_up(conn, self.options.batch_size)
             rows = sum(rolled.values())
             self.rolled_up += rows
             if rows:
                 log.debug("rolled up %s", rolled)
+            # After a round, so that a worker started on a backlog first reads what
+            # maintenance would otherwise keep back; with more due, the next loop calls
+            # it again: a batch at a time.
+            if now - maintained >= self.options.maintenance_interval:
+                maintained = float("-inf") if self._maintain(conn) else time.monotonic()
             if full:
                 continue
             self.stop.wait(self.options.busy_interval if rows else self.options.idle_interval)
@@ -231,6 +234,9 @@ class Worker:
             elif action == "busy":
                 self.warn(f"partition {partition} is in use by a long transaction; "
                           "it will be dropped by a later run")
+            elif action == "not_rolled_up":
+                self.say(f"partition {partition} of {table} is past its retention but holds "
+                         "rows not rolled up yet; it will be dropped once they are")
             elif action == "kept_in_default":
                 self.say(f"{table}: a day already has rows in {partition}; they stay there")
         return more_due(done)

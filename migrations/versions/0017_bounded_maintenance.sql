@@ -1,16 +1,94 @@
--- Revision 0017 (frozen): what leaves row by row leaves in bounded batches.
--- run_maintenance() deleted the default partitions' rows, the dead letters,
--- the train events and the departures past retention in one DELETE each,
--- whatever their number (only the payment decisions went 100,000 a call): a
--- replay of a month into a default partition, or a flood of dead letters, made
--- a DELETE of millions of rows that held back the commit horizon, and the
--- bridge and the rollup with it, for as long as it ran. Every row-by-row
--- delete now goes through delete_expired(), within a budget of 100,000 rows a
--- call shared by all tables, and says 'more' when the budget ran out. For
--- pg_cron, run_maintenance_until_done() calls it again while more is due.
+-- Revision 0017 (frozen): maintenance keeps what the rollup has not read,
+-- runs one call at a time, and deletes row by row in bounded batches.
+-- run_maintenance() dropped a day of card_events, or deleted old rows of its
+-- default partition, whether or not the rollup had counted them: a worker
+-- stopped or held back by a long transaction lost those swipes from the
+-- totals and the history for good. rollup_unread() gives the rows not read
+-- yet, and maintenance keeps them (a day so held is reported not_rolled_up).
+-- Two callers of create_partitions() at once (two installs) could both try
+-- to create a day: they now queue on the settings row. And the default
+-- partitions' rows, the dead letters, the train events and the departures
+-- past retention went in one DELETE each, whatever their number (only the
+-- payment decisions went 100,000 a call): a month replayed into a default
+-- partition made a DELETE of millions of rows that held back the commit
+-- horizon, and the bridge and the rollup with it. Every row-by-row delete now
+-- goes through delete_expired(), within a budget of 100,000 rows a call
+-- shared by all tables, and says 'more' when the budget ran out; for pg_cron,
+-- run_maintenance_until_done() calls again while more is due.
 SET search_path = metro, pg_catalog;
 
 -- functions
+-- The rows of table_name the rollup has not read yet, as an SQL condition on
+-- its columns (the cursor as literals, so that an index serves it); NULL when
+-- the rollup reads no rows of the table that anything else deletes.
+-- run_maintenance() drops or deletes nothing the condition holds for: a
+-- stopped worker, or one held back by a long transaction, loses nothing.
+CREATE OR REPLACE FUNCTION rollup_unread(table_name text)
+RETURNS text LANGUAGE sql STABLE SET search_path = metro, pg_temp AS $$
+    SELECT CASE c.source
+               WHEN 'card_events' THEN format('(txid, event_id) > (%L::xid8, %s)', c.txid, c.position)
+               -- Whole transactions at a time: its cursor's position is not used.
+               WHEN 'train_events' THEN format('txid > %L::xid8', c.txid)
+           END
+    FROM worker_cursors c
+    WHERE c.source = $1
+$$;
+COMMENT ON FUNCTION rollup_unread(text) IS 'The rows of card_events or train_events the rollup has not read yet, as an SQL condition (NULL for other tables): run_maintenance() keeps them';
+REVOKE ALL ON FUNCTION rollup_unread(text) FROM PUBLIC;
+
+-- Creates the daily partitions of from_day through to_day (UTC days) that do
+-- not exist, for every partitioned table, one caller at a time. A day that already has rows in the
+-- table's default partition keeps them there (reported as kept_in_default):
+-- those rows leave by their retention.
+CREATE OR REPLACE FUNCTION create_partitions(from_day date, to_day date)
+RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
+DECLARE
+    t record;
+    d date;
+    found_rows boolean;
+BEGIN
+    IF from_day IS NULL THEN PERFORM raise_null_argument('create_partitions', 'from_day'); END IF;
+    IF to_day IS NULL THEN PERFORM raise_null_argument('create_partitions', 'to_day'); END IF;
+    IF to_day < from_day OR to_day - from_day > 3660
+       OR from_day < date '2000-01-01' OR to_day >= date '2200-01-01' THEN
+        RAISE EXCEPTION 'create_partitions: days % to % are not a range of at most 10 years within 2000-01-01 and 2200-01-01',
+            from_day, to_day
+            USING ERRCODE = '22023', HINT = 'Pass the first and the last UTC day to create, e.g. create_partitions(''2026-01-01'', ''2026-01-31'').';
+    END IF;
+    -- One caller at a time (two installs, a worker and pg_cron): the second
+    -- waits, then finds the partitions made. The settings row, because only
+    -- the schema's owner may lock it (an advisory lock, any role could hold).
+    PERFORM FROM settings FOR NO KEY UPDATE;
+    FOR t IN SELECT * FROM partitioned_tables() p ORDER BY p.table_name LOOP
+        FOR d IN SELECT g::date FROM generate_series(from_day, to_day, interval '1 day') g LOOP
+            partition_name := format('%s_p%s', t.table_name, to_char(d, 'YYYYMMDD'));
+            CONTINUE WHEN to_regclass(format('metro.%I', partition_name)) IS NOT NULL;
+            table_name := t.table_name;
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I >= $1 AND %I < $2)',
+                           t.table_name || '_default', t.time_column, t.time_column)
+                INTO found_rows USING d::timestamptz, (d + 1)::timestamptz;
+            IF found_rows THEN
+                action := 'kept_in_default';
+                partition_name := t.table_name || '_default';
+                rows := NULL;
+            ELSE
+                EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                               partition_name, t.table_name, d::timestamptz, (d + 1)::timestamptz);
+                EXECUTE format('COMMENT ON TABLE %I IS %L', partition_name,
+                               format('%s of %s (UTC); dropped by run_maintenance() past its retention', t.table_name, d));
+                action := 'created';
+                rows := 0;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily partitions of from_day through to_day (UTC) for card_events, card_history_second and station_second_slots: (action created or kept_in_default, table_name, partition_name, rows); for a load or replay of past dates. MT004 NULL argument, 22023 not a range of at most 10 years in [2000-01-01, 2200-01-01)';
+REVOKE ALL ON FUNCTION create_partitions(date, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
+
 -- Deletes at most batch rows of table_name whose time_column is before cutoff
 -- (and that meet also, an SQL condition of the caller's), whichever come
 -- first, and returns how many. One bounded statement: a long DELETE holds
@@ -36,7 +114,8 @@ REVOKE ALL ON FUNCTION delete_expired(text, text, timestamptz, integer, text) FR
 -- ahead and drops the partitions whose whole day is older than the table's
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
--- drop). Then deletes, row by row, what is past retention elsewhere: the
+-- drop; one holding rows the rollup has not read yet, as not_rolled_up, so
+-- that a stopped worker loses no swipe from the totals). Then deletes, row by row, what is past retention elsewhere: the
 -- default partitions' rows, the bridge's dead letters
 -- (settings.dead_letter_retention), the train events and departures
 -- (settings.history_retention) and the payment decisions
@@ -44,7 +123,8 @@ REVOKE ALL ON FUNCTION delete_expired(text, text, timestamptz, integer, text) FR
 -- delete_budget rows a call: a DELETE holds back the commit horizon (the
 -- bridge and the rollup wait) while it runs, and a replay of past dates or a
 -- busy payment network leaves millions of rows due at once; 'more' says
--- another call is due. Records what it did in worker_state.
+-- another call is due. Rows the rollup has not read stay. One call at a
+-- time (create_partitions). Records what it did in worker_state.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC'
@@ -55,11 +135,14 @@ DECLARE
     p record;
     today date := (now() AT TIME ZONE 'UTC')::date;
     n bigint;
+    unread text;
+    not_read boolean;
     done text[] := '{}';
+    deleted bigint := 0;
     -- 100,000 decisions took 0.2 to 0.5 s to delete (ad hoc, idle server).
     budget bigint := 100000;
 BEGIN
-    SELECT * INTO s FROM settings;
+    SELECT * INTO s FROM settings FOR NO KEY UPDATE;
     FOR action, table_name, partition_name, rows IN
         SELECT * FROM create_partitions(today, today + s.partitions_ahead) LOOP
         done := done || action;
@@ -68,6 +151,7 @@ BEGIN
 
     FOR t IN SELECT * FROM partitioned_tables() pt ORDER BY pt.table_name LOOP
         table_name := t.table_name;
+        unread := rollup_unread(t.table_name);
         FOR p IN
             SELECT c.relname, to_date(substring(c.relname FROM '_p([0-9]{8})$'), 'YYYYMMDD') AS day
             FROM pg_inherits i
@@ -79,38 +163,48 @@ BEGIN
             CONTINUE WHEN (p.day + 1)::timestamptz > now() - t.retention;
             partition_name := p.relname;
             rows := NULL;
-            BEGIN
-                EXECUTE format('DROP TABLE %I', p.relname);
-                action := 'dropped';
-            EXCEPTION WHEN lock_not_available THEN
-                action := 'busy';
-            END;
+            not_read := false;
+            IF unread IS NOT NULL THEN
+                EXECUTE format('SELECT EXISTS (SELECT FROM %I WHERE %s)', p.relname, unread)
+                    INTO not_read;
+            END IF;
+            IF not_read THEN
+                action := 'not_rolled_up';
+            ELSE
+                BEGIN
+                    EXECUTE format('DROP TABLE %I', p.relname);
+                    action := 'dropped';
+                EXCEPTION WHEN lock_not_available THEN
+                    action := 'busy';
+                END;
+            END IF;
             done := done || action;
             RETURN NEXT;
         END LOOP;
     END LOOP;
 
-    -- What leaves row by row, by table name. A train event leaves only once
-    -- the rollup has read it (a stopped worker loses no departure).
+    -- What leaves row by row, by table name; a row the rollup has not read
+    -- stays (a stopped worker loses no swipe and no departure).
     FOR t IN
         SELECT pt.table_name, pt.table_name || '_default' AS partition_name, pt.time_column,
-               pt.retention, '' AS also
+               pt.retention
         FROM partitioned_tables() pt
         UNION ALL
-        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention, ''),
-               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention, ''),
-               ('station_departures', NULL, 'ts', s.history_retention, ''),
-               ('train_events', NULL, 'ts', s.history_retention,
-                ' AND txid <= (SELECT c.txid FROM worker_cursors c WHERE c.source = ''train_events'')'),
-               ('risk_decisions', NULL, 'decided_at', s.decision_retention, '')
+        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention),
+               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention),
+               ('station_departures', NULL, 'ts', s.history_retention),
+               ('train_events', NULL, 'ts', s.history_retention),
+               ('risk_decisions', NULL, 'decided_at', s.decision_retention)
         ORDER BY 1
     LOOP
         n := delete_expired(coalesce(t.partition_name, t.table_name), t.time_column,
-                            now() - t.retention, budget::integer, t.also);
+                            now() - t.retention, budget::integer,
+                            coalesce(' AND NOT (' || rollup_unread(t.table_name) || ')', ''));
         table_name := t.table_name; partition_name := t.partition_name;
         IF n > 0 THEN
             action := 'deleted'; rows := n;
             done := done || action;
+            deleted := deleted + n;
             RETURN NEXT;
         END IF;
         budget := budget - n;
@@ -122,12 +216,13 @@ BEGIN
     END LOOP;
 
     UPDATE worker_state SET last_maintenance_at = clock_timestamp(),
-        last_maintenance = format('created %s, dropped %s, deleted from %s, busy %s',
+        last_maintenance = format('created %s, dropped %s, deleted %s rows, busy %s, not rolled up %s',
             cardinality(array_positions(done, 'created')), cardinality(array_positions(done, 'dropped')),
-            cardinality(array_positions(done, 'deleted')), cardinality(array_positions(done, 'busy')));
+            deleted, cardinality(array_positions(done, 'busy')),
+            cardinality(array_positions(done, 'not_rolled_up')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: one row (action created, kept_in_default, dropped, busy, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
 

@@ -4,6 +4,7 @@ retention; the fraud rules read one card's index range whatever partitions hold 
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -42,7 +43,7 @@ def test_maintenance_creates_the_days_ahead_once(conn):
         "card_events_default",
         *(day_name("card_events", day + timedelta(days=n)) for n in range(4))]
     state = conn.execute("SELECT last_maintenance FROM worker_state").fetchone()
-    assert state == ("created 0, dropped 0, deleted from 0, busy 0",)
+    assert state == ("created 0, dropped 0, deleted 0 rows, busy 0, not rolled up 0",)
 
 
 def test_days_past_retention_are_dropped_in_well_under_a_second(conn, stations):
@@ -87,6 +88,65 @@ def test_a_replayed_past_day_goes_to_the_default_partition_and_leaves_by_retenti
     done = conn.execute("SELECT * FROM run_maintenance()").fetchall()
     assert done == [("deleted", "card_events", "card_events_default", 1)]
     assert conn.execute("SELECT ts FROM card_events").fetchall() == [(recent,)]
+
+
+SWIPES_SINCE_THE_START = "SELECT coalesce(sum(swipes), 0) FROM station_totals"
+
+
+def test_a_day_the_rollup_has_not_read_stays_past_its_retention(conn, stations):
+    # A worker stopped over a weekend: the days past retention hold swipes not yet in
+    # the totals. Dropping them would lose those swipes from the counters for good.
+    day = today(conn) - timedelta(days=3)
+    conn.execute("SELECT * FROM create_partitions(%s, %s)", (day, day))
+    conn.execute("INSERT INTO card_events (card_id, ts, station_id, activity_code, amount, accept)"
+                 " SELECT n, %s::timestamptz + n * interval '1 s', 1, 1, 250, 1"
+                 " FROM generate_series(1, 1000) n",
+                 (datetime.combine(day, datetime.min.time(), UTC),))
+    conn.execute("UPDATE settings SET event_retention = '1 day'")
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE table_name = 'card_events'"
+                        " AND action <> 'created'").fetchall()
+    assert done == [("not_rolled_up", "card_events", day_name("card_events", day), None)]
+    assert conn.execute("SELECT count(*) FROM card_events").fetchone() == (1000,)
+    assert conn.execute("SELECT last_maintenance FROM worker_state").fetchone()[0].endswith(
+        "not rolled up 1")
+    catch_up(conn)
+    done = conn.execute("SELECT * FROM run_maintenance() WHERE table_name = 'card_events'"
+                        ).fetchall()
+    assert done == [("dropped", "card_events", day_name("card_events", day), None)]
+    assert conn.execute(SWIPES_SINCE_THE_START).fetchone() == (1000,)
+
+
+def test_default_partition_rows_the_rollup_has_not_read_stay(conn, stations):
+    conn.execute("SELECT * FROM run_maintenance()")
+    conn.execute(INSERT_OLD_DEFAULT_EVENTS, (3,))
+    catch_up(conn)
+    conn.execute(INSERT_OLD_DEFAULT_EVENTS, (2,))  # after the rollup's last round
+    deleted = "SELECT * FROM run_maintenance() WHERE action = 'deleted'"
+    assert conn.execute(deleted).fetchall() == [
+        ("deleted", "card_events", "card_events_default", 3)]
+    assert conn.execute("SELECT count(*) FROM card_events").fetchone() == (2,)
+    catch_up(conn)
+    assert conn.execute(deleted).fetchall() == [
+        ("deleted", "card_events", "card_events_default", 2)]
+    assert conn.execute(SWIPES_SINCE_THE_START).fetchone() == (5,)
+
+
+def test_two_callers_of_create_partitions_queue_instead_of_failing(db, conn):
+    # Two installs at once, or a worker and pg_cron: both would find the day missing.
+    day = today(conn) + timedelta(days=10)
+    with psycopg.connect(db) as first, psycopg.connect(db, autocommit=True) as second:
+        assert len(first.execute("SELECT * FROM metro.create_partitions(%s, %s)",
+                                 (day, day)).fetchall()) == 3
+        result: list[object] = []
+        waiting = threading.Thread(target=lambda: result.append(second.execute(
+            "SELECT * FROM metro.create_partitions(%s, %s)", (day, day)).fetchall()))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive()  # queued behind the first
+        first.commit()
+        waiting.join(10)
+    assert result == [[]]
+    assert day_name("card_events", day) in partitions(conn, "card_events")
 
 
 def test_create_partitions_for_a_backfill_and_a_day_already_in_the_default(conn, stations):
@@ -244,7 +304,7 @@ def test_run_maintenance_until_done_commits_each_batch(db, conn):
     conn.execute("RESET ROLE")
     assert conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (0,)
     assert conn.execute("SELECT last_maintenance FROM worker_state").fetchone() == (
-        "created 0, dropped 0, deleted from 1, busy 0",)
+        "created 0, dropped 0, deleted 1 rows, busy 0, not rolled up 0",)
 
 
 def test_fraud_rules_across_midnight_and_partitions(conn, stations):
