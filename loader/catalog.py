@@ -28,6 +28,9 @@ from .errors import LoadError
 
 TABLES = ("stations", "trains", "cards", "card_events", "train_events", "risk_tags",
           "risk_rules")
+# The record of every swipe: the schema refuses UPDATE and DELETE, so --truncate is
+# refused too (a TRUNCATE in SQL says it is meant).
+APPEND_ONLY = "card_events"
 FUNCTIONS = ("validate_entry", "process_exit", "recharge_card", "record_train_event",
              "evaluate_transaction")
 

@@ -23,7 +23,7 @@ from metro import database
 from metro.errors import MetroError
 
 from .calling import CallLoader
-from .catalog import FUNCTIONS, TABLES, Function, Table, find_function, find_table
+from .catalog import APPEND_ONLY, FUNCTIONS, TABLES, Function, Table, find_function, find_table
 from .copying import CopyLoader
 from .errors import LoadError, fatal, use_error_codes
 from .progress import Progress
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "if the load stops, the table keeps its old contents")
     parser.add_argument("--upsert", action="store_true",
                         help="replace rows that have the same primary key (the last one in the "
-                             "file wins); not for card_events")
+                             "file wins); neither is for card_events")
     return parser
 
 
@@ -113,12 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.procedure and (args.truncate or args.upsert):
             raise LoadError("--truncate and --upsert apply to tables, not to --procedure")
-        for path in args.files:
-            if not path.is_file():
-                raise LoadError(f"no such file: {path}")
+        _check_format(args)
+        _check_files(args.files)
         with _connect() as conn:
             # Every target is checked before anything is loaded or written.
             targets = [_target(conn, path, args) for path in args.files]
+            if args.truncate and any(isinstance(t, Table) and t.name == APPEND_ONLY
+                                     for t in targets):
+                raise LoadError(f"--truncate would empty {APPEND_ONLY}, the record of every "
+                                f"swipe, which is append-only; to start it afresh, TRUNCATE "
+                                f"metro.{APPEND_ONLY} in SQL first")
             status = EXIT_OK
             for path, target in zip(args.files, targets, strict=True):
                 status = max(status, load_file(conn, path, args, target))
@@ -134,6 +138,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("loader: interrupted; the transaction in progress was rolled back", file=sys.stderr)
     return EXIT_FATAL
+
+
+def _check_format(args: argparse.Namespace) -> None:
+    """Refuses options COPY would refuse on every row (which would report good rows as
+    invalid): the quote must differ from the delimiter, and neither may be in --null."""
+    if args.quotechar == args.delimiter:
+        raise LoadError(f"--quotechar and --delimiter must differ; both are {args.delimiter!r}")
+    for name, char in (("--delimiter", args.delimiter), ("--quotechar", args.quotechar)):
+        if args.null is not None and char in args.null:
+            raise LoadError(f"--null {args.null!r} holds the {name} {char!r}: "
+                            f"a field could not be told from a NULL")
+
+
+def _check_files(paths: Sequence[Path]) -> None:
+    """Every file exists and is a regular file, and no two write the same report files
+    (named after the file, without its folder and extension)."""
+    for path in paths:
+        if path.is_dir():
+            raise LoadError(f"{path} is a directory: name the files in it")
+        if not path.is_file():
+            raise LoadError(f"not a regular file: {path}" if path.exists()
+                            else f"no such file: {path}")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise LoadError(f"{seen[path.stem]} and {path} would write the same reports "
+                            f"({path.stem}.invalid.csv, {path.stem}.log): load them in "
+                            f"separate runs, each with its own --reportdir")
+        seen[path.stem] = path
 
 
 def _one_line(error: BaseException) -> str:

@@ -12,6 +12,9 @@ the file. COPY wants one kind of line end per statement, so a batch whose
 lines do not all end alike is sent with every record's end made LF; the
 records themselves (what the report shows) stay exactly as read.
 
+A UTF-8 byte order mark at the start (spreadsheets' "CSV UTF-8") is not
+data: it is left out, whether or not the first line is a header.
+
 The common case (no quote character, no blank line, no CR, or CRLF on every
 line) costs a few C-level passes over the batch: no Python work per line.
 """
@@ -24,9 +27,10 @@ import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from io import BufferedReader
 from pathlib import Path
-from typing import BinaryIO
 
+_BOM = b"\xef\xbb\xbf"
 _BLANK = (b"\n", b"\r\n", b"\r")
 # One line with its end: LF, CRLF or a lone CR; or the last line, without one.
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
@@ -62,12 +66,15 @@ class CsvSource:
         self.quote = quote
         self.batch_size = batch_size
         self.blank_lines = 0
-        self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+        self._file: BufferedReader = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+        bom = self._file.peek(len(_BOM))[:len(_BOM)] == _BOM
+        if bom:
+            self._file.read(len(_BOM))
         self._pending: deque[bytes] = deque()  # lines split off a CR-ended line, not yet read
         self._joined: bytes | None = None
         self._mixed = False
         self.skipped_lines = self._read(skip)
-        self.bytes_read = sum(map(len, self.skipped_lines))
+        self.bytes_read = sum(map(len, self.skipped_lines)) + (len(_BOM) if bom else 0)
         self._line_no = len(self.skipped_lines) + 1
 
     def __enter__(self) -> CsvSource:

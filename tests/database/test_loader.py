@@ -335,6 +335,49 @@ def test_missing_file(run, tmp_path):
     assert run(str(missing)) == (2, "", f"loader: no such file: {missing}\n")
 
 
+def test_a_directory_or_a_device_is_not_called_missing(run, tmp_path):
+    assert run(str(tmp_path)) == (
+        2, "", f"loader: {tmp_path} is a directory: name the files in it\n")
+    assert run("/dev/null") == (2, "", "loader: not a regular file: /dev/null\n")
+
+
+def test_two_files_that_would_share_their_reports_are_refused(run, conn, tmp_path):
+    # Daily exports in dated folders: the second file's report replaced the first's,
+    # and the first file's invalid rows were in no report.
+    for day in ("d1", "d2"):
+        (tmp_path / day).mkdir()
+        write(tmp_path / day, "cards.csv", "1,1,0,100,,Ann,,,0\n")
+    first, second = tmp_path / "d1" / "cards.csv", tmp_path / "d2" / "cards.csv"
+    assert run(str(first), str(second)) == (
+        2, "", f"loader: {first} and {second} would write the same reports (cards.invalid.csv,"
+               " cards.log): load them in separate runs, each with its own --reportdir\n")
+    assert rows(conn, "SELECT count(*) FROM cards") == [(0,)]
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--quotechar", ","), "--quotechar and --delimiter must differ; both are ','"),
+    (("--null", "a,b"), "--null 'a,b' holds the --delimiter ',': a field could not be told"
+                        " from a NULL"),
+    (("--null", '"'), "--null '\"' holds the --quotechar '\"': a field could not be told"
+                      " from a NULL"),
+])
+def test_options_copy_would_refuse_on_every_row_are_refused_first(run, conn, tmp_path, options,
+                                                                   message):
+    # Before, every good row was reported invalid, with COPY's complaint as the reason.
+    path = write(tmp_path, "trains.csv", "1,Aurora\n")
+    assert run(*options, path) == (2, "", f"loader: {message}\n")
+    assert rows(conn, "SELECT count(*) FROM trains") == [(0,)]
+
+
+def test_truncate_of_the_swipes_record_is_refused(run, conn, stations, tmp_path):
+    conn.execute("SELECT metro.validate_entry(1, 1)")
+    path = write(tmp_path, "card_events.csv", "2,2026-11-02 08:00:00+00,1,1,0,0\n")
+    assert run("--truncate", path) == (
+        2, "", "loader: --truncate would empty card_events, the record of every swipe, which is"
+               " append-only; to start it afresh, TRUNCATE metro.card_events in SQL first\n")
+    assert rows(conn, "SELECT card_id FROM card_events") == [(1,)]
+
+
 def test_unknown_table(run, tmp_path):
     path = write(tmp_path, "buses.csv", "1,a\n")
     assert run(path) == (

@@ -141,3 +141,16 @@ def test_cr_only_line_ends_in_a_procedure_file(run, conn, stations, tmp_path):
         "swipes.csv line 2: Unknown station: 99: No row in metro.stations has station_id 99."]
     assert rows(conn, "SELECT card_id, accept FROM card_events ORDER BY event_id") == [
         (42, 1), (43, 0)]
+
+
+def test_a_byte_order_mark_is_not_data_with_or_without_a_header(run, conn, tmp_path):
+    # Spreadsheets save "CSV UTF-8" with a BOM; without a header it came before the
+    # first card number, which was then refused (and called a header).
+    bom = "\ufeff"
+    path = write(tmp_path, "cards.csv", bom + cards(CARD.format(1, 100, "Ann"),
+                                                    CARD.format(2, 100, "Bob"), end="\r\n"))
+    assert run(path) == (0, "cards.csv: read 2, loaded 2, invalid 0\n", "")
+    path = write(tmp_path, "trains.csv", bom + "train_id,name\n1,Aurora\n")
+    assert run("--header", path) == (0, "trains.csv: read 1, loaded 1, invalid 0\n", "")
+    assert rows(conn, "SELECT card_id, name FROM cards ORDER BY 1") == [(1, "Ann"), (2, "Bob")]
+    assert rows(conn, "SELECT * FROM trains") == [(1, "Aurora")]
