@@ -24,8 +24,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
 from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError
 
 from metro import config, database
+from metro.errors import MetroError
 
 SCHEMA = "metro"
 SEARCH_PATH = "metro, public"
@@ -154,6 +156,14 @@ def install_tree(dsn: str) -> bool:
     return True
 
 
+def _install_refusal(error: BaseException | None) -> BaseException:
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return MetroError(f"{error.diag.message_primary}: installing needs CREATE on the "
+                          "database (a new schema metro), upgrading the ownership of schema "
+                          "metro; run metro install as the database's owner")
+    return error if error is not None else MetroError("the install failed")
+
+
 def install(dsn: str) -> str:
     """Create or upgrade the schema and set the search_path; idempotent. Returns the revision.
 
@@ -162,8 +172,12 @@ def install(dsn: str) -> str:
     # Connect first: an unreachable server is reported in one line, not by alembic.
     with database.connect(dsn, autocommit=True):
         pass
-    if not install_tree(dsn):
-        upgrade(dsn)
+    try:
+        if not install_tree(dsn):
+            upgrade(dsn)
+    except (DBAPIError, psycopg.Error) as error:
+        # Alembic's errors come wrapped by SQLAlchemy: report PostgreSQL's own, in one line.
+        raise _install_refusal(error.orig if isinstance(error, DBAPIError) else error) from None
     with database.connect(dsn, autocommit=True) as conn:
         set_search_path(conn)
         # Today's and the next days' partitions exist from the start, worker or not.

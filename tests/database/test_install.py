@@ -7,6 +7,8 @@ import subprocess
 import psycopg
 import pytest
 from commands import run_metro
+from psycopg import sql
+from roles import login_role
 
 from metro import schema
 from metro.embedded import bin_dir
@@ -85,6 +87,28 @@ def test_install_reports_an_unreachable_database_in_one_line(tmp_path):
     assert result.stderr.startswith("metro: ")
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_install_without_the_privileges_says_which_in_one_line(server_dsn, empty_db):
+    dsn = empty_db("unprivileged")
+    with login_role(server_dsn, "installer") as role:
+        result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
+        dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"metro: permission denied for database {dbname}: installing needs CREATE on the"
+            " database (a new schema metro), upgrading the ownership of schema metro; run metro"
+            " install as the database's owner\n")
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT to_regnamespace('metro')").fetchone() == (None,)
+        # Installed by the owner, the schema is not the role's to upgrade.
+        schema.install(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(dbname), sql.Identifier(role)))
+        result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("metro: permission denied for schema metro: installing needs")
 
 
 @pytest.mark.slow
