@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from metro import config, database
+from metro import config, database, schema
 from metro.service_cli import duration, positive, run_until_stopped
 
 from .runner import Bridge, BridgeOptions
@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def command(args: argparse.Namespace) -> int:
     if args.status:
         with database.connect() as conn:
+            schema.require_installed(conn, "bridge_state", "0002")
             print(render(collect(conn)))
         return 0
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import psycopg
 from kafka.errors import KafkaError
 
+from metro import database, schema
 from metro.backoff import Backoff
 from metro.errors import MetroError
 from metro.topics import INBOUND_TOPICS, Stream, streams
@@ -114,6 +115,7 @@ class Bridge:
         # one, a line says when the bridge has caught up.
         self._outage_since: float | None = None
         self._outage_error = ""
+        self._connected = False  # whether a session ever began (then a refusal is an outage)
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
@@ -166,14 +168,15 @@ class Bridge:
             raise LeaseLost("another bridge took the lease over")
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
-                               application_name="metro bridge")
-        installed = conn.execute("SELECT to_regclass('metro.bridge_cursors') IS NOT NULL"
-                                 ).fetchone()
-        if not installed or not installed[0]:
+        conn = database.service_connection(self.options.dsn, first=not self._connected,
+                                           autocommit=True, connect_timeout=5,
+                                           application_name="metro bridge")
+        self._connected = True
+        try:
+            schema.require_installed(conn, "bridge_cursors", "0002")
+        except MetroError:
             conn.close()
-            raise MetroError("the database has no bridge tables (schema revision 0002); "
-                             "run `metro install` first")
+            raise
         return conn
 
     def _session(self) -> None:

@@ -6,6 +6,7 @@ otherwise the embedded server under METRO_HOME is started on demand.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import psycopg
@@ -51,6 +52,27 @@ def connect(dsn: str | None = None, **kwargs: object) -> psycopg.Connection:
         return psycopg.connect(target, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_one_line(error)}") from None
+
+
+# Refusals of a connection that only the operator can end (libpq's and the server's
+# words): a typo in METRO_DATABASE_URL, a role without a login.
+_REFUSED_BY_SETTINGS = re.compile(
+    r'(database|role) "[^"]*" does not exist|authentication failed|no pg_hba\.conf entry'
+    r'|is not permitted to log in|no password supplied')
+
+
+def service_connection(dsn: str, first: bool, **kwargs: object) -> psycopg.Connection:
+    """A long-running service's connection. A refusal by the settings on its first
+    connection stops the service (DatabaseUnavailable, one line): retrying would wait
+    forever on a typo. Anything else, or later, is an outage the service retries
+    (psycopg.OperationalError)."""
+    try:
+        return psycopg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as error:
+        if first and _REFUSED_BY_SETTINGS.search(str(error)):
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_one_line(error)}; "
+                                      "check METRO_DATABASE_URL") from None
+        raise
 
 
 def _one_line(error: Exception) -> str:

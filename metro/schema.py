@@ -156,6 +156,20 @@ def install_tree(dsn: str) -> bool:
     return True
 
 
+def require_installed(conn: psycopg.Connection, table: str, revision: str) -> None:
+    """Stop with one clear line, not a missing-relation error, when the database lacks the
+    metro table a command needs: no schema at all, or one older than the revision that
+    added the table."""
+    row = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+                       (SCHEMA, f"{SCHEMA}.{table}")).fetchone()
+    if row == (True, True):
+        return
+    if row is None or not row[0]:
+        raise MetroError("the database has no metro schema: run `metro install` first")
+    raise MetroError(f"the metro schema here is older than revision {revision}, which added "
+                     f"{SCHEMA}.{table}: run `metro install` to upgrade it")
+
+
 def _install_refusal(error: BaseException | None) -> BaseException:
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         return MetroError(f"{error.diag.message_primary}: installing needs CREATE on the "

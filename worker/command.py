@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from metro import database
+from metro import database, schema
 from metro.service_cli import positive, run_until_stopped
 
 from .runner import Worker, WorkerOptions, run_once
@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def command(args: argparse.Namespace) -> int:
     if args.status:
         with database.connect() as conn:
+            schema.require_installed(conn, "worker_state", "0008")
             print(render(collect(conn)))
         return 0
     dsn = database.conninfo()

@@ -28,8 +28,8 @@ from datetime import timedelta
 
 import psycopg
 
+from metro import database, schema
 from metro.backoff import Backoff
-from metro.errors import MetroError
 
 log = logging.getLogger("metro.worker")
 
@@ -105,11 +105,7 @@ def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
 
 
 def _check_installed(conn: psycopg.Connection) -> None:
-    row = conn.execute("SELECT to_regprocedure('metro.run_rollup(integer)') IS NOT NULL"
-                       ).fetchone()
-    if not row or not row[0]:
-        raise MetroError("the database has no rollup (schema revision 0008); "
-                         "run `metro install` first")
+    schema.require_installed(conn, "worker_cursors", "0008")
 
 
 RETRIED = (psycopg.OperationalError, OSError)
@@ -128,6 +124,7 @@ class Worker:
         self.say = say or log.info
         self.warn = say or log.warning
         self.rolled_up = 0  # rows rolled up by this worker, for a caller's summary
+        self._connected = False  # whether a session ever began (then a refusal is an outage)
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
@@ -160,8 +157,10 @@ class Worker:
             pass
 
     def _session(self) -> None:
-        with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
-                             application_name="metro worker") as conn:
+        with database.service_connection(self.options.dsn, first=not self._connected,
+                                         autocommit=True, connect_timeout=5,
+                                         application_name="metro worker") as conn:
+            self._connected = True
             _check_installed(conn)
             if not self._take_lease(conn):
                 return

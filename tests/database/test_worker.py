@@ -213,3 +213,26 @@ def test_the_worker_deletes_a_backlog_of_expired_decisions_a_batch_at_a_time(db,
     assert [line for line in said if "risk_decisions" in line] == [
         "deleted 100,000 rows of risk_decisions past retention",
         "deleted 1 row of risk_decisions past retention"]
+
+
+@pytest.mark.parametrize("command", [("worker", "--status"), ("worker", "--once"),
+                                     ("bridge", "--status")])
+def test_commands_on_a_database_without_the_schema_say_to_install(empty_db, command):
+    result = run_metro(*command, dsn=empty_db("bare"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "metro: the database has no metro schema: run `metro install` first\n"
+
+
+@pytest.mark.parametrize("service", ["worker", "bridge"])
+def test_a_service_pointed_at_a_missing_database_stops_at_once(db, service):
+    # A typo in the URL is no outage: retried, it would log a warning every few seconds
+    # for ever.
+    missing = psycopg.conninfo.make_conninfo(db, dbname="metro_no_such_database")
+    started = time.monotonic()
+    result = run_metro(service, dsn=missing)
+    assert time.monotonic() - started < 30
+    assert (result.returncode, result.stdout) == (2, "")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("metro: cannot connect to PostgreSQL: ")
+    assert last.endswith('database "metro_no_such_database" does not exist; check'
+                         " METRO_DATABASE_URL")
