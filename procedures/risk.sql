@@ -235,8 +235,23 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    -- A new statement: it sees this call's decisions and those that concurrent
-    -- calls committed meanwhile (the ON CONFLICT DO NOTHING above).
+    -- New statements: they see this call's decisions and those that concurrent
+    -- calls committed meanwhile (the ON CONFLICT DO NOTHING above). Such a call
+    -- may have decided one of these transaction_ids for another account or
+    -- amount: the first such payment is refused (MT011) as evaluate_transaction
+    -- refuses it, and nothing is written, rather than answered with another
+    -- payment's decision.
+    SELECT u.transaction_id, u.account_id, u.amount INTO v_payment
+    FROM unnest(transaction_ids, account_ids, amounts)
+         WITH ORDINALITY u(transaction_id, account_id, amount, n)
+    JOIN risk_decisions d ON d.transaction_id = u.transaction_id
+    WHERE d.account_id <> u.account_id OR d.amount <> u.amount
+    ORDER BY u.n
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM raise_transaction_id_reused(v_payment.transaction_id, v_payment.account_id,
+                                            v_payment.amount);
+    END IF;
     RETURN QUERY
         SELECT u.n::integer, d.blocked, d.rule, d.message
         FROM unnest(transaction_ids) WITH ORDINALITY u(transaction_id, n)

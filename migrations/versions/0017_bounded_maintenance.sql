@@ -245,3 +245,123 @@ $$;
 COMMENT ON PROCEDURE run_maintenance_until_done() IS 'Calls run_maintenance() until nothing more is due, committing after each call: for pg_cron (CALL metro.run_maintenance_until_done()); not inside a transaction block';
 REVOKE ALL ON PROCEDURE run_maintenance_until_done() FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE run_maintenance_until_done() TO metro_worker;
+
+-- Decides payments i = 1..n (transaction_ids[i], account_ids[i], amounts[i],
+-- ts[i]) and returns one row per input position, in input order: what
+-- evaluate_transaction would return for it, called one by one. A
+-- transaction_id decided before gets its recorded decision and writes nothing;
+-- a transaction_id repeated within the batch is decided by its first
+-- occurrence and the later ones get that decision. ts NULL, or a NULL element,
+-- means now(). Arrays of different lengths raise 22023. When any payment would
+-- be refused (MT003, MT004, MT007, MT008, MT009, MT010, MT011), the batch is decided by
+-- evaluate_transaction one payment at a time, so the caller gets exactly the
+-- error of the first refused payment, and the whole call writes nothing.
+CREATE OR REPLACE FUNCTION evaluate_transactions(transaction_ids text[], account_ids text[],
+                                                 amounts numeric[], ts timestamptz[] DEFAULT NULL)
+RETURNS TABLE (ordinal integer, blocked boolean, rule text, message text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+DECLARE
+    v_refused boolean;
+    v_payment record;
+    v risk_verdict;
+BEGIN
+    IF transaction_ids IS NULL THEN PERFORM raise_null_argument('evaluate_transactions', 'transaction_ids'); END IF;
+    IF account_ids IS NULL THEN PERFORM raise_null_argument('evaluate_transactions', 'account_ids'); END IF;
+    IF amounts IS NULL THEN PERFORM raise_null_argument('evaluate_transactions', 'amounts'); END IF;
+    IF cardinality(account_ids) <> cardinality(transaction_ids)
+       OR cardinality(amounts) <> cardinality(transaction_ids)
+       OR (ts IS NOT NULL AND cardinality(ts) <> cardinality(transaction_ids)) THEN
+        RAISE EXCEPTION 'evaluate_transactions: transaction_ids, account_ids, amounts and ts must have the same length, got %, %, % and %',
+            cardinality(transaction_ids), cardinality(account_ids), cardinality(amounts), cardinality(ts)
+            USING ERRCODE = '22023';
+    END IF;
+
+    WITH payments AS (
+        SELECT u.n, u.transaction_id, u.account_id, u.amount, coalesce(u.ts, now()) AS ts
+        FROM unnest(transaction_ids, account_ids, amounts, ts)
+             WITH ORDINALITY u(transaction_id, account_id, amount, ts, n)
+    ), fresh AS MATERIALIZED (
+        -- First occurrences of the transaction_ids not decided before, with
+        -- the rule that decides them (NULL rule: none matches, MT008).
+        SELECT f.*, r.risk_level, r.blocked, r.rule, r.message
+        FROM (SELECT DISTINCT ON (p.transaction_id) p.*
+              FROM payments p
+              WHERE NOT EXISTS (SELECT FROM risk_decisions d WHERE d.transaction_id = p.transaction_id)
+              ORDER BY p.transaction_id, p.n) f
+        CROSS JOIN LATERAL risk_rule(f.account_id, f.amount) r
+    ), refused AS (
+        SELECT FROM payments p CROSS JOIN LATERAL payment_refusal(p.transaction_id, p.account_id, p.amount) x
+        WHERE x.sqlstate IS NOT NULL
+        UNION ALL
+        SELECT FROM fresh f WHERE f.rule IS NULL
+        UNION ALL
+        -- A ts the caller may not pass (MT009, MT010).
+        SELECT WHERE ts_array_refusal(ts) IS NOT NULL
+        UNION ALL
+        -- A transaction_id reused with another account or amount (MT011):
+        -- against the recorded decision, or within the batch.
+        SELECT FROM payments p JOIN risk_decisions d ON d.transaction_id = p.transaction_id
+        WHERE d.account_id <> p.account_id OR d.amount <> p.amount
+        UNION ALL
+        SELECT FROM (SELECT p.account_id, p.amount,
+                            first_value(p.account_id) OVER w AS first_account,
+                            first_value(p.amount) OVER w AS first_amount
+                     FROM payments p
+                     WINDOW w AS (PARTITION BY p.transaction_id ORDER BY p.n)) x
+        WHERE x.account_id IS DISTINCT FROM x.first_account
+           OR x.amount IS DISTINCT FROM x.first_amount
+    ), decided AS (
+        INSERT INTO risk_decisions AS d (transaction_id, account_id, amount, ts, risk_level, blocked, rule, message)
+        SELECT f.transaction_id, f.account_id, f.amount, f.ts, f.risk_level, f.blocked, f.rule, f.message
+        FROM fresh f
+        WHERE NOT EXISTS (SELECT FROM refused)
+        ORDER BY f.n
+        ON CONFLICT DO NOTHING
+        RETURNING d.transaction_id
+    ), streamed AS (
+        INSERT INTO transaction_decisions (transaction_id, account_id, amount, ts, risk_level, blocked, rule, message)
+        SELECT f.transaction_id, f.account_id, f.amount, f.ts, f.risk_level, f.blocked, f.rule, f.message
+        FROM decided d JOIN fresh f ON f.transaction_id = d.transaction_id
+        ORDER BY f.n
+    )
+    SELECT EXISTS (SELECT FROM refused) INTO v_refused;
+
+    IF v_refused THEN
+        FOR v_payment IN SELECT u.n, u.transaction_id, u.account_id, u.amount, coalesce(u.ts, now()) AS ts
+                 FROM unnest(transaction_ids, account_ids, amounts, ts)
+                      WITH ORDINALITY u(transaction_id, account_id, amount, ts, n)
+                 ORDER BY u.n LOOP
+            v := evaluate_transaction(v_payment.transaction_id, v_payment.account_id, v_payment.amount, v_payment.ts);
+            ordinal := v_payment.n;
+            blocked := v.blocked;
+            rule := v.rule;
+            message := v.message;
+            RETURN NEXT;
+        END LOOP;
+        RETURN;
+    END IF;
+    -- New statements: they see this call's decisions and those that concurrent
+    -- calls committed meanwhile (the ON CONFLICT DO NOTHING above). Such a call
+    -- may have decided one of these transaction_ids for another account or
+    -- amount: the first such payment is refused (MT011) as evaluate_transaction
+    -- refuses it, and nothing is written, rather than answered with another
+    -- payment's decision.
+    SELECT u.transaction_id, u.account_id, u.amount INTO v_payment
+    FROM unnest(transaction_ids, account_ids, amounts)
+         WITH ORDINALITY u(transaction_id, account_id, amount, n)
+    JOIN risk_decisions d ON d.transaction_id = u.transaction_id
+    WHERE d.account_id <> u.account_id OR d.amount <> u.amount
+    ORDER BY u.n
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM raise_transaction_id_reused(v_payment.transaction_id, v_payment.account_id,
+                                            v_payment.amount);
+    END IF;
+    RETURN QUERY
+        SELECT u.n::integer, d.blocked, d.rule, d.message
+        FROM unnest(transaction_ids) WITH ORDINALITY u(transaction_id, n)
+        JOIN risk_decisions d ON d.transaction_id = u.transaction_id
+        ORDER BY u.n;
+END
+$$;
+COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths; a refused payment raises the error a one-by-one caller gets first, and nothing is written';

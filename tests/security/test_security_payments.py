@@ -4,11 +4,13 @@ back; ids made only of invisible characters are refused (MT007)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import psycopg
 import pytest
 from factories import at, call, counts
+from kafka_fixtures import wait_until
 
 REUSED = ("transaction_id 'pay-B' was already used for another payment: account {} and amount"
           " {} differ from the recorded ones")
@@ -53,6 +55,34 @@ def test_a_batch_refuses_a_reused_transaction_id_as_single_calls_do(conn):
                          (ids, accounts, amounts))
         assert error.value.sqlstate == "MT011"
         assert counts(conn) == before
+
+
+def test_a_batch_racing_a_call_that_reuses_its_id_is_refused_not_approved(db, conn):
+    # The batch's insert finds the id taken by a call that committed meanwhile, for a
+    # payment of 1.00: its 20,000.00 of a high-risk account must not be answered with
+    # that payment's "Approved".
+    conn.execute("INSERT INTO risk_tags VALUES ('acct-hr', 3)")
+    with psycopg.connect(db) as first, psycopg.connect(db, autocommit=True) as second, \
+            ThreadPoolExecutor(1) as pool:
+        assert call(first, "evaluate_transaction", "race-batch", "acct-hr", Decimal("1.00"),
+                    at()) == (False, "default_pass", "Approved")
+        pid = second.info.backend_pid
+        batch = pool.submit(lambda: second.execute(
+            "SELECT * FROM metro.evaluate_transactions(%s, %s, %s::numeric[], %s)",
+            (["race-batch"], ["acct-hr"], ["20000.00"], [at()])).fetchall())
+        wait_until(lambda: conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                        " WHERE pid = %s", (pid,)).fetchone() == (True,),
+                   10, "the batch to wait for the call's transaction_id")
+        first.commit()
+        with pytest.raises(psycopg.Error) as error:
+            batch.result(timeout=10)
+    assert error.value.sqlstate == "MT011"
+    assert error.value.diag.message_primary == (
+        "transaction_id 'race-batch' was already used for another payment: account acct-hr and"
+        " amount 20000.00 differ from the recorded ones")
+    assert conn.execute("SELECT transaction_id, amount FROM risk_decisions").fetchall() == [
+        ("race-batch", Decimal("1.00"))]
+    assert conn.execute("SELECT count(*) FROM transaction_decisions").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("transaction_id", [
