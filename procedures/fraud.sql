@@ -56,6 +56,8 @@ BEGIN
     IF $1 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'card_id'); END IF;
     IF $2 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'station_id'); END IF;
     IF $3 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'ts'); END IF;
+    -- As the gates: a caller may not look further back (or ahead) than it may swipe.
+    IF NOT fresh_default_ts($3) THEN PERFORM checked_ts('is_fraud', 'ts', $3); END IF;
     IF NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = $2) THEN
         PERFORM raise_unknown_station($2);
     END IF;
@@ -65,6 +67,6 @@ BEGIN
                                           t.fraud_station_limit) f) <> 0;
 END
 $$;
-COMMENT ON FUNCTION is_fraud(bigint, integer, timestamptz) IS 'Would an entry of card_id at station_id at ts be refused as fraud? Reads only. MT004 NULL argument, MT001 unknown station';
+COMMENT ON FUNCTION is_fraud(bigint, integer, timestamptz) IS 'Would an entry of card_id at station_id at ts be refused as fraud? Reads only. MT004 NULL argument, MT009/MT010 ts refused as by validate_entry, MT001 unknown station';
 REVOKE ALL ON FUNCTION is_fraud(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION is_fraud(bigint, integer, timestamptz) TO metro_app;

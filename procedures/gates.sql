@@ -66,8 +66,11 @@ BEGIN
     IF p_card IS NULL THEN PERFORM raise_null_argument('validate_entry', 'card_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('validate_entry', 'station_id'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('validate_entry', 'ts'); END IF;
-    -- A gate that leaves ts out (now()) needs no check: skip the call.
-    IF p_ts <> now() THEN PERFORM checked_ts('validate_entry', 'ts', p_ts); END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM raise_read_committed_required('validate_entry');
+    END IF;
+    -- A gate that leaves ts out (now() of a fresh transaction) needs no check.
+    IF NOT fresh_default_ts(p_ts) THEN PERFORM checked_ts('validate_entry', 'ts', p_ts); END IF;
 
     -- The card is locked before its events are read, so a concurrent swipe of
     -- the same card is seen by the rules. One query reads the station and the
@@ -99,7 +102,7 @@ BEGIN
     RETURN ROW(o.accept = 1, o.message)::decision;
 END
 $$;
-COMMENT ON FUNCTION validate_entry(bigint, integer, timestamptz) IS 'Decides an entry swipe: (accepted, message) as Card Invalid, Card Disabled, Fraudulent transaction, Remaining Balance: 12.50, Card has insufficient balance: 1.00, Card Expires: <ts>, Card Expired; records it in card_events whatever the outcome, with a fraud or card_alert_export row when due. MT004 NULL argument, MT001 unknown station';
+COMMENT ON FUNCTION validate_entry(bigint, integer, timestamptz) IS 'Decides an entry swipe: (accepted, message) as Card Invalid, Card Disabled, Fraudulent transaction, Remaining Balance: 12.50, Card has insufficient balance: 1.00, Card Expires: <ts>, Card Expired; records it in card_events whatever the outcome, with a fraud or card_alert_export row when due. MT004 NULL argument, MT001 unknown station, MT013 not in a READ COMMITTED transaction';
 REVOKE ALL ON FUNCTION validate_entry(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION validate_entry(bigint, integer, timestamptz) TO metro_app;
 
@@ -144,6 +147,9 @@ BEGIN
     IF card_ids IS NULL THEN PERFORM raise_null_argument('validate_entries', 'card_ids'); END IF;
     IF station_ids IS NULL THEN PERFORM raise_null_argument('validate_entries', 'station_ids'); END IF;
     PERFORM checked_ts_array('validate_entries', ts);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM raise_read_committed_required('validate_entries');
+    END IF;
     IF cardinality(station_ids) <> cardinality(card_ids)
        OR (ts IS NOT NULL AND cardinality(ts) <> cardinality(card_ids)) THEN
         RAISE EXCEPTION 'validate_entries: card_ids, station_ids and ts must have the same length, got %, % and %',
@@ -229,7 +235,7 @@ BEGIN
                  ORDER BY r.ordinal;
 END
 $$;
-COMMENT ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) IS 'Decides a batch of entry swipes set-wise: (ordinal, accepted, message) per swipe, in input order, each exactly what validate_entry gives it alone; ts NULL or a NULL element means now(); time linear in the batch size. 22023 arrays of different lengths, MT004 NULL element, MT001 unknown station';
+COMMENT ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) IS 'Decides a batch of entry swipes set-wise: (ordinal, accepted, message) per swipe, in input order, each exactly what validate_entry gives it alone; ts NULL or a NULL element means now(); time linear in the batch size. 22023 arrays of different lengths, MT004 NULL element, MT001 unknown station, MT013 not in a READ COMMITTED transaction';
 REVOKE ALL ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION validate_entries(bigint[], integer[], timestamptz[]) TO metro_app;
 
@@ -252,7 +258,10 @@ BEGIN
     IF p_card IS NULL THEN PERFORM raise_null_argument('process_exit', 'card_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('process_exit', 'station_id'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('process_exit', 'ts'); END IF;
-    IF p_ts <> now() THEN PERFORM checked_ts('process_exit', 'ts', p_ts); END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM raise_read_committed_required('process_exit');
+    END IF;
+    IF NOT fresh_default_ts(p_ts) THEN PERFORM checked_ts('process_exit', 'ts', p_ts); END IF;
     IF NOT EXISTS (SELECT 1 FROM stations s WHERE s.station_id = p_station) THEN
         PERFORM raise_unknown_station(p_station);
     END IF;
@@ -290,6 +299,6 @@ BEGIN
     RETURN ROW(v_accept = 1, v_message)::decision;
 END
 $$;
-COMMENT ON FUNCTION process_exit(bigint, integer, timestamptz) IS 'Records an exit swipe: (true, Exit recorded) and a trips row when it closes an accepted entry, (true, Exit recorded without an open entry), (false, Card Invalid). MT004 NULL argument, MT001 unknown station';
+COMMENT ON FUNCTION process_exit(bigint, integer, timestamptz) IS 'Records an exit swipe: (true, Exit recorded) and a trips row when it closes an accepted entry, (true, Exit recorded without an open entry), (false, Card Invalid). MT004 NULL argument, MT001 unknown station, MT013 not in a READ COMMITTED transaction';
 REVOKE ALL ON FUNCTION process_exit(bigint, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION process_exit(bigint, integer, timestamptz) TO metro_app;

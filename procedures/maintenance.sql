@@ -27,13 +27,17 @@ $$;
 COMMENT ON FUNCTION partitioned_tables() IS 'The tables partitioned by UTC day, their time column and their retention (settings.event_retention, history_retention)';
 
 -- Creates the daily partitions of from_day through to_day (UTC days) that do
--- not exist, for every partitioned table, one caller at a time. A day that already has rows in the
+-- not exist, for every partitioned table, one caller at a time; only days
+-- within the retention back and settings.partitions_ahead ahead. A day that already has rows in the
 -- table's default partition keeps them there (reported as kept_in_default):
 -- those rows leave by their retention.
 CREATE OR REPLACE FUNCTION create_partitions(from_day date, to_day date)
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
 DECLARE
+    s settings%ROWTYPE;
+    first_kept date;
+    last_kept date;
     t record;
     d date;
     found_rows boolean;
@@ -49,7 +53,18 @@ BEGIN
     -- One caller at a time (two installs, a worker and pg_cron): the second
     -- waits, then finds the partitions made. The settings row, because only
     -- the schema's owner may lock it (an advisory lock, any role could hold).
-    PERFORM FROM settings FOR NO KEY UPDATE;
+    SELECT * INTO s FROM settings FOR NO KEY UPDATE;
+    -- Only days rows are kept for: every partition is locked by every swipe's
+    -- rules, so a thousand days far ahead (never dropped) or long past would
+    -- slow every swipe.
+    first_kept := ((now() - greatest(s.event_retention, s.history_retention)) AT TIME ZONE 'UTC')::date;
+    last_kept := (now() AT TIME ZONE 'UTC')::date + s.partitions_ahead;
+    IF from_day < first_kept OR to_day > last_kept THEN
+        RAISE EXCEPTION 'create_partitions: days % to % reach outside the days kept, % to %',
+            from_day, to_day, first_kept, last_kept
+            USING ERRCODE = '22023',
+                  HINT = 'Days kept: back to the longest retention (settings.event_retention, history_retention), ahead to settings.partitions_ahead; run_maintenance() makes the days ahead as they come near.';
+    END IF;
     FOR t IN SELECT * FROM partitioned_tables() p ORDER BY p.table_name LOOP
         FOR d IN SELECT g::date FROM generate_series(from_day, to_day, interval '1 day') g LOOP
             partition_name := format('%s_p%s', t.table_name, to_char(d, 'YYYYMMDD'));
@@ -75,7 +90,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily partitions of from_day through to_day (UTC) for card_events, card_history_second and station_second_slots: (action created or kept_in_default, table_name, partition_name, rows); for a load or replay of past dates. MT004 NULL argument, 22023 not a range of at most 10 years in [2000-01-01, 2200-01-01)';
+COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily partitions of from_day through to_day (UTC) for card_events, card_history_second and station_second_slots: (action created or kept_in_default, table_name, partition_name, rows); for a load or replay of past dates. MT004 NULL argument, 22023 not a range of at most 10 years in [2000-01-01, 2200-01-01) or days outside those kept (back to the longest retention, ahead to settings.partitions_ahead)';
 REVOKE ALL ON FUNCTION create_partitions(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 

@@ -72,6 +72,22 @@ COMMENT ON FUNCTION settings_keep_row() IS 'Trigger: refuses DELETE and TRUNCATE
 CREATE TRIGGER settings_keep_row BEFORE DELETE OR TRUNCATE ON settings
     FOR EACH STATEMENT EXECUTE FUNCTION settings_keep_row();
 
+-- The gates lock the card, then read its recent events: only under READ
+-- COMMITTED does that read see a swipe of the card that a concurrent call
+-- committed while this one waited for the lock. Under REPEATABLE READ or
+-- SERIALIZABLE it reads the transaction's older snapshot (a same-second swipe
+-- missed, an entry's trip closed twice), so the gates refuse them (MT013).
+CREATE OR REPLACE FUNCTION raise_read_committed_required(function_name text)
+RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION '%: needs READ COMMITTED isolation, called in a % transaction',
+        function_name, upper(current_setting('transaction_isolation'))
+        USING ERRCODE = 'MT013',
+              HINT = 'Call it in a READ COMMITTED transaction, PostgreSQL''s default (check default_transaction_isolation).';
+END
+$$;
+COMMENT ON FUNCTION raise_read_committed_required(text) IS 'Raises MT013 naming the gate function and the transaction''s isolation level';
+
 -- Time. A caller passes ts to replay its own clock. Whoever calls, ts must be
 -- finite and in [2000-01-01, 2200-01-01) UTC (MT009). A metro_app caller may
 -- pass a ts only within settings.max_clock_skew of now() (turnstiles that
@@ -90,32 +106,49 @@ RETURNS boolean LANGUAGE sql STABLE SET search_path = metro, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION replay_caller() IS 'Whether session_user may pass any valid ts: a member of metro_replay, of the schema''s owner, or a superuser';
 
+-- Whether ts is the default, now(), of a transaction begun less than a
+-- second ago: the one ts taken without a read of settings. now() is when the
+-- transaction began, so in one held open it is an old time, checked as any
+-- other (the clock skew is measured against clock_timestamp()). Inlined.
+CREATE OR REPLACE FUNCTION fresh_default_ts(ts timestamptz)
+RETURNS boolean LANGUAGE sql VOLATILE AS $$
+    SELECT $1 = now() AND now() >= clock_timestamp() - interval '1 second'
+$$;
+COMMENT ON FUNCTION fresh_default_ts(timestamptz) IS 'Whether ts is now() of a transaction begun less than a second ago (taken unchecked); inlined into the functions that take a ts';
+
 -- Refuses, before anything is written, a ts the caller may not pass: MT009
 -- for an infinite ts or one outside [2000-01-01, 2200-01-01) UTC, MT010 for a
--- ts further than settings.max_clock_skew from now() from a caller that is
--- not replay_caller(). NULL passes (the callers raise MT004 for it). ts =
--- now(), the default, costs no read of settings.
+-- ts further than settings.max_clock_skew from the server's clock
+-- (clock_timestamp()) from a caller that is not replay_caller(): the
+-- default now() too, once the transaction has been open longer than the
+-- skew. NULL passes (the callers raise MT004 for it). A fresh_default_ts costs
+-- no read of settings.
 CREATE OR REPLACE FUNCTION checked_ts(function_name text, argument text, ts timestamptz)
-RETURNS void LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql VOLATILE SET search_path = metro, pg_temp AS $$
 DECLARE
     v_skew interval;
+    v_clock timestamptz := clock_timestamp();
 BEGIN
-    IF ts IS NULL THEN
+    IF ts IS NULL OR fresh_default_ts(ts) THEN
         RETURN;
     END IF;
     IF isfinite(ts) AND ts >= timestamptz '2000-01-01 00:00:00+00'
        AND ts < timestamptz '2200-01-01 00:00:00+00' THEN
-        IF ts = now() THEN
+        SELECT s.max_clock_skew INTO v_skew FROM settings s;
+        IF ts BETWEEN v_clock - v_skew AND v_clock + v_skew OR replay_caller() THEN
             RETURN;
         END IF;
-        SELECT s.max_clock_skew INTO v_skew FROM settings s;
-        IF ts BETWEEN now() - v_skew AND now() + v_skew OR replay_caller() THEN
-            RETURN;
+        IF ts = now() THEN
+            RAISE EXCEPTION '%: % is now(), the start of a transaction open for %, more than % ago',
+                function_name, argument, date_trunc('second', v_clock - ts), v_skew
+                USING ERRCODE = 'MT010',
+                      DETAIL = format('Role %s may pass a ts only within settings.max_clock_skew of the server''s clock; it is not a member of metro_replay.', session_user),
+                      HINT = 'Call it in a short transaction of its own: now() is the time the transaction began.';
         END IF;
         RAISE EXCEPTION '%: % % is more than % away from the server''s clock (%)',
-            function_name, argument, ts, v_skew, now()
+            function_name, argument, ts, v_skew, v_clock
             USING ERRCODE = 'MT010',
-                  DETAIL = format('Role %s may pass a ts only within settings.max_clock_skew of now(); it is not a member of metro_replay.', session_user),
+                  DETAIL = format('Role %s may pass a ts only within settings.max_clock_skew of the server''s clock; it is not a member of metro_replay.', session_user),
                   HINT = 'Omit ts to use now(), fix the client''s clock, or run simulations and backfills as a member of metro_replay.';
     END IF;
     RAISE EXCEPTION '%: % must be a finite time from 2000-01-01 up to 2200-01-01 UTC, got %',
@@ -124,24 +157,26 @@ BEGIN
               HINT = 'Pass the time the event happened (timestamptz, e.g. 2026-11-02 08:00:00+00), or omit ts to use now().';
 END
 $$;
-COMMENT ON FUNCTION checked_ts(text, text, timestamptz) IS 'Refuses a ts the caller may not pass: MT009 infinite or outside [2000-01-01, 2200-01-01), MT010 further than settings.max_clock_skew from now() for a caller not in metro_replay; NULL passes';
+COMMENT ON FUNCTION checked_ts(text, text, timestamptz) IS 'Refuses a ts the caller may not pass: MT009 infinite or outside [2000-01-01, 2200-01-01), MT010 further than settings.max_clock_skew from the server''s clock (clock_timestamp()) for a caller not in metro_replay, the default now() of a transaction open longer than that too; NULL passes';
 
 -- The ordinal of the first element of a batch's ts array that checked_ts
--- would refuse, NULL when none (NULL elements mean now() and pass). One
--- set-wise statement for the common case of a batch within the skew.
+-- would refuse, NULL when none. A NULL element, or a NULL array (element 1),
+-- means now(). One set-wise statement for the common case of a batch within
+-- the skew.
 CREATE OR REPLACE FUNCTION ts_array_refusal(ts timestamptz[])
-RETURNS integer LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+RETURNS integer LANGUAGE plpgsql VOLATILE SET search_path = metro, pg_temp AS $$
 DECLARE
     v_skew interval := (SELECT s.max_clock_skew FROM settings s);
+    v_clock timestamptz := clock_timestamp();
     v_first integer;
 BEGIN
-    IF ts IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT min(u.n) INTO v_first FROM unnest(ts) WITH ORDINALITY u(t, n)
-    WHERE NOT (isfinite(u.t) AND u.t >= timestamptz '2000-01-01 00:00:00+00'
-               AND u.t < timestamptz '2200-01-01 00:00:00+00'
-               AND u.t BETWEEN now() - v_skew AND now() + v_skew);
+    SELECT min(u.n) INTO v_first
+    FROM unnest(coalesce(ts, ARRAY[NULL::timestamptz])) WITH ORDINALITY u(t, n)
+    CROSS JOIN LATERAL (SELECT coalesce(u.t, now()) AS t) e
+    WHERE NOT (fresh_default_ts(e.t)
+               OR (isfinite(e.t) AND e.t >= timestamptz '2000-01-01 00:00:00+00'
+                   AND e.t < timestamptz '2200-01-01 00:00:00+00'
+                   AND e.t BETWEEN v_clock - v_skew AND v_clock + v_skew));
     IF v_first IS NULL OR NOT replay_caller() THEN
         RETURN v_first;
     END IF;
@@ -151,20 +186,23 @@ BEGIN
     RETURN v_first;
 END
 $$;
-COMMENT ON FUNCTION ts_array_refusal(timestamptz[]) IS 'Ordinal of the first element of a ts array that checked_ts refuses (NULL: none; NULL elements pass)';
+COMMENT ON FUNCTION ts_array_refusal(timestamptz[]) IS 'Ordinal of the first element of a ts array that checked_ts refuses (NULL: none; a NULL element, or a NULL array as element 1, is now())';
 
--- checked_ts for the first refused element of a batch's ts array, named ts[i].
+-- checked_ts for the first refused element of a batch's ts array, named ts[i]
+-- (or ts, for a NULL array: now() for every element).
 CREATE OR REPLACE FUNCTION checked_ts_array(function_name text, ts timestamptz[])
-RETURNS void LANGUAGE plpgsql STABLE SET search_path = metro, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql VOLATILE SET search_path = metro, pg_temp AS $$
 DECLARE
     v_first integer := ts_array_refusal(ts);
 BEGIN
     IF v_first IS NOT NULL THEN
-        PERFORM checked_ts(function_name, format('ts[%s]', v_first), ts[v_first]);
+        PERFORM checked_ts(function_name,
+                           CASE WHEN ts IS NULL THEN 'ts' ELSE format('ts[%s]', v_first) END,
+                           coalesce(ts[v_first], now()));
     END IF;
 END
 $$;
-COMMENT ON FUNCTION checked_ts_array(text, timestamptz[]) IS 'checked_ts for the first refused element of a ts array (MT009 or MT010 naming ts[i])';
+COMMENT ON FUNCTION checked_ts_array(text, timestamptz[]) IS 'checked_ts for the first refused element of a ts array (MT009 or MT010 naming ts[i], or ts for a NULL array)';
 
 -- How many pending rows the lag functions read for a count_limit: one more than
 -- it, which tells whether there are more; NULL (or the largest bigint) reads them

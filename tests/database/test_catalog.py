@@ -72,9 +72,10 @@ def test_error_codes_list_every_code_the_functions_raise(conn):
               for code in re.findall(r"ERRCODE = '([0-9A-Z]{5})'", text)}
     # register_stream's missing table and column concern the schema's author, not input.
     assert raised - set(codes) == {"42P01", "42703"}
-    assert {code for code in codes if code.startswith("MT")} == {f"MT{n:03}" for n in range(1, 13)}
+    assert {code for code in codes if code.startswith("MT")} == {f"MT{n:03}" for n in range(1, 15)}
     assert codes["MT001"] is True and codes["MT006"] is False and codes["MT008"] is False
     assert codes["MT009"] is codes["MT010"] is codes["MT011"] is True and codes["MT012"] is False
+    assert codes["MT013"] is False and codes["MT014"] is True
     assert codes["23514"] is True and codes["22023"] is True
 
 

@@ -133,7 +133,7 @@ def test_default_partition_rows_the_rollup_has_not_read_stay(conn, stations):
 
 def test_two_callers_of_create_partitions_queue_instead_of_failing(db, conn):
     # Two installs at once, or a worker and pg_cron: both would find the day missing.
-    day = today(conn) + timedelta(days=10)
+    day = today(conn) - timedelta(days=10)
     with psycopg.connect(db) as first, psycopg.connect(db, autocommit=True) as second:
         assert len(first.execute("SELECT * FROM metro.create_partitions(%s, %s)",
                                  (day, day)).fetchall()) == 3
@@ -180,6 +180,22 @@ def test_bad_partition_ranges_create_nothing(conn, args, sqlstate, message):
     with pytest.raises(psycopg.Error) as raised:
         conn.execute("SELECT * FROM create_partitions(%s::date, %s::date)", args)
     assert (raised.value.sqlstate, raised.value.diag.message_primary) == (sqlstate, message)
+    assert partitions(conn, "card_events") == before
+
+
+@pytest.mark.parametrize("days", [(-91, -91), (-5, 4), (1000, 3999)])
+def test_only_days_rows_are_kept_for_get_partitions(conn, days):
+    # Every swipe's rules lock every partition: a worker's role creating years of days
+    # ahead (never dropped) or long past would slow every swipe, then fail them all.
+    day = today(conn)
+    first, last = (day + timedelta(days=n) for n in days)
+    before = partitions(conn, "card_events")
+    with pytest.raises(psycopg.Error) as raised:
+        conn.execute("SELECT * FROM create_partitions(%s, %s)", (first, last))
+    assert raised.value.sqlstate == "22023"
+    assert raised.value.diag.message_primary == (
+        f"create_partitions: days {first} to {last} reach outside the days kept,"
+        f" {day - timedelta(days=90)} to {day + timedelta(days=3)}")
     assert partitions(conn, "card_events") == before
 
 

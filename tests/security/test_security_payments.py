@@ -101,3 +101,24 @@ def test_ids_of_only_invisible_characters_are_refused(conn, transaction_id):
 def test_visible_ids_with_invisible_characters_inside_are_accepted(conn):
     assert call(conn, "evaluate_transaction", "tx\u200b1", "7", Decimal("1.00"), at())[0] is False
     assert call(conn, "evaluate_transaction", "ü", "7", Decimal("1.00"), at())[0] is False
+
+
+@pytest.mark.parametrize("account_id", ["", " \t", "\u200b", "a" * 201])
+def test_invalid_account_ids_are_refused(conn, account_id):
+    # An account_id of any length went into the decision's stream row: one of 190 MB made a
+    # row the bridge could not read, and every outbound stream stopped behind it.
+    sqlstate, message, hint = refused(conn, "pay-A", account_id, Decimal("1.00"), at())
+    assert sqlstate == "MT014"
+    assert message == "Invalid account_id: " + conn.execute(
+        "SELECT quote_literal(left(%s, 40))", (account_id,)).fetchone()[0]
+    assert hint == ("An account_id is 1 to 200 characters, not only spaces, control or"
+                    " zero-width characters.")
+    before = counts(conn)
+    with pytest.raises(psycopg.Error) as error:
+        conn.execute("SELECT * FROM evaluate_transactions(%s, %s, %s::numeric[])",
+                     (["pay-1", "pay-2"], ["7", account_id], ["1", "1"]))
+    assert error.value.sqlstate == "MT014"
+    assert counts(conn) == before
+    # 200 characters are an account.
+    assert call(conn, "evaluate_transaction", "pay-A", "a" * 200, Decimal("1.00"), at()) == (
+        False, "default_pass", "Approved")

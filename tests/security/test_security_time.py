@@ -23,6 +23,7 @@ CALLS = {
                         " ARRAY[NULL, {}]::timestamptz[])",
     "evaluate_transactions": "SELECT * FROM evaluate_transactions('{{t-1,t-2}}', '{{7,7}}',"
                              " '{{1,2}}', ARRAY[NULL, {}]::timestamptz[])",
+    "is_fraud": "SELECT is_fraud(42, 1, {})",
 }
 # What the error names: evaluate_transactions raises what evaluate_transaction called one by
 # one raises first (tests/test_risk_batch.py).
@@ -117,6 +118,34 @@ def test_the_skew_is_a_setting_and_metro_replay_may_pass_any_valid_ts(conn, stat
     as_login(conn, turnstile)
     assert call(conn, "validate_entry", 42, 1, at()) == (True, "Remaining Balance: 45.00")
     conn.execute("RESET SESSION AUTHORIZATION")
+
+
+@pytest.mark.usefixtures("card")
+def test_a_transaction_held_open_cannot_carry_its_start_past_the_skew(conn, turnstile):
+    """now(), the default ts, is when the transaction began: held open past the skew, it
+    would record swipes in the past, out of the fraud rules' sight. The skew is measured
+    against the server's clock."""
+    conn.execute("UPDATE settings SET max_clock_skew = '1 second'")
+    before = counts(conn)
+    with conn.transaction():
+        as_login(conn, turnstile)
+        conn.execute("SELECT pg_sleep(1.2)")
+        for function, statement in CALLS.items():
+            with pytest.raises(psycopg.Error) as error, conn.transaction():
+                conn.execute(statement.format("now()"))
+            name = {"validate_entries": "validate_entries: ts[1]"}.get(
+                function, NAMED.get(function, function + ": ts"))
+            assert (error.value.sqlstate, error.value.diag.message_primary) == (
+                "MT010", f"{name} is now(), the start of a transaction open for 00:00:01, more"
+                         " than 00:00:01 ago")
+            assert error.value.diag.message_hint == (
+                "Call it in a short transaction of its own: now() is the time the transaction"
+                " began.")
+        # The server's clock, passed as ts, is within the skew.
+        assert conn.execute("SELECT * FROM validate_entry(42, 1, clock_timestamp())"
+                            ).fetchone()[0] is True
+        conn.execute("RESET SESSION AUTHORIZATION")
+    assert counts(conn)["card_events"] == before["card_events"] + 1
 
 
 def test_going_back_in_time_no_longer_evades_the_fraud_rules(conn, stations, turnstile):
