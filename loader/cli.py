@@ -289,6 +289,6 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
         # Only duplicate keys, as when a file is loaded again: say how to replace them.
         if counts.duplicates == counts.invalid and isinstance(target, Table) and not args.upsert:
             rows = _plural(counts.duplicates, "row has a key", "rows have keys")
-            lines.append(f"{path.name}: {rows} already in {target.qualified}: "
-                         f"to replace those rows, load with --upsert")
+            lines.append(f"{path.name}: {rows} already in {target.qualified} (loaded before, or "
+                         f"earlier in this file): to replace those rows, load with --upsert")
     return lines

@@ -25,8 +25,9 @@ def duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
-def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    """An argparse type: a number of `kind` above 0."""
+def positive(kind: type[int] | type[float], most: float | None = None,
+             least: float | None = None) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` above 0 (and within [least, most] when given)."""
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
@@ -34,6 +35,8 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        if (least is not None and value < least) or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"must be from {least:g} to {most:g}: {text}")
         return value
     return parse
 

@@ -35,10 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--maintenance-interval", type=positive(float),
                         default=DEFAULTS.maintenance_interval,
                         help="seconds between run_maintenance() calls (default %(default)g)")
-    worker.add_argument("--lease", type=positive(float),
+    # The bounds worker_take_lease() accepts.
+    worker.add_argument("--lease", type=positive(float, least=1, most=3600),
                         default=DEFAULTS.lease.total_seconds(),
-                        help="seconds a lease lasts without renewal: how soon a waiting worker "
-                             "takes over from one that died (default %(default)g)")
+                        help="seconds a lease lasts without renewal, 1 to 3600: how soon a "
+                             "waiting worker takes over from one that died (default %(default)g)")
     worker.set_defaults(func=command)
 
 

@@ -182,8 +182,9 @@ DECLARE
 BEGIN
     IF from_day IS NULL THEN PERFORM raise_null_argument('create_partitions', 'from_day'); END IF;
     IF to_day IS NULL THEN PERFORM raise_null_argument('create_partitions', 'to_day'); END IF;
-    IF to_day < from_day OR to_day - from_day > 3660
-       OR from_day < date '2000-01-01' OR to_day >= date '2200-01-01' THEN
+    -- Infinite days first: date subtraction refuses them.
+    IF NOT (isfinite(from_day) AND isfinite(to_day)) OR to_day < from_day
+       OR to_day - from_day > 3660 OR from_day < date '2000-01-01' OR to_day >= date '2200-01-01' THEN
         RAISE EXCEPTION 'create_partitions: days % to % are not a range of at most 10 years within 2000-01-01 and 2200-01-01',
             from_day, to_day
             USING ERRCODE = '22023', HINT = 'Pass the first and the last UTC day to create, e.g. create_partitions(''2026-01-01'', ''2026-01-31'').';

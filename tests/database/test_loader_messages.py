@@ -40,11 +40,13 @@ def test_reloading_the_data_files_suggests_upsert_once(run, conn, tmp_path):
     assert out.splitlines() == [
         "stations.csv: read 15, loaded 0, invalid 15",
         "stations.csv: invalid rows in log/stations.invalid.csv, reasons in log/stations.log",
-        "stations.csv: 15 rows have keys already in metro.stations: to replace those rows, "
+        "stations.csv: 15 rows have keys already in metro.stations (loaded before, or "
+        "earlier in this file): to replace those rows, "
         "load with --upsert",
         "trains.csv: read 8, loaded 0, invalid 8",
         "trains.csv: invalid rows in log/trains.invalid.csv, reasons in log/trains.log",
-        "trains.csv: 8 rows have keys already in metro.trains: to replace those rows, "
+        "trains.csv: 8 rows have keys already in metro.trains (loaded before, or "
+        "earlier in this file): to replace those rows, "
         "load with --upsert"]
     assert run("--header", "--upsert", *files) == (
         0, "stations.csv: read 15, loaded 15, invalid 0\ntrains.csv: read 8, loaded 8, "
@@ -56,7 +58,8 @@ def test_one_duplicate_key_is_singular(run, conn, tmp_path):
     conn.execute("INSERT INTO trains VALUES (1, 'Old')")
     path = write(tmp_path, "trains.csv", "1,New\n2,Two\n")
     assert run(path)[1].splitlines()[-1] == (
-        "trains.csv: 1 row has a key already in metro.trains: to replace those rows, "
+        "trains.csv: 1 row has a key already in metro.trains (loaded before, or "
+        "earlier in this file): to replace those rows, "
         "load with --upsert")
 
 

@@ -174,6 +174,9 @@ def test_create_partitions_for_a_backfill_and_a_day_already_in_the_default(conn,
     (("2026-02-01", "2026-01-01"), "22023",
      "create_partitions: days 2026-02-01 to 2026-01-01 are not a range of at most 10 years"
      " within 2000-01-01 and 2200-01-01"),
+    (("infinity", "infinity"), "22023",
+     "create_partitions: days infinity to infinity are not a range of at most 10 years"
+     " within 2000-01-01 and 2200-01-01"),
 ])
 def test_bad_partition_ranges_create_nothing(conn, args, sqlstate, message):
     before = partitions(conn, "card_events")

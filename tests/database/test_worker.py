@@ -236,3 +236,10 @@ def test_a_service_pointed_at_a_missing_database_stops_at_once(db, service):
     assert last.startswith("metro: cannot connect to PostgreSQL: ")
     assert last.endswith('database "metro_no_such_database" does not exist; check'
                          " METRO_DATABASE_URL")
+
+
+def test_a_lease_outside_what_the_database_takes_is_refused_by_the_options(db):
+    result = run_metro("worker", "--lease", "0.1", dsn=db)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "argument --lease: must be from 1 to 3600: 0.1")
