@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from metro import horizon
 from metro.backlog import STATUS_COUNT_LIMIT, pending_text
 
 from .runner import HEARTBEAT_SECONDS
@@ -54,8 +55,7 @@ def collect(conn: psycopg.Connection, count_limit: int = STATUS_COUNT_LIMIT) -> 
         "                  OR a.backend_start = s.lease_backend_start))"
         " FROM metro.bridge_state s").fetchone()
     assert state is not None
-    horizon = conn.execute("SELECT pid, role, database, application_name, state, xact_start,"
-                           " xact_age FROM metro.bridge_horizon()").fetchone()
+    held_by = horizon.holder(conn)
     refused = conn.execute(
         "SELECT DISTINCT ON (stream) stream, count(*) OVER (PARTITION BY stream), position,"
         " reason FROM metro.bridge_outbound_dead_letters ORDER BY stream, id DESC").fetchall()
@@ -72,7 +72,7 @@ def collect(conn: psycopg.Connection, count_limit: int = STATUS_COUNT_LIMIT) -> 
     return BridgeStatus(held, holder, since, heartbeat_at, last_error, last_error_at,
                         streams, inbound, dead[0], dead[1],
                         resolved(conn, since, heartbeat_at, last_error_at), newest,
-                        lease_pid, lease_expires, tuple(horizon) if horizon else None, refused,
+                        lease_pid, lease_expires, held_by, refused,
                         count_limit)
 
 
@@ -126,21 +126,6 @@ def _error_line(status: BridgeStatus) -> str:
     return f"last error: {status.last_error} ({ago})"
 
 
-def horizon_line(horizon: tuple[Any, ...] | None) -> str:
-    """Who holds delivery back: stream rows of transactions that began after the oldest open
-    one wait until it ends."""
-    if horizon is None:
-        return "commit horizon: no open transaction holds delivery back"
-    pid, role, database, application, state, xact_start, age = horizon
-    who = f"pid {pid}" if pid is not None else application
-    seconds = age.total_seconds() if age is not None else 0.0
-    return (f"commit horizon: held by {who} (role {role}, database {database}"
-            + (f", application {application!r}" if pid is not None and application else "")
-            + f", {state or 'state unknown'}), its transaction open for {seconds:.1f} s"
-            + (f" since {xact_start:%Y-%m-%d %H:%M:%S}" if xact_start else "")
-            + ": rows committed after it began wait until it ends")
-
-
 def render(status: BridgeStatus) -> str:
     now = status.now
     if status.lease_held:
@@ -150,7 +135,7 @@ def render(status: BridgeStatus) -> str:
         lease = "not running: no bridge holds the lease" + (
             f" (last holder {status.holder}, heartbeat {_ago(status.heartbeat_at, now)})"
             if status.holder else "")
-    lines = [lease, _error_line(status), horizon_line(status.horizon), ""]
+    lines = [lease, _error_line(status), horizon.line(status.horizon, "delivery"), ""]
     rows = []
     for stream, topic, delivered, acked_at, pending, oldest in status.streams:
         oldest_text = "-" if oldest is None else f"{oldest:%Y-%m-%d %H:%M:%S} ({_ago(oldest, now)})"

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from metro import horizon
 from metro.backlog import STATUS_COUNT_LIMIT, pending_text
 
 
@@ -23,6 +24,7 @@ class WorkerStatus:
     last_error_at: datetime | None
     lag: list[tuple[Any, ...]]
     now: datetime
+    horizon: horizon.Horizon | None = None
     count_limit: int = STATUS_COUNT_LIMIT
 
     @property
@@ -40,7 +42,8 @@ def collect(conn: psycopg.Connection, count_limit: int = STATUS_COUNT_LIMIT) -> 
     (holder, since, lease_until, heartbeat_at, last_maintenance_at, last_maintenance, last_error,
      last_error_at, now) = state
     return WorkerStatus(holder, since, lease_until, heartbeat_at, last_maintenance_at,
-                        last_maintenance, last_error, last_error_at, lag, now, count_limit)
+                        last_maintenance, last_error, last_error_at, lag, now,
+                        horizon.holder(conn), count_limit)
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
@@ -66,7 +69,7 @@ def render(status: WorkerStatus) -> str:
                  f" expired {_ago(status.lease_until, now)})")
     else:
         lease = "lease: free (no worker has run)"
-    lines = [lease]
+    lines = [lease, horizon.line(status.horizon, "the rollup")]
     lines.append("last maintenance: " + (
         f"{_ago(status.last_maintenance_at, now)}: {status.last_maintenance}"
         if status.last_maintenance_at else "never"))

@@ -102,7 +102,9 @@ def test_one_worker_works_the_others_wait(db, conn, stations):
         status = run_metro("worker", "--status", dsn=db)
         assert status.returncode == 0, status.stderr
         assert status.stdout.startswith("lease: held by host:a since ")
-        table = [line.split() for line in status.stdout.splitlines()[3:]]
+        shown = status.stdout.splitlines()
+        assert shown[1] == "commit horizon: no open transaction holds the rollup back"
+        table = [line.split() for line in shown[shown.index("") + 1:]]
         sources = {fields[0]: fields for fields in table[1:]}
         assert table[0][:3] == ["source", "rolled", "up"]
         assert sources["card_events"][1] == "1,000" and sources["card_events"][-2:] == ["0", "-"]
@@ -243,3 +245,20 @@ def test_a_lease_outside_what_the_database_takes_is_refused_by_the_options(db):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "argument --lease: must be from 1 to 3600: 0.1")
+
+
+def test_the_status_names_the_transaction_that_holds_the_rollup_back(db, conn, stations):
+    # --once left rows pending, and nothing said why.
+    with psycopg.connect(db) as idle:
+        idle.execute("SELECT pg_current_xact_id()")  # an open transaction with an id
+        pid = idle.info.backend_pid
+        conn.execute(INSERT_EVENTS, (0, 10))
+        run_metro("worker", "--once", dsn=db)
+        status = run_metro("worker", "--status", dsn=db)
+    assert status.returncode == 0, status.stderr
+    held = status.stdout.splitlines()[1]
+    assert held.startswith(f"commit horizon: held by pid {pid} (role ")
+    assert held.endswith(": rows committed after it began wait until it ends")
+    pending = {fields[0]: fields[3] for fields in
+               (line.split() for line in status.stdout.splitlines()) if len(fields) > 3}
+    assert pending["card_events"] == "10"

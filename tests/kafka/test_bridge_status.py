@@ -88,8 +88,8 @@ def test_a_database_without_the_bridge_schema_is_refused(server_dsn, kafka):
     try:
         result = metro(with_dbname(server_dsn, name), "bridge", "--kafka", kafka)
         assert result.returncode == 2
-        assert result.stderr == ("metro: the database has no bridge tables (schema revision "
-                                 "0002); run `metro install` first\n")
+        assert result.stderr == ("metro: the database has no metro schema: run `metro install`"
+                                 " first\n")
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
