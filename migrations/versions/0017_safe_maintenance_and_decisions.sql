@@ -165,10 +165,11 @@ COMMENT ON FUNCTION rollup_unread(text) IS 'The rows of card_events or train_eve
 REVOKE ALL ON FUNCTION rollup_unread(text) FROM PUBLIC;
 
 -- Creates the daily partitions of from_day through to_day (UTC days) that do
--- not exist, for every partitioned table, one caller at a time; only days
--- within the retention back and settings.partitions_ahead ahead. A day that already has rows in the
--- table's default partition keeps them there (reported as kept_in_default):
--- those rows leave by their retention.
+-- not exist, for every partitioned table, one caller at a time, and only for
+-- days rows are kept for (back to the longest retention, ahead to
+-- settings.partitions_ahead). A day that already has rows in the table's
+-- default partition keeps them there (reported as kept_in_default): those
+-- rows leave by their retention.
 CREATE OR REPLACE FUNCTION create_partitions(from_day date, to_day date)
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
@@ -187,7 +188,7 @@ BEGIN
        OR to_day - from_day > 3660 OR from_day < date '2000-01-01' OR to_day >= date '2200-01-01' THEN
         RAISE EXCEPTION 'create_partitions: days % to % are not a range of at most 10 years within 2000-01-01 and 2200-01-01',
             from_day, to_day
-            USING ERRCODE = '22023', HINT = 'Pass the first and the last UTC day to create, e.g. create_partitions(''2026-01-01'', ''2026-01-31'').';
+            USING ERRCODE = '22023', HINT = 'Pass the first and the last UTC day to create, e.g. create_partitions(current_date - 7, current_date - 1).';
     END IF;
     -- One caller at a time (two installs, a worker and pg_cron): the second
     -- waits, then finds the partitions made. The settings row, because only
@@ -259,16 +260,16 @@ REVOKE ALL ON FUNCTION delete_expired(text, text, timestamptz, integer, text) FR
 -- retention (a partition locked by a long transaction is left for the next
 -- run, reported as busy, rather than stalling the writers queued behind the
 -- drop; one holding rows the rollup has not read yet, as not_rolled_up, so
--- that a stopped worker loses no swipe from the totals). Then deletes, row by row, what is past retention elsewhere: the
--- default partitions' rows, the bridge's dead letters
--- (settings.dead_letter_retention), the train events and departures
--- (settings.history_retention) and the payment decisions
--- (settings.decision_retention). Those deletes share a budget of
--- delete_budget rows a call: a DELETE holds back the commit horizon (the
--- bridge and the rollup wait) while it runs, and a replay of past dates or a
--- busy payment network leaves millions of rows due at once; 'more' says
--- another call is due. Rows the rollup has not read stay. One call at a
--- time (create_partitions). Records what it did in worker_state.
+-- that a stopped worker loses no swipe from the totals). Then deletes, row
+-- by row, what is past retention elsewhere: the default partitions' rows,
+-- the bridge's dead letters (settings.dead_letter_retention), the train
+-- events and departures (settings.history_retention) and the payment
+-- decisions (settings.decision_retention). Those deletes share a budget of
+-- 100,000 rows a call: a DELETE holds back the commit horizon (the bridge and
+-- the rollup wait) while it runs, and a replay of past dates or a busy
+-- payment network leaves millions of rows due at once; 'more' says another
+-- call is due. Rows the rollup has not read stay. One call at a time
+-- (create_partitions). Records what it did in worker_state.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC'
