@@ -68,7 +68,7 @@ def render(status: WorkerStatus) -> str:
         lease = (f"lease: free (last held by {status.holder},"
                  f" expired {_ago(status.lease_until, now)})")
     else:
-        lease = "lease: free (no worker has run)"
+        lease = "lease: free (no `metro worker` has held it; --once needs none)"
     lines = [lease, horizon.line(status.horizon, "the rollup")]
     lines.append("last maintenance: " + (
         f"{_ago(status.last_maintenance_at, now)}: {status.last_maintenance}"

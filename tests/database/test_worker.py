@@ -262,3 +262,13 @@ def test_the_status_names_the_transaction_that_holds_the_rollup_back(db, conn, s
     pending = {fields[0]: fields[3] for fields in
                (line.split() for line in status.stdout.splitlines()) if len(fields) > 3}
     assert pending["card_events"] == "10"
+
+
+def test_the_status_after_once_says_no_worker_held_the_lease(db):
+    run_metro("worker", "--once", dsn=db)
+    status = run_metro("worker", "--status", dsn=db)
+    assert status.stdout.splitlines()[0] == (
+        "lease: free (no `metro worker` has held it; --once needs none)")
+    assert status.stdout.splitlines()[2].startswith("last maintenance: ")
+    assert status.stdout.splitlines()[2].endswith(
+        ": created 12, dropped 0, deleted 0 rows, busy 0, not rolled up 0")
