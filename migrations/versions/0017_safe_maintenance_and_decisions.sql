@@ -512,6 +512,7 @@ RETURNS TABLE (ordinal integer, blocked boolean, rule text, message text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
     v_refused boolean;
+    v_skipped boolean;
     v_payment record;
     v risk_verdict;
 BEGIN
@@ -574,7 +575,9 @@ BEGIN
         FROM decided d JOIN fresh f ON f.transaction_id = d.transaction_id
         ORDER BY f.n
     )
-    SELECT EXISTS (SELECT FROM refused) INTO v_refused;
+    SELECT EXISTS (SELECT FROM refused),
+           (SELECT count(*) FROM fresh) > (SELECT count(*) FROM decided)
+    INTO v_refused, v_skipped;
 
     IF v_refused THEN
         FOR v_payment IN SELECT u.n, u.transaction_id, u.account_id, u.amount, coalesce(u.ts, now()) AS ts
@@ -591,21 +594,23 @@ BEGIN
         RETURN;
     END IF;
     -- New statements: they see this call's decisions and those that concurrent
-    -- calls committed meanwhile (the ON CONFLICT DO NOTHING above). Such a call
-    -- may have decided one of these transaction_ids for another account or
-    -- amount: the first such payment is refused (MT011) as evaluate_transaction
-    -- refuses it, and nothing is written, rather than answered with another
-    -- payment's decision.
-    SELECT u.transaction_id, u.account_id, u.amount INTO v_payment
-    FROM unnest(transaction_ids, account_ids, amounts)
-         WITH ORDINALITY u(transaction_id, account_id, amount, n)
-    JOIN risk_decisions d ON d.transaction_id = u.transaction_id
-    WHERE d.account_id <> u.account_id OR d.amount <> u.amount
-    ORDER BY u.n
-    LIMIT 1;
-    IF FOUND THEN
-        PERFORM raise_transaction_id_reused(v_payment.transaction_id, v_payment.account_id,
-                                            v_payment.amount);
+    -- calls committed meanwhile. When the ON CONFLICT DO NOTHING above skipped
+    -- a new transaction_id, such a call decided it first, perhaps for another
+    -- account or amount: the first such payment is refused (MT011) as
+    -- evaluate_transaction refuses it, and nothing is written, rather than
+    -- answered with another payment's decision.
+    IF v_skipped THEN
+        SELECT u.transaction_id, u.account_id, u.amount INTO v_payment
+        FROM unnest(transaction_ids, account_ids, amounts)
+             WITH ORDINALITY u(transaction_id, account_id, amount, n)
+        JOIN risk_decisions d ON d.transaction_id = u.transaction_id
+        WHERE d.account_id <> u.account_id OR d.amount <> u.amount
+        ORDER BY u.n
+        LIMIT 1;
+        IF FOUND THEN
+            PERFORM raise_transaction_id_reused(v_payment.transaction_id, v_payment.account_id,
+                                                v_payment.amount);
+        END IF;
     END IF;
     RETURN QUERY
         SELECT u.n::integer, d.blocked, d.rule, d.message
