@@ -22,6 +22,7 @@ from test_history import (
 )
 from test_partitions import INSERT_OLD_DECISIONS
 
+from metro import schema
 from metro.worker.runner import Worker, WorkerOptions, run_once
 
 
@@ -272,3 +273,39 @@ def test_the_status_after_once_says_no_worker_held_the_lease(db):
     assert status.stdout.splitlines()[2].startswith("last maintenance: ")
     assert status.stdout.splitlines()[2].endswith(
         ": created 12, dropped 0, deleted 0 rows, busy 0, not rolled up 0")
+
+
+def test_a_worker_started_on_a_backlog_rolls_it_up_before_it_drops_its_days(db, conn, stations):
+    # Maintenance keeps a day the rollup has not read; run first, it would keep the day
+    # for the whole maintenance interval (10 minutes) although the first round reads it.
+    day = conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date - 3").fetchone()[0]
+    conn.execute("SELECT * FROM run_maintenance()")
+    conn.execute("SELECT * FROM create_partitions(%s, %s)", (day, day))
+    conn.execute("INSERT INTO card_events (card_id, ts, station_id, activity_code, amount,"
+                 " accept) SELECT n, %s::timestamptz + n * interval '1 s', 1, 1, 250, 1"
+                 " FROM generate_series(1, 100) n", (day,))
+    conn.execute("UPDATE settings SET event_retention = '1 day'")
+    stop = threading.Event()
+    said: list[str] = []
+    worker = Worker(WorkerOptions(dsn=db, holder="host:a", idle_interval=0.05, heartbeat=0.2),
+                    stop, said.append)
+    thread = threading.Thread(target=worker.run)
+    try:
+        thread.start()
+        wait_for(lambda: any("dropped partition" in line for line in said), timeout=20)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    dropped = f"dropped partition card_events_p{day:%Y%m%d} of card_events (past its retention)"
+    assert dropped in said
+    assert not any("not rolled up" in line for line in said)
+    assert conn.execute("SELECT sum(swipes) FROM station_totals").fetchone() == (100,)
+
+
+def test_commands_on_a_schema_older_than_they_need_say_to_upgrade(empty_db):
+    dsn = empty_db("old")
+    schema.upgrade(dsn, "0001")
+    result = run_metro("worker", "--status", dsn=dsn)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("metro: the metro schema here is older than revision 0008, which"
+                             " added metro.worker_state: run `metro install` to upgrade it\n")

@@ -141,6 +141,12 @@ def test_a_transaction_held_open_cannot_carry_its_start_past_the_skew(conn, turn
             assert error.value.diag.message_hint == (
                 "Call it in a short transaction of its own: now() is the time the transaction"
                 " began.")
+        # A NULL ts array is now() for every swipe: named ts.
+        with pytest.raises(psycopg.Error) as error, conn.transaction():
+            conn.execute("SELECT * FROM validate_entries('{42}', '{1}', NULL)")
+        assert error.value.diag.message_primary == (
+            "validate_entries: ts is now(), the start of a transaction open for 00:00:01, more"
+            " than 00:00:01 ago")
         # The server's clock, passed as ts, is within the skew.
         assert conn.execute("SELECT * FROM validate_entry(42, 1, clock_timestamp())"
                             ).fetchone()[0] is True
