@@ -21,6 +21,11 @@ moves its stream's cursor past it: one bad row never stops its stream. Rows
 larger than MAX_MESSAGE_BYTES are not even sent. Any other failure (Kafka
 unavailable, timed out) holds back only the streams whose rows failed; the
 others are acknowledged first.
+
+A stream the database refuses to read (its table locked past the bridge's
+lock_timeout by a VACUUM FULL or an ALTER TABLE, its SELECT privilege revoked,
+a row that cannot be built) rests on a back-off of its own and is tried again;
+the other streams go on meanwhile. Only a lost connection ends the session.
 """
 
 from __future__ import annotations
@@ -30,15 +35,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from kafka import KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.errors import KafkaTimeoutError
 
+from metro.backoff import Backoff
 from metro.kafka_settings import new_client
 from metro.topics import POSITION_HEADER, Stream, streams
+
+T = TypeVar("T")
 
 FLUSH_SLICE_SECONDS = 0.5
 # Waiting this long for acknowledgements is worth telling the operator (and again
@@ -97,19 +105,32 @@ class Batch:
         return len(self.rows) - len(self.refused)
 
 
+@dataclass
+class Resting:
+    """A stream the database refused to read, and when to try it again."""
+    backoff: Backoff
+    retry_at: float
+
+
 class Forwarder:
     """Moves stream rows to Kafka for a bridge that holds the lease on conn."""
 
     def __init__(self, conn: psycopg.Connection, producer: KafkaProducer, batch_size: int,
                  stop: threading.Event, slow_acks: Callable[[float], None],
                  refused: Callable[[Stream, int, str], None] = lambda *_: None,
-                 new_producer: Callable[[], Any] | None = None) -> None:
+                 new_producer: Callable[[], Any] | None = None,
+                 unreadable: Callable[[Stream, psycopg.Error | None, float], None]
+                 = lambda *_: None) -> None:
         self.conn = conn
         # Makes a producer in place of one a refused record left unusable (None: keep it).
         self.new_producer = new_producer
         self.slow_acks = slow_acks
         # Told of every row set aside as an outbound dead letter.
         self.refused = refused
+        # Told when a stream cannot be read (the error, seconds until it is tried again),
+        # and when it can again (None, 0).
+        self.unreadable = unreadable
+        self.resting: dict[str, Resting] = {}
         self.producer = producer
         self.batch_size = batch_size
         self.stop = stop
@@ -123,6 +144,36 @@ class Forwarder:
         self.cursors: dict[str, tuple[str, int]] = {
             stream: (str(txid), position) for stream, txid, position in conn.execute(
                 "SELECT stream, txid, position FROM metro.bridge_cursors").fetchall()}
+
+    def _read(self, stream: Stream, read: Callable[[Stream], T]) -> T | None:
+        """read(stream), unless the stream rests; a database error other than a lost
+        connection sets it resting (None)."""
+        resting = self.resting.get(stream.table)
+        if resting is not None and time.monotonic() < resting.retry_at:
+            return None
+        try:
+            if resting is not None:
+                resting.backoff.attempt()
+            result = read(stream)
+        except psycopg.Error as error:
+            if self.conn.broken:
+                raise
+            resting = resting or Resting(Backoff(), 0.0)
+            delay = resting.backoff.next_delay()
+            resting.retry_at = time.monotonic() + delay
+            self.resting[stream.table] = resting
+            self.unreadable(stream, error, delay)
+            return None
+        if resting is not None:
+            del self.resting[stream.table]
+            self.unreadable(stream, None, 0.0)
+        return result
+
+    def retry_in(self) -> float | None:
+        """Seconds until the next resting stream is tried again (None: none rests)."""
+        if not self.resting:
+            return None
+        return max(0.0, min(r.retry_at for r in self.resting.values()) - time.monotonic())
 
     def _send(self, stream: Stream) -> Batch | None:
         txid, position = self.cursors[stream.table]
@@ -223,19 +274,21 @@ class Forwarder:
         return future
 
     def held_back(self) -> bool:
-        """Whether committed rows wait behind the commit horizon (an older transaction runs)."""
-        for stream in self.streams:
-            row = self.conn.execute("SELECT metro.bridge_has_rows(%s, %s::xid8, %s)",
-                                    (stream.table, *self.cursors[stream.table])).fetchone()
-            if row and row[0]:
-                return True
-        return False
+        """Whether committed rows of a readable stream wait behind the commit horizon (an
+        older transaction runs)."""
+        return any(self._read(stream, self._has_rows) for stream in self.streams)
+
+    def _has_rows(self, stream: Stream) -> bool:
+        row = self.conn.execute("SELECT metro.bridge_has_rows(%s, %s::xid8, %s)",
+                                (stream.table, *self.cursors[stream.table])).fetchone()
+        return bool(row and row[0])
 
     def cycle(self) -> int:
         """Forward one batch of every stream; the number of rows Kafka acknowledged (or
         that it refused and were set aside). Streams whose batch failed otherwise are not
         acknowledged, and DeliveryFailed is raised once the others are."""
-        batches = [batch for batch in map(self._send, self.streams) if batch is not None]
+        batches = [batch for batch in (self._read(stream, self._send) for stream in self.streams)
+                   if batch is not None]
         self.full = any(batch.read == self.batch_size for batch in batches)
         if not batches:
             return 0

@@ -46,6 +46,10 @@ IDLE_KEY = (0x6D747262, 2)
 LEASE_TTL = timedelta(seconds=30)
 HEARTBEAT_SECONDS = 5.0
 PRUNE_BATCH = 50_000
+# A statement of the bridge waits this long for a lock before it fails: a stream table
+# locked by a VACUUM FULL or an ALTER TABLE then rests that stream alone
+# (outbound.Forwarder), and pruning waits for its next round.
+LOCK_TIMEOUT = "500ms"
 # After the last row, keep polling (backing off up to BUSY_POLL_MAX) for
 # LINGER seconds before sleeping on NOTIFY: under steady load the bridge never
 # sleeps, so writers never pay for a NOTIFY.
@@ -86,9 +90,13 @@ def describe(error: BaseException, kafka: str) -> str:
     if lease_lost(error):
         return "lost the lease: another bridge took it over"
     if isinstance(error, psycopg.OperationalError):
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        return f"PostgreSQL unavailable: {lines[0].strip()}"
+        return f"PostgreSQL unavailable: {first_line(error)}"
     return f"{type(error).__name__}: {str(error).strip()}"
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0].strip()
 
 
 class LeaseLost(Exception):
@@ -138,7 +146,9 @@ class Bridge:
 
     def report(self, error: BaseException, part: str = "") -> None:
         """Print the error and record it as the bridge's last error when PostgreSQL answers."""
-        message = (f"{part}: " if part else "") + describe(error, self.options.kafka)
+        self._trouble((f"{part}: " if part else "") + describe(error, self.options.kafka))
+
+    def _trouble(self, message: str) -> None:
         self.warn(message)
         if self._outage_since is None:
             self._outage_since, self._outage_error = time.monotonic(), message
@@ -162,6 +172,14 @@ class Bridge:
         self.warn(f"Kafka refused {stream.table} row {position}, set aside in "
                   f"metro.bridge_outbound_dead_letters: {reason}")
 
+    def _report_unreadable(self, stream: Stream, error: psycopg.Error | None,
+                           retry_in: float) -> None:
+        if error is None:
+            self.say(f"{stream.table} is readable again")
+            return
+        self._trouble(f"cannot read {stream.table} ({first_line(error)}); trying it again in "
+                      f"{retry_in:.1f} s, the other streams go on")
+
     def _renew_lease(self, conn: psycopg.Connection) -> None:
         row = conn.execute("SELECT metro.bridge_renew_lease(%s)", (LEASE_TTL,)).fetchone()
         if not row or not row[0]:
@@ -181,6 +199,7 @@ class Bridge:
 
     def _session(self) -> None:
         with self._connect() as conn:
+            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             self._take_lease(conn)
             conn.execute(f"LISTEN {CHANNEL}")
             to_file = self.options.outbound_file
@@ -199,7 +218,8 @@ class Bridge:
             forwarder = Forwarder(
                 conn, producer, self.options.batch_size, self.stop,
                 lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
-                None if to_file is not None else lambda: new_producer(self.options.kafka))
+                None if to_file is not None else lambda: new_producer(self.options.kafka),
+                self._report_unreadable)
             try:
                 self._forward(conn, forwarder)
             finally:
@@ -243,7 +263,8 @@ class Bridge:
                 prune = now
             sent = forwarder.cycle()
             forwarded += sent
-            if not sent and self._outage_since is not None and not forwarder.held_back():
+            if (not sent and self._outage_since is not None and not forwarder.resting
+                    and not forwarder.held_back()):
                 self._caught_up(forwarded)
             if sent:
                 last_rows, delay = time.monotonic(), 0.0
@@ -277,14 +298,16 @@ class Bridge:
             # Rows committed before the lock was taken, by writers that did not notify.
             if forwarder.cycle() or forwarder.held_back():
                 return False
-            self._wait_for_wakeup(conn)
+            self._wait_for_wakeup(conn, forwarder.retry_in())
             return True
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", IDLE_KEY)
 
-    def _wait_for_wakeup(self, conn: psycopg.Connection) -> None:
-        # Wake up in time to renew the lease, whatever the poll interval.
-        deadline = time.monotonic() + min(self.options.poll_interval, HEARTBEAT_SECONDS)
+    def _wait_for_wakeup(self, conn: psycopg.Connection, retry_in: float | None) -> None:
+        # Wake up in time to renew the lease, whatever the poll interval, and to try a
+        # resting stream again.
+        deadline = time.monotonic() + min(self.options.poll_interval, HEARTBEAT_SECONDS,
+                                          HEARTBEAT_SECONDS if retry_in is None else retry_in)
         while not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -293,9 +316,20 @@ class Bridge:
                 return
 
     def _prune(self, conn: psycopg.Connection) -> None:
-        for stream, pruned in conn.execute(
-                "SELECT stream, pruned FROM metro.bridge_prune(%s, %s)",
-                (self.options.retention, PRUNE_BATCH)).fetchall():
+        """Prune delivered rows; when a stream table stays locked past LOCK_TIMEOUT (or the
+        database refuses otherwise), say so and wait for the next round."""
+        try:
+            pruned_rows = conn.execute("SELECT stream, pruned FROM metro.bridge_prune(%s, %s)",
+                                       (self.options.retention, PRUNE_BATCH)).fetchall()
+        except psycopg.Error as error:
+            if conn.broken:
+                raise
+            message = (f"pruning delivered rows failed ({first_line(error)}); trying again in "
+                       f"{self.options.prune_interval:.0f} s")
+            self.warn(message)
+            self._record_error(message)
+            return
+        for stream, pruned in pruned_rows:
             if pruned:
                 self.say(f"pruned {pruned} delivered rows of {stream}")
 

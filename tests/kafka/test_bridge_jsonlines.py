@@ -3,42 +3,16 @@ every row once, in order, the cursor moved only after the file was written."""
 
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
-
 import psycopg
 from factories import add_card, at, call
+from file_bridge import FileBridge, lines
 from kafka_fixtures import wait_until
-
-from metro.bridge.runner import Bridge, BridgeOptions
 
 
 def pending(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT sum(pending) FROM metro.bridge_lag()").fetchone()
     assert row is not None
     return int(row[0])
-
-
-class FileBridge:
-    """A bridge in a thread of the test, forwarding to path."""
-
-    def __init__(self, dsn: str, path: Path) -> None:
-        self.messages: list[str] = []
-        self.stop = threading.Event()
-        options = BridgeOptions(dsn=dsn, kafka="", poll_interval=0.2, outbound_file=path)
-        self.thread = threading.Thread(
-            target=Bridge(options, self.stop, self.messages.append).run)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_stream_rows_go_to_the_file_once_each(db, conn, stations, tmp_path):
