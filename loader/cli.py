@@ -245,6 +245,13 @@ def _load_table(conn: psycopg.Connection, table: Table, source: CsvSource, repor
                 for batch in source.batches():
                     copier.load(batch)
                     progress.update(source.bytes_read, report.counts.read)
+                if not report.counts.loaded:
+                    # An export that failed (empty, or every row refused for a wrong
+                    # delimiter) must not wipe the table it was meant to replace.
+                    raise LoadError(
+                        f"no row loaded ({_plural(report.counts.read, 'row', 'rows')} read), "
+                        "so --truncate would leave the table empty (TRUNCATE it in SQL if you"
+                        " mean it)")
         except MaxErrorsReached:
             reason = (f"stopped at line {report.last_line} after {report.counts.invalid} "
                       f"invalid rows (--max-errors {args.max_errors})")

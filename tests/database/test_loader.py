@@ -262,6 +262,23 @@ def test_a_failed_truncate_load_leaves_the_old_contents(run, conn, tmp_path):
         'trains.csv line 3: invalid input syntax for type integer: "y" (column train_id)'
 
 
+def test_a_truncate_load_that_loads_no_row_leaves_the_old_contents(run, conn, tmp_path):
+    # An export gone wrong: the wrong delimiter (every row refused), or an empty file.
+    conn.execute("INSERT INTO trains VALUES (1, 'Old 1')")
+    semicolons = write(tmp_path, "trains.csv", "2;New 2\n3;New 3\n")
+    status, out, err = run("--truncate", semicolons)
+    assert (status, out) == (2, "")
+    assert err == ("loader: no row loaded (2 rows read), so --truncate would leave the table"
+                   " empty (TRUNCATE it in SQL if you mean it); rolled back: metro.trains keeps"
+                   " its previous contents\n")
+    assert len(log_entries(tmp_path, "trains")) == 2
+    empty = write(tmp_path, "export.csv", "")
+    status, out, err = run("--truncate", "--table", "trains", empty)
+    assert (status, out) == (2, "")
+    assert err.startswith("loader: no row loaded (0 rows read), so --truncate would leave")
+    assert rows(conn, "SELECT * FROM trains") == [(1, "Old 1")]
+
+
 def test_truncate_keeps_rows_that_other_tables_reference(run, conn, stations, tmp_path):
     conn.execute("INSERT INTO train_events VALUES (1, 3, 0, now())")
     status, out, err = run("--truncate", "--header", str(config.DATA_DIR / "stations.csv"))
