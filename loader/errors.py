@@ -41,7 +41,10 @@ def describe(error: psycopg.Error) -> str:
     """PostgreSQL's message, with the column and the detail when it gives them."""
     message = error.diag.message_primary or str(error).strip()
     match = _COPY_LINE.match(error.diag.context or "")
-    if match and match.group(2):
+    # Only a value's own error (class 22, or its domain's CHECK) is about the column COPY
+    # was reading: a duplicate key found later names whichever column COPY read last.
+    if match and match.group(2) and ((error.sqlstate or "").startswith("22")
+                                     or error.diag.datatype_name):
         message += f" (column {match.group(2)})"
     detail = error.diag.message_detail
     return f"{message}: {detail}" if detail else message

@@ -243,6 +243,18 @@ def test_max_errors_stops_at_the_limit_and_keeps_what_was_loaded(run, conn, tmp_
     assert rows(conn, "SELECT max(card_id), count(*) FROM cards") == [(24, 23)]
 
 
+def test_a_duplicate_key_is_not_blamed_on_the_column_copy_read_last(run, conn, tmp_path):
+    # COPY reads ahead of its inserts: the duplicate on line 1 is found while its context
+    # points at line 2's card_type.
+    conn.execute("INSERT INTO cards (card_id, balance) VALUES (1, 100)")
+    path = write(tmp_path, "cards.csv", "1,1,0,100,,Ann,,,0\n2,1,zz,100,,Bob,,,0\n")
+    assert run(path)[0] == 1
+    assert log_entries(tmp_path, "cards") == [
+        'cards.csv line 1: duplicate key value violates unique constraint "cards_pkey": '
+        "Key (card_id)=(1) already exists.",
+        'cards.csv line 2: invalid input syntax for type smallint: "zz" (column card_type)']
+
+
 def test_truncate_replaces_the_contents_in_one_transaction(run, conn, tmp_path):
     conn.execute("INSERT INTO trains VALUES (1, 'Old 1'), (2, 'Old 2')")
     path = write(tmp_path, "trains.csv", "2,New 2\n3,New 3\n")
