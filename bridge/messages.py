@@ -10,7 +10,9 @@ transaction_topic:
             or `transaction_id,account_id,amount[,timestamp]` (timestamp optional)
 
 In JSON objects `timestamp` and `ts` are the same field; JSON numbers are read
-exactly from their text (never through a float). A payment amount is currency
+exactly from their text (never through a float); an integer field refuses
+2000.0, which may as well mean 2000 units as 2000 cents. A leading byte order
+mark is ignored. A payment amount is currency
 units, a JSON number or a decimal string. An account id is text: a JSON integer
 becomes its decimal digits.
 
@@ -295,7 +297,8 @@ def _fields(value: bytes, names: tuple[str, ...],
     """The named fields of a CSV line or a JSON object; optional ones may be absent or
     empty (None). JSON numbers come as int or Decimal, never float."""
     try:
-        text = value.decode("utf-8").strip()
+        # A byte order mark (some producers write one) is not data.
+        text = value.decode("utf-8").removeprefix("\ufeff").strip()
     except UnicodeDecodeError:
         raise InvalidMessage("value is not UTF-8 text") from None
     if not text:

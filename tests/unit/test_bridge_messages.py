@@ -61,6 +61,13 @@ def test_train_event_as_csv_and_as_json():
                              b' "timestamp": 1795248900250000}') == expected
 
 
+def test_a_byte_order_mark_before_a_value_is_not_data():
+    expected = TrainEvent(3, 7, 1, T)
+    assert parse_train_event("\ufeff3,7,1,2026-11-21T08:15:00.250Z".encode()) == expected
+    assert parse_train_event('\ufeff{"train_id": 3, "station_id": 7, "activity_type": 1,'
+                             ' "ts": "2026-11-21T08:15:00.250Z"}'.encode()) == expected
+
+
 def test_recharge_as_csv_and_as_json_with_an_optional_timestamp():
     assert parse_recharge(b"42,2000,4") == Recharge(42, 2000, 4, None)
     assert parse_recharge(b"42,2000,4,2026-11-21T08:15:00.250Z") == Recharge(42, 2000, 4, T)
@@ -81,6 +88,9 @@ def test_recharge_as_csv_and_as_json_with_an_optional_timestamp():
                                          "(card_id,amount,station_id,ts), got 5"),
     ("RECHARGE", b'{"card_id": 42, "amount": 2000.5, "station_id": 4}',
      "amount must be an integer, got 2000.5"),
+    # Cents, never units: 20.00 could mean either.
+    ("RECHARGE", b'{"card_id": 42, "amount": 20.00, "station_id": 4}',
+     "amount must be an integer, got 20.00"),
     ("RECHARGE", b'{"card_id": 42, "station_id": 4}', "JSON object lacks amount"),
     ("RECHARGE", b'{"card_id": 42,', "value is not valid JSON: Expecting property name enclosed "
                                     "in double quotes at character 15"),
