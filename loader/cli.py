@@ -28,7 +28,7 @@ from .copying import CopyLoader
 from .errors import LoadError, fatal, use_error_codes
 from .progress import Progress
 from .report import MaxErrorsReached, Report
-from .source import CsvSource
+from .source import CsvSource, looks_like_data
 
 EXIT_OK, EXIT_INVALID, EXIT_FATAL = 0, 1, 2
 
@@ -284,6 +284,13 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
     if stopped_at is not None:
         lines.append(f"{path.name}: stopped at line {stopped_at} after {counts.invalid} "
                      f"invalid rows (--max-errors {args.max_errors}); later lines were not read")
+    header = source.skipped_lines[-1] if args.header and source.skipped_lines else None
+    if header is not None and looks_like_data(header, args.delimiter, args.quotechar):
+        shown = header.decode("utf-8", errors="replace").rstrip("\r\n")
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        lines.append(f"{path.name}: line {len(source.skipped_lines)}, skipped as the header,"
+                     f" looks like data ({shown}): if the file has no header, load it again"
+                     " without --header")
     if source.blank_lines:
         lines.append(f"{path.name}: "
                      f"{_plural(source.blank_lines, 'blank line', 'blank lines')} skipped")

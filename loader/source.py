@@ -223,3 +223,14 @@ def split_fields(text: str, delimiter: str, quote: str, strict: bool = False) ->
         csv.field_size_limit(len(text) + 1)
     rows = list(csv.reader([text], delimiter=delimiter, quotechar=quote, strict=strict))
     return rows[0] if rows else []
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+
+
+def looks_like_data(line: bytes, delimiter: str, quote: str) -> bool:
+    """Whether a line read as a header holds a plain number: a header names its columns,
+    while every row of metro's tables and functions holds an id or an amount."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    return any(_PLAIN_NUMBER.fullmatch(field.strip())
+               for field in split_fields(text, delimiter, quote))

@@ -33,3 +33,14 @@ def test_voltdb_s_files_load_completely(run, conn):
         (7, False, 1, 0, datetime(2025, 11, 15, 9, 15, tzinfo=UTC), "Jon Eriksen",
          "6175550107", "jeriksen@example.com", 2)]
     assert rows(conn, "SELECT count(*), min(card_id), max(card_id) FROM cards") == [(12, 0, 11)]
+
+
+def test_header_on_a_file_without_one_says_the_first_row_was_skipped(run, conn):
+    # VoltDB's files have no header: --header makes their first row one.
+    status, out, err = run("--header", str(VOLTDB / "trains.csv"))
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "trains.csv: read 3, loaded 3, invalid 0",
+        "trains.csv: line 1, skipped as the header, looks like data (1,Aurora): if the file"
+        " has no header, load it again without --header"]
+    assert rows(conn, "SELECT min(train_id) FROM trains") == [(2,)]
