@@ -291,6 +291,12 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
         lines.append(f"{path.name}: line {len(source.skipped_lines)}, skipped as the header,"
                      f" looks like data ({shown}): if the file has no header, load it again"
                      " without --header")
+    if source.first_spanning is not None:
+        first, last = source.first_spanning
+        records = _plural(source.spanning_records, "record spans", "records span")
+        lines.append(f"{path.name}: {records} several lines, the first lines {first} to {last}:"
+                     f" a quoted field holding a line break, or a stray {args.quotechar} in an"
+                     " unquoted field")
     if source.blank_lines:
         lines.append(f"{path.name}: "
                      f"{_plural(source.blank_lines, 'blank line', 'blank lines')} skipped")

@@ -66,6 +66,10 @@ class CsvSource:
         self.quote = quote
         self.batch_size = batch_size
         self.blank_lines = 0
+        # Records that span several lines (a quoted field holding a line break, or a
+        # stray quote character), and the lines of the first of them.
+        self.spanning_records = 0
+        self.first_spanning: tuple[int, int] | None = None
         self._file: BufferedReader = open(path, "rb")  # noqa: SIM115 - closed by __exit__
         bom = self._file.peek(len(_BOM))[:len(_BOM)] == _BOM
         if bom:
@@ -175,6 +179,8 @@ class CsvSource:
                     starts.append(pending_start)
                     one_line = False
                     pending = []
+                    self.spanning_records += 1
+                    self.first_spanning = self.first_spanning or (pending_start, line_no - 1)
                 continue
             if line in _BLANK:
                 self.blank_lines += 1

@@ -77,9 +77,25 @@ def test_crlf_line_ends_with_a_header_and_a_bad_row(run, conn, tmp_path, type_er
 
 def test_a_quoted_line_break_in_a_cr_only_file(run, conn, tmp_path):
     path = write(tmp_path, "trains.csv", '1,"Aurora\nExpress"\r2,"Borealis\rNight"\r3,Comet\r')
-    assert run(path) == (0, "trains.csv: read 3, loaded 3, invalid 0\n", "")
+    assert run(path) == (0, "trains.csv: read 3, loaded 3, invalid 0\n"
+                            "trains.csv: 2 records span several lines, the first lines 1 to 2:"
+                            ' a quoted field holding a line break, or a stray " in an unquoted'
+                            " field\n", "")
     assert rows(conn, "SELECT * FROM trains ORDER BY 1") == [
         (1, "Aurora\nExpress"), (2, "Borealis\rNight"), (3, "Comet")]
+
+
+def test_a_stray_quote_that_joins_lines_is_named(run, conn, tmp_path):
+    # 12" and 6" open and close a quoted section: four lines are read as two records.
+    path = write(tmp_path, "stations.csv",
+                 '20,12" Street,250,1\n21,Main,250,1\n22,6" Ave,250,1\n23,Last,250,1\n')
+    status, out, err = run(path)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "stations.csv: read 2, loaded 2, invalid 0",
+        "stations.csv: 1 record spans several lines, the first lines 1 to 3: a quoted field"
+        ' holding a line break, or a stray " in an unquoted field']
+    assert rows(conn, "SELECT station_id FROM stations ORDER BY 1") == [(20,), (23,)]
 
 
 def test_a_huge_field_beside_a_wrongly_typed_value(run, conn, tmp_path, type_errors):
