@@ -18,7 +18,7 @@ becomes its decimal digits.
 
 A timestamp is either ISO 8601 (`2026-11-21T08:15:00.250+00:00`, `Z`, a space
 instead of `T`; without an offset it is UTC) or an epoch number read by its
-magnitude (see EPOCH_UNITS): seconds as Python's time.time() gives them
+magnitude (metro.epoch): seconds as Python's time.time() gives them
 (fractions allowed), milliseconds as Java's currentTimeMillis(), or
 microseconds (VoltDB's TIMESTAMP unit); fractions of a microsecond are rounded
 to the nearest one. Every timestamp must lie in [2000-01-01, 2200-01-01) UTC.
@@ -38,24 +38,13 @@ import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from metro import calls
+from metro import calls, epoch
+from metro.epoch import EARLIEST, EPOCH, LATEST
 from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Every timestamp the bridge passes on lies in [EARLIEST, LATEST) (DESIGN.md).
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-_EARLIEST_S = int((EARLIEST - _EPOCH).total_seconds())  # 946684800
-_LATEST_S = int((LATEST - _EPOCH).total_seconds())  # 7258118400
-# An epoch number is read in the one unit that puts it in [EARLIEST, LATEST):
-#   seconds       946,684,800 <= n < 7,258,118,400
-#   milliseconds  946,684,800,000 <= n < 7,258,118,400,000
-#   microseconds  946,684,800,000,000 <= n < 7,258,118,400,000,000
-# The ranges are disjoint, so no number has two readings; one in none of them is refused.
-EPOCH_UNITS = (("seconds", 1), ("milliseconds", 1000), ("microseconds", 1_000_000))
 _INT_BOUNDS = {32: 2**31, 64: 2**63}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -138,18 +127,13 @@ def _in_range(value: datetime, shown: str, what: str = "timestamp") -> datetime:
 
 
 def _from_epoch(number: Decimal, shown: str) -> datetime:
-    """The instant an epoch number stands for, by its magnitude (EPOCH_UNITS)."""
+    """The instant an epoch number stands for, by its magnitude (metro.epoch)."""
     if not number.is_finite():
         raise InvalidMessage(f"timestamp {shown} is not a finite number")
-    for _, per_second in EPOCH_UNITS:
-        if _EARLIEST_S * per_second <= number < _LATEST_S * per_second:
-            with localcontext() as context:
-                context.prec = 60
-                micros = (number * (1_000_000 // per_second)).quantize(
-                    Decimal(1), rounding=ROUND_HALF_EVEN)
-            return _in_range(_EPOCH + timedelta(microseconds=int(micros)), shown)
-    raise InvalidMessage(f"timestamp {shown} is outside 2000-01-01..2200-01-01 (UTC) read as "
-                         "epoch seconds, milliseconds or microseconds")
+    at = epoch.instant(number)
+    if at is None:
+        raise InvalidMessage(f"timestamp {shown} {epoch.OUTSIDE}")
+    return at
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -185,7 +169,7 @@ def record_timestamp(milliseconds: int | None) -> datetime | None:
     if milliseconds is None or milliseconds < 0:
         return None
     try:
-        instant = _EPOCH + timedelta(milliseconds=milliseconds)
+        instant = EPOCH + timedelta(milliseconds=milliseconds)
     except OverflowError:
         raise InvalidMessage(f"Kafka record timestamp {milliseconds} ms is outside "
                              "2000-01-01..2200-01-01 (UTC)") from None

@@ -4,15 +4,22 @@ A row is invalid when it cannot be split into the function's arguments or
 when the function raises an error for it (MT001 Unknown station...); the
 function's message is the reason. A function that answers with a decision
 (`accepted` false, a payment `blocked`) has treated the row: the row counts
-as loaded, and the summary counts the decisions.
+as loaded, and the summary counts the decisions. As in the bridge's messages,
+a timestamp may be an epoch number (seconds, milliseconds or microseconds, by
+magnitude: metro.epoch), and empty trailing optional arguments are left out
+(ts: now()).
 """
 
 from __future__ import annotations
 
 import csv
+import re
+from decimal import Decimal, InvalidOperation
 
 import psycopg
 from psycopg import sql
+
+from metro import epoch
 
 from .catalog import Function
 from .errors import describe, fatal, is_row_error
@@ -22,6 +29,8 @@ from .source import Batch, split_fields
 # A function's first result column that is a decision, and how the summary names
 # its true and false answers.
 DECISIONS = {"accepted": ("accepted", "refused"), "blocked": ("blocked", "passed")}
+TIMESTAMP = "timestamp with time zone"
+_EPOCH_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?")
 
 
 class CallLoader:
@@ -76,4 +85,25 @@ class CallLoader:
             wanted = str(high) if low == high else f"{low} to {high}"
             return (f"{self.function.qualified} takes {wanted} arguments, "
                     f"the row has {len(fields)} fields")
-        return [None if field == self.null else field for field in fields]
+        values = [None if field == self.null else field for field in fields]
+        while len(values) > self.function.required and values[-1] is None:
+            values.pop()
+        for i, value in enumerate(values):
+            if value is not None and self.function.arg_types[i] == TIMESTAMP:
+                read = _timestamp(value.strip())
+                if read is None:
+                    return f"timestamp {value.strip()} {epoch.OUTSIDE}"
+                values[i] = read
+        return values
+
+
+def _timestamp(text: str) -> str | None:
+    """A timestamp argument as PostgreSQL takes it: an epoch number as the instant it
+    stands for (None: outside the range), any other text as it is."""
+    if not _EPOCH_NUMBER.fullmatch(text):
+        return text
+    try:
+        at = epoch.instant(Decimal(text))
+    except InvalidOperation:  # more digits than Decimal's context holds
+        return None
+    return None if at is None else at.isoformat()

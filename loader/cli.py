@@ -292,9 +292,9 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
                      f" looks like data ({shown}): if the file has no header, load it again"
                      " without --header")
     if source.first_spanning is not None:
-        first, last = source.first_spanning
+        start, end = source.first_spanning
         records = _plural(source.spanning_records, "record spans", "records span")
-        lines.append(f"{path.name}: {records} several lines, the first lines {first} to {last}:"
+        lines.append(f"{path.name}: {records} several lines, the first lines {start} to {end}:"
                      f" a quoted field holding a line break, or a stray {args.quotechar} in an"
                      " unquoted field")
     if source.blank_lines:
@@ -303,8 +303,12 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
     if counts.invalid:
         lines.append(f"{path.name}: invalid rows in {report.invalid_path}, "
                      f"reasons in {report.log_path}")
+        # Line 1 refused for its text while later rows loaded, and without a number in
+        # it (a wrong delimiter refuses every row; a data row holds an id).
         first = report.first_invalid
-        if first and first[0] == 1 and first[1].startswith("invalid input syntax"):
+        if (first and first[0] == 1 and first[1].startswith("invalid input syntax")
+                and counts.loaded and not looks_like_data(first[2], args.delimiter,
+                                                          args.quotechar)):
             lines.append(f"{path.name}: line 1 looks like a header: skip it with --header")
         # Only duplicate keys, as when a file is loaded again: say how to replace them.
         if counts.duplicates == counts.invalid and isinstance(target, Table) and not args.upsert:

@@ -50,7 +50,7 @@ class Report:
         self.summary_path = directory / f"{stem}.summary"
         self.counts = Counts()
         self.max_errors = max_errors
-        self.first_invalid: tuple[int, str] | None = None
+        self.first_invalid: tuple[int, str, bytes] | None = None  # (line, reason, raw)
         self.last_line = 0  # line of the latest invalid row
         self._invalid = open(self.invalid_path, "wb")  # noqa: SIM115 - closed by close()
         self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115
@@ -77,7 +77,7 @@ class Report:
             self.counts.duplicates += 1
         self.last_line = line
         if self.first_invalid is None:
-            self.first_invalid = (line, reason)
+            self.first_invalid = (line, reason, raw)
         self._invalid.write(raw if raw.endswith((b"\n", b"\r")) else raw + b"\n")
         shown = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         shown = shown.replace("\r", "\\r").replace("\n", "\\n")

@@ -228,6 +228,12 @@ def test_a_first_line_header_gets_a_hint(run, tmp_path):
     status, out, _ = run(str(config.DATA_DIR / "trains.csv"))
     assert status == 1
     assert out.splitlines()[-1] == "trains.csv: line 1 looks like a header: skip it with --header"
+    # Not for a wrong delimiter (every row refused) nor for a data row's typo.
+    wrong = write(tmp_path, "stations.csv", "1;Airport;250;1\n2;Harbor;250;1\n")
+    assert run(wrong)[1].splitlines()[-1] == \
+        "stations.csv: invalid rows in log/stations.invalid.csv, reasons in log/stations.log"
+    typo = write(tmp_path, "trains.csv", "1x,Aurora\n2,Borealis\n")
+    assert "looks like a header" not in run(typo)[1]
 
 
 # options
@@ -357,6 +363,30 @@ def test_procedure_reports_the_rows_the_function_rejects(run, conn, stations, tm
         "swipes.csv line 6: validate_entry: station_id must not be NULL"]
     assert rows(conn, "SELECT card_id, accept FROM card_events ORDER BY event_id") == [
         (42, 1), (43, 0), (42, 1)]
+
+
+def test_procedure_timestamps_may_be_epoch_numbers_and_an_empty_one_is_now(run, conn,
+                                                                          stations, tmp_path):
+    # As the bridge reads them: seconds, milliseconds or microseconds, by magnitude.
+    conn.execute("INSERT INTO cards (card_id, balance) VALUES (42, 10000)")
+    path = write(tmp_path, "swipes.csv",
+                 "42,3,1740816000\n"              # 2025-03-01 08:00:00 UTC, seconds
+                 "42,3,1740816060500\n"           # 08:01:00.5, milliseconds
+                 "42,3,1740816120000000\n"        # 08:02:00, microseconds
+                 "42,3,\n"                         # empty: now(), as if left out
+                 "42,3,12\n")                      # no unit puts it in range
+    status, out, _ = run("-p", "validate_entry", path)
+    assert status == 1
+    assert out.splitlines()[0] == "swipes.csv: read 5, loaded 4, invalid 1 (accepted 4, refused 0)"
+    assert log_entries(tmp_path, "swipes") == [
+        "swipes.csv line 5: timestamp 12 is outside 2000-01-01..2200-01-01 (UTC) read as epoch"
+        " seconds, milliseconds or microseconds"]
+    assert rows(conn, "SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
+                      " FROM card_events WHERE ts < now() - interval '1 minute'"
+                      " ORDER BY event_id") == [
+        ("2025-03-01 08:00:00.000",), ("2025-03-01 08:01:00.500",), ("2025-03-01 08:02:00.000",)]
+    assert rows(conn, "SELECT count(*) FROM card_events WHERE ts >= now() - interval '1 minute'"
+                ) == [(1,)]
 
 
 # fatal errors: exit status 2, one line, nothing written
