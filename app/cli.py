@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metro: {error}", file=sys.stderr)
         return 2
     except psycopg.Error as error:
-        print(f"metro: {error.diag.message_primary or str(error).strip()}", file=sys.stderr)
+        message = (error.diag.message_primary or str(error).strip()).rstrip(".")
+        hint = error.diag.message_hint
+        print(f"metro: {message}" + (f". {hint}" if hint else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

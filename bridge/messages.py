@@ -14,7 +14,8 @@ exactly from their text (never through a float); an integer field refuses
 2000.0, which may as well mean 2000 units as 2000 cents. A leading byte order
 mark is ignored. A payment amount is currency
 units, a JSON number or a decimal string. An account id is text: a JSON integer
-becomes its decimal digits.
+becomes its decimal digits, and a string loses the whitespace around it, as a
+CSV field does.
 
 A timestamp is either ISO 8601 (`2026-11-21T08:15:00.250+00:00`, `Z`, a space
 instead of `T`; without an offset it is UTC) or an epoch number read by its
@@ -212,12 +213,13 @@ def _decimal(value: Any, name: str) -> Decimal:
 
 
 def _identifier(value: Any, name: str) -> str:
-    """Text of an id: a string as it is, an integer as its decimal digits."""
+    """Text of an id: a string without the whitespace around it (as a CSV field), an
+    integer as its decimal digits."""
     if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
         value = str(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidMessage(f"{name} must be a string or an integer, got {_show(value)}")
-    text = str(value)
+    text = str(value).strip()
     if "\x00" in text:
         raise InvalidMessage(f"{name} contains a NUL character")
     try:

@@ -6,8 +6,8 @@ function's message is the reason. A function that answers with a decision
 (`accepted` false, a payment `blocked`) has treated the row: the row counts
 as loaded, and the summary counts the decisions. As in the bridge's messages,
 a timestamp may be an epoch number (seconds, milliseconds or microseconds, by
-magnitude: metro.epoch), and empty trailing optional arguments are left out
-(ts: now()).
+magnitude: metro.epoch), whitespace around a field is left out, and empty
+trailing optional arguments are left out too (ts: now()).
 """
 
 from __future__ import annotations
@@ -85,14 +85,16 @@ class CallLoader:
             wanted = str(high) if low == high else f"{low} to {high}"
             return (f"{self.function.qualified} takes {wanted} arguments, "
                     f"the row has {len(fields)} fields")
-        values = [None if field == self.null else field for field in fields]
+        # Whitespace around a field is no part of an argument (ids, amounts, times), as
+        # in the bridge's CSV messages.
+        values = [None if field == self.null else field for field in map(str.strip, fields)]
         while len(values) > self.function.required and values[-1] is None:
             values.pop()
         for i, value in enumerate(values):
             if value is not None and self.function.arg_types[i] == TIMESTAMP:
-                read = _timestamp(value.strip())
+                read = _timestamp(value)
                 if read is None:
-                    return f"timestamp {value.strip()} {epoch.OUTSIDE}"
+                    return f"timestamp {value} {epoch.OUTSIDE}"
                 values[i] = read
         return values
 

@@ -6,17 +6,6 @@ SET search_path = metro, pg_catalog;
 
 -- functions
 
--- Whether a payment's id (transaction_id, account_id) is unusable: empty,
--- made only of whitespace, control or zero-width (invisible formatting)
--- characters, or over 200 characters (its stream row goes to Kafka, whose
--- messages are bounded). Inlined.
-CREATE OR REPLACE FUNCTION invalid_payment_id(id text)
-RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT $1 ~ '^[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]*$'
-        OR length($1) > 200
-$$;
-COMMENT ON FUNCTION invalid_payment_id(text) IS 'Whether a payment transaction_id or account_id is empty, only whitespace, control or zero-width characters, or over 200 characters; inlined into payment_refusal';
-
 -- Why evaluate_transaction refuses a payment's arguments, checked in this
 -- order: (MT004, the NULL argument's name), (MT007, 'transaction_id') and
 -- (MT014, 'account_id') for an invalid_payment_id, (MT003, 'amount') for an
@@ -37,7 +26,7 @@ RETURNS TABLE (sqlstate text, argument text) LANGUAGE sql IMMUTABLE AS $$
                 WHEN metro.invalid_payment_id($2) THEN 'account_id'
                 WHEN $3 <= 0 OR $3 <> round($3, 2) OR $3 >= 1e12 THEN 'amount' END
 $$;
-COMMENT ON FUNCTION payment_refusal(text, text, numeric) IS 'Why a payment''s arguments are refused: (MT004, argument) NULL, (MT007, transaction_id) or (MT014, account_id) empty, only whitespace, control or zero-width characters, or too long, (MT003, amount) not positive, over two decimals or too large; (NULL, NULL) when fine. Inlined into evaluate_transaction and evaluate_transactions';
+COMMENT ON FUNCTION payment_refusal(text, text, numeric) IS 'Why a payment''s arguments are refused: (MT004, argument) NULL, (MT007, transaction_id) or (MT014, account_id) empty, over 200 characters, or starting or ending with whitespace, a control or a zero-width character, (MT003, amount) not positive, over two decimals or too large; (NULL, NULL) when fine. Inlined into evaluate_transaction and evaluate_transactions';
 
 -- The rule deciding a payment of amount (currency units) from account_id:
 -- the first, in rule_order, whose amount range holds the amount and whose
@@ -109,11 +98,11 @@ BEGIN
     IF refusal.sqlstate = 'MT007' THEN
         RAISE EXCEPTION 'Invalid transaction_id: %', quote_literal(left(p_transaction, 40))
             USING ERRCODE = 'MT007',
-                  HINT = 'A transaction_id is 1 to 200 characters, not only spaces, control or zero-width characters.';
+                  HINT = 'A transaction_id is 1 to 200 characters, neither starting nor ending with a space, a control or a zero-width character.';
     ELSIF refusal.sqlstate = 'MT014' THEN
         RAISE EXCEPTION 'Invalid account_id: %', quote_literal(left(p_account, 40))
             USING ERRCODE = 'MT014',
-                  HINT = 'An account_id is 1 to 200 characters, not only spaces, control or zero-width characters.';
+                  HINT = 'An account_id is 1 to 200 characters, neither starting nor ending with a space, a control or a zero-width character.';
     ELSIF refusal.sqlstate = 'MT003' THEN
         RAISE EXCEPTION 'Transaction amount must be positive, below 1,000,000,000,000, with at most two decimals: %', p_amount
             USING ERRCODE = 'MT003', HINT = 'Amounts are currency units with cents: 5000.01.';
@@ -282,7 +271,7 @@ $$;
 COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
 
 -- grants
-REVOKE ALL ON FUNCTION invalid_payment_id(text), payment_refusal(text, text, numeric),
+REVOKE ALL ON FUNCTION payment_refusal(text, text, numeric),
     risk_rule(text, numeric),
     raise_no_risk_rule(text, numeric, smallint), raise_transaction_id_reused(text, text, numeric)
     FROM PUBLIC;

@@ -10,10 +10,23 @@ CREATE OR REPLACE FUNCTION raise_null_argument(function_name text, argument text
 RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION '%: % must not be NULL', function_name, argument
-        USING ERRCODE = 'MT004', HINT = 'Pass a value for every argument; only ts has a default (now()).';
+        USING ERRCODE = 'MT004', HINT = 'Pass a value for every argument; one left out takes its default (ts: now()).';
 END
 $$;
 COMMENT ON FUNCTION raise_null_argument(text, text) IS 'Raises MT004 naming the function and its NULL argument';
+
+-- Whether a payment's id (transaction_id, account_id) is unusable: empty,
+-- over 200 characters (its stream row goes to Kafka, whose messages are
+-- bounded), or starting or ending with whitespace, a control or a zero-width
+-- (invisible formatting) character, which an id made only of them does too.
+-- A padded id would be another account, one whose risk tag (risk_tags, which
+-- holds only ids this accepts) no payment finds. Inlined.
+CREATE OR REPLACE FUNCTION invalid_payment_id(id text)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT $1 = '' OR length($1) > 200
+        OR (left($1, 1) || right($1, 1)) ~ '[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]'
+$$;
+COMMENT ON FUNCTION invalid_payment_id(text) IS 'Whether a payment transaction_id or account_id is empty, over 200 characters, or starts or ends with whitespace, a control or a zero-width character; inlined into payment_refusal and risk_tags'' CHECK';
 
 -- Raises MT001 for a station that is not in stations.
 CREATE OR REPLACE FUNCTION raise_unknown_station(station_id integer)
@@ -21,7 +34,7 @@ RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'Unknown station: %', station_id
         USING ERRCODE = 'MT001', DETAIL = format('No row in metro.stations has station_id %s.', station_id),
-              HINT = 'Load the stations first: loader data/stations.csv';
+              HINT = 'Load the stations first: loader stations.csv (with --header when the file has one).';
 END
 $$;
 COMMENT ON FUNCTION raise_unknown_station(integer) IS 'Raises MT001 naming the station';
@@ -224,7 +237,8 @@ $$;
 COMMENT ON FUNCTION lag_rows_to_read(text, bigint, text) IS 'Rows worker_lag and bridge_lag read for a count_limit: count_limit + 1, NULL (all) for NULL or the largest bigint; 22023 for a count_limit below 1, naming the function';
 
 -- grants: every function above is private to the schema's owner.
-REVOKE ALL ON FUNCTION raise_null_argument(text, text), raise_unknown_station(integer),
+REVOKE ALL ON FUNCTION invalid_payment_id(text), raise_null_argument(text, text),
+    raise_unknown_station(integer),
     cents_text(bigint), fraud_trans_id(bigint, timestamptz), settings_keep_row(),
     replay_caller(), checked_ts(text, text, timestamptz), ts_array_refusal(timestamptz[]),
     checked_ts_array(text, timestamptz[]), lag_rows_to_read(text, bigint, text)

@@ -47,7 +47,7 @@ def load_stations(conn: psycopg.Connection) -> WeightedChoice:
     rows = _fetch(conn, "SELECT station_id, weight FROM metro.stations ORDER BY station_id")
     if not rows:
         raise MetroError("metro.stations is empty: load data/stations.csv first "
-                         "(loader data/stations.csv)")
+                         "(loader --header data/stations.csv)")
     return WeightedChoice([row[0] for row in rows], [row[1] for row in rows])
 
 

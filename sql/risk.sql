@@ -18,7 +18,10 @@ COMMENT ON TYPE risk_verdict IS 'Result of evaluate_transaction: blocked or not,
 
 -- tables
 CREATE TABLE risk_tags (
-    account_id text PRIMARY KEY,
+    -- Only ids a payment can carry (evaluate_transaction refuses the others
+    -- with MT014): a padded id would tag an account no payment names.
+    account_id text PRIMARY KEY
+        CONSTRAINT risk_tags_account_id_valid CHECK (NOT invalid_payment_id(account_id)),
     risk_level risk_level NOT NULL
 );
 COMMENT ON TABLE risk_tags IS 'Risk tag per account; CSV account_id,risk_level; an account without a row counts as level 1';

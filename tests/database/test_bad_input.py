@@ -75,7 +75,8 @@ def test_errors_map_to_metro_exceptions(conn, stations):
     assert (translated.code.sqlstate, translated.code.name, translated.code.row_level) == (
         "MT001", "unknown_station", True)
     assert str(translated) == "Unknown station: 99"
-    assert translated.hint == "Load the stations first: loader data/stations.csv"
+    assert translated.hint == ("Load the stations first: loader stations.csv (with --header"
+                               " when the file has one).")
     lost = psycopg.OperationalError("server closed\nthe connection")
     assert isinstance(errors.translate(lost, errors.ErrorCodes()), errors.DatabaseUnavailable)
 

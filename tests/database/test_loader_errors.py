@@ -14,7 +14,7 @@ from metro.database import with_dbname
 from metro.loader.errors import is_row_error
 
 PAYMENTS = ("tx-1,7,10.00\n"
-            "   ,7,5.00\n"              # MT007: blank transaction_id
+            "\u200b,7,5.00\n"           # MT007: an invisible transaction_id
             "tx-2,7,20.00\n"
             + "z" * 201 + ",7,1.00\n"   # MT007: over 200 characters
             "tx-3,9,20000.00\n"          # blocked: a high-risk account
@@ -30,7 +30,7 @@ def test_an_invalid_transaction_id_rejects_its_row_only(run, conn, tmp_path):
     assert out.splitlines()[0] == \
         "payments.csv: read 7, loaded 4, invalid 3 (blocked 1, passed 3)"
     assert log_entries(tmp_path, "payments") == [
-        "payments.csv line 2: Invalid transaction_id: '   '",
+        "payments.csv line 2: Invalid transaction_id: '\u200b'",
         f"payments.csv line 4: Invalid transaction_id: '{'z' * 40}'",
         "payments.csv line 6: Transaction amount must be positive, below 1,000,000,000,000, "
         "with at most two decimals: -1"]
@@ -68,6 +68,27 @@ def test_row_errors_and_load_errors(conn):
         assert (error.sqlstate, is_row_error(error)) == (state, False)
 
 
+def test_whitespace_around_a_field_is_no_part_of_an_argument(run, conn, tmp_path):
+    # As in the bridge's CSV messages: a padded account id is the tagged account.
+    conn.execute("INSERT INTO risk_tags VALUES ('acct-hi', 3)")
+    path = write(tmp_path, "payments.csv", " tx-1 , acct-hi , 20000.00 \n")
+    assert run("-p", "evaluate_transaction", path)[:2] == (
+        0, "payments.csv: read 1, loaded 1, invalid 0 (blocked 1, passed 0)\n")
+    assert rows(conn, "SELECT transaction_id, account_id, blocked FROM risk_decisions") == [
+        ("tx-1", "acct-hi", True)]
+
+
+def test_a_padded_risk_tag_is_refused_not_loaded_as_another_account(run, conn, tmp_path):
+    path = write(tmp_path, "risk_tags.csv", "acct-hi , 3\nacct-lo,1\n")
+    assert run(path)[:2] == (1, "risk_tags.csv: read 2, loaded 1, invalid 1\n"
+                                "risk_tags.csv: invalid rows in log/risk_tags.invalid.csv,"
+                                " reasons in log/risk_tags.log\n")
+    assert log_entries(tmp_path, "risk_tags") == [
+        'risk_tags.csv line 1: new row for relation "risk_tags" violates check constraint'
+        ' "risk_tags_account_id_valid": Failing row contains (acct-hi , 3).']
+    assert rows(conn, "SELECT account_id FROM risk_tags") == [("acct-lo",)]
+
+
 def test_the_database_s_error_codes_decide_when_it_has_them(run, conn, tmp_path):
     # metro.error_codes(sqlstate, name, meaning, row_level): the database's word on its
     # codes wins; here it says MT007 stops a load.
@@ -80,8 +101,8 @@ def test_the_database_s_error_codes_decide_when_it_has_them(run, conn, tmp_path)
     status, out, err = run("-p", "evaluate_transaction", path)
     assert (status, out) == (2, "")
     assert err == ("loader: loading metro.evaluate_transaction failed: Invalid transaction_id: "
-                   "'   '. A transaction_id is 1 to 200 characters, not only spaces, control or"
-                   " zero-width characters\n")
+                   "'\u200b'. A transaction_id is 1 to 200 characters, neither starting nor ending"
+                   " with a space, a control or a zero-width character\n")
     assert rows(conn, "SELECT transaction_id FROM risk_decisions") == [("tx-1",)]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from alembic import command
+from commands import metro
 from factories import at, catch_up
 from psycopg import sql
 from test_history import STATION_TOTALS, STATION_TOTALS_RECOMPUTED
@@ -285,3 +286,32 @@ def test_payment_totals_count_the_pruned_decisions_and_the_rollup_the_rest(empty
         assert conn.execute(totals).fetchall() == [(False, 3), (True, 1)]
         assert conn.execute(totals).fetchall() == conn.execute(
             "SELECT blocked, count(*) FROM metro.risk_decisions GROUP BY 1 ORDER BY 1").fetchall()
+
+
+def test_an_upgrade_over_risk_tags_no_payment_can_carry_stops_and_names_them(empty_db):
+    """Revision 0018 refuses padded account ids; tags already padded stop the upgrade,
+    shown with their padding, and nothing of it is applied until they are corrected."""
+    dsn = empty_db("padded_tags")
+    schema.upgrade(dsn, "0017")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO metro.risk_tags VALUES (' acct-hi', 3), ('acct-lo', 1),"
+                     " ('acct-x' || chr(8203), 2), ('', 1)")
+    done = metro(dsn, "install")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "metro: risk_tags holds 3 account_id(s) no payment can carry (empty, over 200"
+        " characters, or starting or ending with whitespace or an invisible character): '',"
+        " ' acct-hi', 'acct-x\\u200b'. Correct them (UPDATE metro.risk_tags SET account_id ="
+        " ...) or delete them, then run metro install again.\n")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
+            "0017",)
+        conn.execute("UPDATE metro.risk_tags SET account_id = 'acct-hi'"
+                     " WHERE account_id = ' acct-hi'")
+        conn.execute("DELETE FROM metro.risk_tags WHERE account_id IN ('', 'acct-x' || chr(8203))")
+    assert metro(dsn, "install").returncode == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT account_id, risk_level FROM metro.risk_tags ORDER BY 1"
+                            ).fetchall() == [("acct-hi", 3), ("acct-lo", 1)]
+        assert conn.execute("SELECT (evaluate_transaction('p-1', 'acct-hi', 20000, now())).blocked"
+                            ).fetchone() == (True,)

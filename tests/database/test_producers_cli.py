@@ -37,7 +37,7 @@ def test_recharges_without_stations_say_so(conn, db, monkeypatch, capsys):
     assert main(["recharges", "--duration", "1"]) == 2
     assert capsys.readouterr().err == (
         "producers: metro.stations is empty: load data/stations.csv first"
-        " (loader data/stations.csv)\n")
+        " (loader --header data/stations.csv)\n")
     assert conn.execute("SELECT count(*) FROM metro.card_events").fetchone() == (0,)
 
 

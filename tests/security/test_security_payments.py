@@ -94,8 +94,24 @@ def test_ids_of_only_invisible_characters_are_refused(conn, transaction_id):
     assert sqlstate == "MT007"
     assert message == "Invalid transaction_id: " + conn.execute(
         "SELECT quote_literal(%s)", (transaction_id,)).fetchone()[0]
-    assert hint == ("A transaction_id is 1 to 200 characters, not only spaces, control or"
-                    " zero-width characters.")
+    assert hint == ("A transaction_id is 1 to 200 characters, neither starting nor ending with a"
+                    " space, a control or a zero-width character.")
+
+
+def test_a_padded_account_id_cannot_escape_its_risk_tag(conn):
+    # ' acct-hi' would be another account than the tagged 'acct-hi': a high amount
+    # passed as the default risk level 1 did. Refused now, and so is a padded tag.
+    conn.execute("INSERT INTO risk_tags VALUES ('acct-hi', 3)")
+    for padded in (" acct-hi", "acct-hi ", "acct-hi\u200b"):
+        assert refused(conn, "pay-1", padded, Decimal("20000.00"), at())[0] == "MT014"
+    # A padded transaction_id would be a second payment beside 'pay-1'.
+    assert refused(conn, "pay-1 ", "acct-hi", Decimal("20000.00"), at())[0] == "MT007"
+    assert call(conn, "evaluate_transaction", "pay-1", "acct-hi", Decimal("20000.00"), at())[0] \
+        is True
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        conn.execute("INSERT INTO risk_tags VALUES ('acct-lo ', 1)")
+    assert error.value.diag.constraint_name == "risk_tags_account_id_valid"
+    assert conn.execute("SELECT account_id FROM risk_tags").fetchall() == [("acct-hi",)]
 
 
 def test_visible_ids_with_invisible_characters_inside_are_accepted(conn):
@@ -103,7 +119,8 @@ def test_visible_ids_with_invisible_characters_inside_are_accepted(conn):
     assert call(conn, "evaluate_transaction", "ü", "7", Decimal("1.00"), at())[0] is False
 
 
-@pytest.mark.parametrize("account_id", ["", " \t", "\u200b", "a" * 201])
+@pytest.mark.parametrize("account_id", ["", " \t", "\u200b", "a" * 201, " acct-hi", "acct-hi ",
+                                        "acct-hi\u200b", "\ufeffacct-hi", "acct-hi\n"])
 def test_invalid_account_ids_are_refused(conn, account_id):
     # An account_id of any length went into the decision's stream row: one of 190 MB made a
     # row the bridge could not read, and every outbound stream stopped behind it.
@@ -111,8 +128,8 @@ def test_invalid_account_ids_are_refused(conn, account_id):
     assert sqlstate == "MT014"
     assert message == "Invalid account_id: " + conn.execute(
         "SELECT quote_literal(left(%s, 40))", (account_id,)).fetchone()[0]
-    assert hint == ("An account_id is 1 to 200 characters, not only spaces, control or"
-                    " zero-width characters.")
+    assert hint == ("An account_id is 1 to 200 characters, neither starting nor ending with a"
+                    " space, a control or a zero-width character.")
     before = counts(conn)
     with pytest.raises(psycopg.Error) as error:
         conn.execute("SELECT * FROM evaluate_transactions(%s, %s, %s::numeric[])",

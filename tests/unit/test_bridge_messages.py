@@ -171,6 +171,10 @@ def test_payment_as_the_payment_example_sends_it():
              datetime(2025, 1, 3, 0, 4, 58, 123000, tzinfo=UTC))),
     (b'{"transaction_id": "t", "account_id": "a", "amount": 1, "timestamp": ""}',
      Payment("t", "a", Decimal("1"), None)),
+    # Whitespace around a JSON string id goes, as around a CSV field.
+    (b'{"transaction_id": " t ", "account_id": "\\tacct-hi ", "amount": 1}',
+     Payment("t", "acct-hi", Decimal("1"), None)),
+    (b" t , acct-hi , 1 ", Payment("t", "acct-hi", Decimal("1"), None)),
 ])
 def test_payment_account_ids_are_text_and_amounts_exact(value, expected):
     assert parse_payment(value) == expected
