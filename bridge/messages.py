@@ -134,7 +134,7 @@ def _from_epoch(number: Decimal, shown: str) -> datetime:
     at = epoch.instant(number)
     if at is None:
         raise InvalidMessage(f"timestamp {shown} {epoch.OUTSIDE}")
-    return at
+    return _in_range(at, shown)
 
 
 def parse_timestamp(value: Any) -> datetime:

@@ -108,4 +108,4 @@ def _timestamp(text: str) -> str | None:
         at = epoch.instant(Decimal(text))
     except InvalidOperation:  # more digits than Decimal's context holds
         return None
-    return None if at is None else at.isoformat()
+    return at.isoformat() if at is not None and at < epoch.LATEST else None

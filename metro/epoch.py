@@ -28,13 +28,13 @@ OUTSIDE = ("is outside 2000-01-01..2200-01-01 (UTC) read as epoch seconds, milli
 
 def instant(number: Decimal) -> datetime | None:
     """The instant a finite epoch number stands for, fractions of a microsecond rounded
-    to the nearest one; None when no unit puts it in [EARLIEST, LATEST)."""
+    to the nearest one (which may round up to LATEST itself); None when no unit puts
+    the number in [EARLIEST, LATEST)."""
     for _, per_second in EPOCH_UNITS:
         if _EARLIEST_S * per_second <= number < _LATEST_S * per_second:
             with localcontext() as context:
                 context.prec = 60
                 micros = (number * (1_000_000 // per_second)).quantize(
                     Decimal(1), rounding=ROUND_HALF_EVEN)
-            at = EPOCH + timedelta(microseconds=int(micros))
-            return at if at < LATEST else None
+            return EPOCH + timedelta(microseconds=int(micros))
     return None
