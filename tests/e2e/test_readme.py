@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import psycopg
 from commands import run_metro
 
 
@@ -43,8 +44,13 @@ def test_readme_walkthrough(empty_db):
     dsn = empty_db("readme")
     assert run_metro("install", dsn=dsn).returncode == 0
     steps = walkthrough()
-    assert len(steps) == 12
+    assert len(steps) == 13
     run_steps(dsn, steps)
+    # The rollup step filled the history the walkthrough then shows.
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT station_id, swipes, fraud FROM metro.station_second_stats"
+                            " WHERE second_start = '2026-11-23 08:00:00+00' ORDER BY 1"
+                            ).fetchall() == [(4, 1, 0), (9, 1, 1)]
 
 
 def test_readme_payment_example(empty_db):
