@@ -33,8 +33,23 @@ from .source import CsvSource, looks_like_data
 EXIT_OK, EXIT_INVALID, EXIT_FATAL = 0, 1, 2
 
 
+# Files that start like these are not CSV text the loader reads: what they are, and
+# what to do (a compressed file's stem also names no table: stations.csv.gz).
+UNREADABLE_STARTS = (
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip -k)"),
+    (b"BZh", "bzip2-compressed", "decompress it first (bunzip2 -k)"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (unxz -k)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first (unzstd)"),
+    (b"PK\x03\x04", "a zip archive", "extract it first (unzip)"),
+    (b"\xff\xfe", "UTF-16 text", "convert it first (iconv -f UTF-16 -t UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text", "convert it first (iconv -f UTF-16 -t UTF-8)"),
+)
+
+
 def _one_byte(name: str) -> Callable[[str], str]:
     def check(value: str) -> str:
+        # '\t' as typed in a shell without $'...': a tab, as csvloader reads it.
+        value = "\t" if value == "\\t" else value
         if len(value.encode()) != 1 or value in "\r\n":
             raise argparse.ArgumentTypeError(f"{name} must be a single one-byte character")
         return value
@@ -88,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip", type=_count(0), default=0, metavar="N",
                         help="skip N lines first (before the header, if any; default 0)")
     parser.add_argument("--delimiter", type=_one_byte("--delimiter"), default=",", metavar="C",
-                        help="the character between fields, one byte (default: ,)")
+                        help="the character between fields, one byte (default: ,); \\t is a"
+                             " tab")
     parser.add_argument("--quotechar", type=_one_byte("--quotechar"), default='"', metavar="C",
                         help="the character around a field that holds the delimiter, a line "
                              "break or itself (doubled inside); one byte (default: \")")
@@ -160,8 +176,15 @@ def _check_files(paths: Sequence[Path]) -> None:
         if not path.is_file():
             raise LoadError(f"not a regular file: {path}" if path.exists()
                             else f"no such file: {path}")
+        with path.open("rb") as file:
+            start = file.read(6)
+        for magic, what, fix in UNREADABLE_STARTS:
+            if start.startswith(magic):
+                raise LoadError(f"{path} is {what}, not UTF-8 CSV text: {fix}")
     seen: dict[str, Path] = {}
     for path in paths:
+        if path.stem in seen and path.resolve() == seen[path.stem].resolve():
+            raise LoadError(f"{path} is given twice: load it once")
         if path.stem in seen:
             raise LoadError(f"{seen[path.stem]} and {path} would write the same reports "
                             f"({path.stem}.invalid.csv, {path.stem}.log): load them in "
@@ -303,9 +326,12 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
     if counts.invalid:
         lines.append(f"{path.name}: invalid rows in {report.invalid_path}, "
                      f"reasons in {report.log_path}")
+        first = report.first_invalid
+        if first and first[1].startswith('invalid byte sequence for encoding "UTF8"'):
+            lines.append(f"{path.name}: not all of it is UTF-8 text; if it was written in"
+                         " another encoding, convert it first (iconv -f LATIN1 -t UTF-8)")
         # Line 1 refused for its text while later rows loaded, and without a number in
         # it (a wrong delimiter refuses every row; a data row holds an id).
-        first = report.first_invalid
         if (first and first[0] == 1 and first[1].startswith("invalid input syntax")
                 and counts.loaded and not looks_like_data(first[2], args.delimiter,
                                                           args.quotechar)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -401,6 +402,43 @@ def test_a_directory_or_a_device_is_not_called_missing(run, tmp_path):
     assert run(str(tmp_path)) == (
         2, "", f"loader: {tmp_path} is a directory: name the files in it\n")
     assert run("/dev/null") == (2, "", "loader: not a regular file: /dev/null\n")
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("stations.csv.gz", gzip.compress(b"1,Airport,250,1\n"),
+     "is gzip-compressed, not UTF-8 CSV text: decompress it first (gunzip -k)"),
+    ("stations.csv", "1,Airport,250,1\n".encode("utf-16"),
+     "is UTF-16 text, not UTF-8 CSV text: convert it first (iconv -f UTF-16 -t UTF-8)"),
+    ("stations.zip", b"PK\x03\x04rest", "is a zip archive, not UTF-8 CSV text: extract it"
+                                         " first (unzip)"),
+])
+def test_a_file_that_is_not_csv_text_is_named_for_what_it_is(run, conn, tmp_path, name,
+                                                              content, says):
+    # A gzip's stem (stations.csv) was read as schema "stations", table "csv".
+    path = write(tmp_path, name, content)
+    assert run(path) == (2, "", f"loader: {path} {says}\n")
+    assert rows(conn, "SELECT count(*) FROM stations") == [(0,)]
+
+
+def test_latin1_rows_get_a_hint_to_convert_the_file(run, conn, tmp_path):
+    path = write(tmp_path, "trains.csv", "1,Aurora\n2,Bor\xe9alis\n".encode("latin-1"))
+    status, out, _ = run(path)
+    assert status == 1
+    assert out.splitlines()[-1] == ("trains.csv: not all of it is UTF-8 text; if it was written in"
+                                    " another encoding, convert it first (iconv -f LATIN1 -t"
+                                    " UTF-8)")
+
+
+def test_a_file_given_twice_is_refused_as_such(run, conn, tmp_path):
+    path = write(tmp_path, "trains.csv", "1,Aurora\n")
+    assert run(path, path) == (2, "", f"loader: {path} is given twice: load it once\n")
+    assert rows(conn, "SELECT count(*) FROM trains") == [(0,)]
+
+
+def test_a_tab_delimiter_may_be_written_as_backslash_t(run, conn, tmp_path):
+    path = write(tmp_path, "trains.csv", "1\tAurora\n2\tBorealis\n")
+    assert run("--delimiter", "\\t", path)[:2] == (0, "trains.csv: read 2, loaded 2, invalid 0\n")
+    assert rows(conn, "SELECT * FROM trains ORDER BY 1") == [(1, "Aurora"), (2, "Borealis")]
 
 
 def test_two_files_that_would_share_their_reports_are_refused(run, conn, tmp_path):

@@ -81,7 +81,8 @@ def test_help_names_the_program_as_typed_and_lists_the_targets(tmp_path):
     shown = subprocess.run([str(script), "--help"], capture_output=True, text=True,
                            check=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
     assert shown.startswith("usage: loader [-h] [--table NAME | --procedure NAME]")
-    assert "--delimiter C         the character between fields, one byte (default: ,)" in shown
+    assert ("--delimiter C         the character between fields, one byte (default: ,); \\t is a"
+            " tab") in shown
     assert ("--quotechar C         the character around a field that holds the delimiter, a "
             'line break or itself (doubled inside); one byte (default: ")') in shown
     assert "one of: " + ", ".join(TABLES) in shown
