@@ -172,7 +172,15 @@ def require_installed(conn: psycopg.Connection, table: str, revision: str) -> No
 
 def _install_refusal(error: BaseException | None) -> BaseException:
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
-        return MetroError(f"{error.diag.message_primary}: installing needs CREATE on the "
+        primary = error.diag.message_primary or ""
+        if " role " in primary:
+            # The database's owner may still lack the cluster-wide right over the roles.
+            return MetroError(f"{primary}: installing creates the roles metro_app, "
+                              "metro_reader, metro_bridge, metro_worker and metro_replay and "
+                              "grants them to one another, which needs CREATEROLE and ADMIN "
+                              "OPTION on them (the role that created them has it); run metro "
+                              "install as that role or as a superuser")
+        return MetroError(f"{primary}: installing needs CREATE on the "
                           "database (a new schema metro), upgrading the ownership of schema "
                           "metro; run metro install as the database's owner")
     return error if error is not None else MetroError("the install failed")

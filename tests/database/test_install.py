@@ -111,6 +111,28 @@ def test_install_without_the_privileges_says_which_in_one_line(server_dsn, empty
     assert result.stderr.startswith("metro: permission denied for schema metro: installing needs")
 
 
+def test_an_owner_without_rights_over_the_roles_is_told_so(server_dsn, empty_db):
+    # The database's owner, but the metro roles were created by another role.
+    dsn = empty_db("owned")
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with login_role(server_dsn, "owner") as role:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(dbname), sql.Identifier(role)))
+        result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.startswith('metro: permission denied to grant role "metro_')
+        assert result.stderr.endswith(
+            ": installing creates the roles metro_app, metro_reader, metro_bridge, metro_worker"
+            " and metro_replay and grants them to one another, which needs CREATEROLE and ADMIN"
+            " OPTION on them (the role that created them has it); run metro install as that"
+            " role or as a superuser\n")
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT to_regnamespace('metro')").fetchone() == (None,)
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO postgres").format(
+                sql.Identifier(dbname)))
+
+
 @pytest.mark.slow
 def test_embedded_server_lifecycle(tmp_path):
     home = tmp_path / "home"
