@@ -48,7 +48,6 @@ from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
 _INT_BOUNDS = {32: 2**31, 64: 2**63}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # JSON integers longer than this are kept as Decimal (int() refuses > 4300 digits).
 _JSON_INT_DIGITS = 100
 _REASON_MAX = 1000
@@ -147,7 +146,7 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, Decimal):
         return _from_epoch(value, _show(value))
     text = value.strip()
-    if _NUMBER.fullmatch(text):
+    if epoch.NUMBER.fullmatch(text):
         try:
             number = Decimal(text)
         except InvalidOperation:  # digits Decimal does not take, an exponent past its range
@@ -200,12 +199,12 @@ def _decimal(value: Any, name: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
         raise InvalidMessage(f"{name} must be a decimal number, got {_show(value)}")
     if isinstance(value, str):
-        if not _NUMBER.fullmatch(value.strip()):
+        if not epoch.NUMBER.fullmatch(value.strip()):
             raise InvalidMessage(f"{name} must be a decimal number, got {_show(value)}")
         value = value.strip()
     try:
         number = Decimal(value)
-    except InvalidOperation:  # pragma: no cover - excluded by _NUMBER
+    except InvalidOperation:  # pragma: no cover - excluded by epoch.NUMBER
         raise InvalidMessage(f"{name} must be a decimal number, got {_show(value)}") from None
     if not number.is_finite():
         raise InvalidMessage(f"{name} must be a decimal number, got {_show(value)}")

@@ -275,8 +275,10 @@ class Forwarder:
 
     def held_back(self) -> bool:
         """Whether committed rows of a readable stream wait behind the commit horizon (an
-        older transaction runs)."""
-        return any(self._read(stream, self._has_rows) for stream in self.streams)
+        older transaction runs). A resting stream is tried again by cycle() alone: that its
+        rows can be counted says nothing of whether they can be read."""
+        return any(self._read(stream, self._has_rows) for stream in self.streams
+                   if stream.table not in self.resting)
 
     def _has_rows(self, stream: Stream) -> bool:
         row = self.conn.execute("SELECT metro.bridge_has_rows(%s, %s::xid8, %s)",

@@ -6,14 +6,14 @@ function's message is the reason. A function that answers with a decision
 (`accepted` false, a payment `blocked`) has treated the row: the row counts
 as loaded, and the summary counts the decisions. As in the bridge's messages,
 a timestamp may be an epoch number (seconds, milliseconds or microseconds, by
-magnitude: metro.epoch), whitespace around a field is left out, and empty
-trailing optional arguments are left out too (ts: now()).
+magnitude: metro.epoch; other text is PostgreSQL's to read), whitespace around
+a field is left out, and empty trailing optional arguments are left out too
+(ts: now()).
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from decimal import Decimal, InvalidOperation
 
 import psycopg
@@ -30,7 +30,6 @@ from .source import Batch, split_fields
 # its true and false answers.
 DECISIONS = {"accepted": ("accepted", "refused"), "blocked": ("blocked", "passed")}
 TIMESTAMP = "timestamp with time zone"
-_EPOCH_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?")
 
 
 class CallLoader:
@@ -92,20 +91,17 @@ class CallLoader:
             values.pop()
         for i, value in enumerate(values):
             if value is not None and self.function.arg_types[i] == TIMESTAMP:
-                read = _timestamp(value)
-                if read is None:
-                    return f"timestamp {value} {epoch.OUTSIDE}"
-                values[i] = read
+                values[i] = _timestamp(value)
         return values
 
 
-def _timestamp(text: str) -> str | None:
-    """A timestamp argument as PostgreSQL takes it: an epoch number as the instant it
-    stands for (None: outside the range), any other text as it is."""
-    if not _EPOCH_NUMBER.fullmatch(text):
+def _timestamp(text: str) -> str:
+    """A timestamp argument as PostgreSQL takes it: an epoch number in range as the instant
+    it stands for; any other text as it is, for PostgreSQL to read (20261130 is a date)."""
+    if not epoch.NUMBER.fullmatch(text):
         return text
     try:
         at = epoch.instant(Decimal(text))
-    except InvalidOperation:  # more digits than Decimal's context holds
-        return None
-    return at.isoformat() if at is not None and at < epoch.LATEST else None
+    except InvalidOperation:  # digits Decimal does not take
+        return text
+    return at.isoformat() if at is not None and at < epoch.LATEST else text

@@ -12,6 +12,7 @@ Exit status: 0 every row loaded, 1 some rows invalid (and reported),
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,9 @@ UNREADABLE_STARTS = (
     (b"\xff\xfe", "UTF-16 text", "convert it first (iconv -f UTF-16 -t UTF-8)"),
     (b"\xfe\xff", "UTF-16 text", "convert it first (iconv -f UTF-16 -t UTF-8)"),
 )
+# A bzip2 stream goes on with its block size and a block's magic (BZh9 1AY&SY):
+# a text file may start with "BZh" too.
+_BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
 
 
 def _one_byte(name: str) -> Callable[[str], str]:
@@ -177,9 +181,9 @@ def _check_files(paths: Sequence[Path]) -> None:
             raise LoadError(f"not a regular file: {path}" if path.exists()
                             else f"no such file: {path}")
         with path.open("rb") as file:
-            start = file.read(6)
+            start = file.read(10)
         for magic, what, fix in UNREADABLE_STARTS:
-            if start.startswith(magic):
+            if start.startswith(magic) and (magic != b"BZh" or _BZIP2.match(start)):
                 raise LoadError(f"{path} is {what}, not UTF-8 CSV text: {fix}")
     seen: dict[str, Path] = {}
     for path in paths:
@@ -330,11 +334,11 @@ def _closing_lines(path: Path, report: Report, source: CsvSource, stopped_at: in
         if first and first[1].startswith('invalid byte sequence for encoding "UTF8"'):
             lines.append(f"{path.name}: not all of it is UTF-8 text; if it was written in"
                          " another encoding, convert it first (iconv -f LATIN1 -t UTF-8)")
-        # Line 1 refused for its text while later rows loaded, and without a number in
-        # it (a wrong delimiter refuses every row; a data row holds an id).
+        # Line 1 refused for its text, without a number in it, and other rows loaded or
+        # none to load (a wrong delimiter refuses every row; a data row holds an id).
         if (first and first[0] == 1 and first[1].startswith("invalid input syntax")
-                and counts.loaded and not looks_like_data(first[2], args.delimiter,
-                                                          args.quotechar)):
+                and (counts.loaded or counts.read == 1)
+                and not looks_like_data(first[2], args.delimiter, args.quotechar)):
             lines.append(f"{path.name}: line 1 looks like a header: skip it with --header")
         # Only duplicate keys, as when a file is loaded again: say how to replace them.
         if counts.duplicates == counts.invalid and isinstance(target, Table) and not args.upsert:

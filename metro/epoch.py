@@ -9,6 +9,7 @@ are disjoint, so no number has two readings; one in none of them has none.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
@@ -21,6 +22,8 @@ _LATEST_S = int((LATEST - EPOCH).total_seconds())  # 7258118400
 #   milliseconds  946,684,800,000 <= n < 7,258,118,400,000
 #   microseconds  946,684,800,000,000 <= n < 7,258,118,400,000,000
 EPOCH_UNITS = (("seconds", 1), ("milliseconds", 1000), ("microseconds", 1_000_000))
+# An epoch number as text: a sign, digits, a fraction, an exponent.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Why a number has no reading, for messages: "timestamp N " + OUTSIDE.
 OUTSIDE = ("is outside 2000-01-01..2200-01-01 (UTC) read as epoch seconds, milliseconds or"
            " microseconds")

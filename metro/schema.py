@@ -173,7 +173,8 @@ def require_installed(conn: psycopg.Connection, table: str, revision: str) -> No
 def _install_refusal(error: BaseException | None) -> BaseException:
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         primary = error.diag.message_primary or ""
-        if " role " in primary:
+        if primary.startswith(("permission denied to create role",
+                               "permission denied to grant role")):
             # The database's owner may still lack the cluster-wide right over the roles.
             return MetroError(f"{primary}: installing creates the roles metro_app, "
                               "metro_reader, metro_bridge, metro_worker and metro_replay and "

@@ -18,13 +18,14 @@ COMMENT ON FUNCTION raise_null_argument(text, text) IS 'Raises MT004 naming the 
 -- Whether a payment's id (transaction_id, account_id) is unusable: empty,
 -- over 200 characters (its stream row goes to Kafka, whose messages are
 -- bounded), or starting or ending with whitespace, a control or a zero-width
--- (invisible formatting) character, which an id made only of them does too.
+-- (invisible formatting: Unicode's default-ignorable code points, blank and
+-- format characters) character, which an id made only of them does too.
 -- A padded id would be another account, one whose risk tag (risk_tags, which
 -- holds only ids this accepts) no payment finds. Inlined.
 CREATE OR REPLACE FUNCTION invalid_payment_id(id text)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT $1 = '' OR length($1) > 200
-        OR (left($1, 1) || right($1, 1)) ~ '[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]'
+        OR (left($1, 1) || right($1, 1)) ~ '[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'
 $$;
 COMMENT ON FUNCTION invalid_payment_id(text) IS 'Whether a payment transaction_id or account_id is empty, over 200 characters, or starts or ends with whitespace, a control or a zero-width character; inlined into payment_refusal and risk_tags'' CHECK';
 

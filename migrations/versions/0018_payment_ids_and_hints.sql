@@ -30,13 +30,14 @@ COMMENT ON FUNCTION raise_null_argument(text, text) IS 'Raises MT004 naming the 
 -- Whether a payment's id (transaction_id, account_id) is unusable: empty,
 -- over 200 characters (its stream row goes to Kafka, whose messages are
 -- bounded), or starting or ending with whitespace, a control or a zero-width
--- (invisible formatting) character, which an id made only of them does too.
+-- (invisible formatting: Unicode's default-ignorable code points, blank and
+-- format characters) character, which an id made only of them does too.
 -- A padded id would be another account, one whose risk tag (risk_tags, which
 -- holds only ids this accepts) no payment finds. Inlined.
 CREATE OR REPLACE FUNCTION invalid_payment_id(id text)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT $1 = '' OR length($1) > 200
-        OR (left($1, 1) || right($1, 1)) ~ '[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]'
+        OR (left($1, 1) || right($1, 1)) ~ '[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'
 $$;
 COMMENT ON FUNCTION invalid_payment_id(text) IS 'Whether a payment transaction_id or account_id is empty, over 200 characters, or starts or ends with whitespace, a control or a zero-width character; inlined into payment_refusal and risk_tags'' CHECK';
 
@@ -158,10 +159,12 @@ BEGIN
                 ORDER BY account_id LOOP
         v_count := v_count + 1;
         CONTINUE WHEN v_count > 10;
-        -- Quoted, its first 40 characters, anything but printable ASCII as \uXXXX:
-        -- the padding is what the operator has to see.
+        -- Quoted, its first 40 characters, anything but printable ASCII as \uXXXX
+        -- (\UXXXXXXXX above U+FFFF): the padding is what the operator has to see.
         v_shown := v_shown || CASE WHEN v_count > 1 THEN ', ' ELSE '' END || '''' || (
             SELECT coalesce(string_agg(CASE WHEN c ~ '^[\x20-\x7e]$' THEN c
+                                            WHEN ascii(c) > 65535
+                                            THEN '\U' || lpad(to_hex(ascii(c)), 8, '0')
                                             ELSE '\u' || lpad(to_hex(ascii(c)), 4, '0') END,
                                        '' ORDER BY n), '')
             FROM regexp_split_to_table(left(v_id, 40), '') WITH ORDINALITY AS t(c, n)
@@ -174,8 +177,23 @@ BEGIN
     END IF;
 END
 $$;
-ALTER TABLE risk_tags ADD CONSTRAINT risk_tags_account_id_valid
-    CHECK (NOT invalid_payment_id(account_id));
+-- Adding the CHECK locks risk_tags, which every payment reads: a client
+-- holding a payment's transaction open would keep the upgrade waiting, and
+-- every payment behind it. It waits 3 s at most, then stops and says why.
+DO $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '3s', true);
+    ALTER TABLE risk_tags ADD CONSTRAINT risk_tags_account_id_valid
+        CHECK (NOT invalid_payment_id(account_id));
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'risk_tags stayed locked for 3 s by another transaction (a payment client holding its transaction open?), so the upgrade stopped rather than hold every payment back'
+        USING ERRCODE = '55P03',
+              HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE state LIKE ''idle in transaction%'' lists transactions held open; end it and run metro install again.';
+END
+$$;
 
 -- grants
 -- As procedures/privileges.sql: no function of schema metro is PUBLIC's.

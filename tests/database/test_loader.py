@@ -235,6 +235,10 @@ def test_a_first_line_header_gets_a_hint(run, tmp_path):
         "stations.csv: invalid rows in log/stations.invalid.csv, reasons in log/stations.log"
     typo = write(tmp_path, "trains.csv", "1x,Aurora\n2,Borealis\n")
     assert "looks like a header" not in run(typo)[1]
+    # A header alone: nothing else to load.
+    alone = write(tmp_path, "trains.csv", "id,name\n")
+    assert run(alone)[1].splitlines()[-1] == \
+        "trains.csv: line 1 looks like a header: skip it with --header"
 
 
 # options
@@ -375,17 +379,19 @@ def test_procedure_timestamps_may_be_epoch_numbers_and_an_empty_one_is_now(run, 
                  "42,3,1740816060500\n"           # 08:01:00.5, milliseconds
                  "42,3,1740816120000000\n"        # 08:02:00, microseconds
                  "42,3,\n"                         # empty: now(), as if left out
-                 "42,3,12\n")                      # no unit puts it in range
+                 "42,3,+1.74081618e9\n"           # 08:03:00, as the bridge reads it
+                 "42,3,20250302\n"                 # no epoch: PostgreSQL's date
+                 "42,3,12\n")                      # neither, refused by PostgreSQL
     status, out, _ = run("-p", "validate_entry", path)
     assert status == 1
-    assert out.splitlines()[0] == "swipes.csv: read 5, loaded 4, invalid 1 (accepted 4, refused 0)"
+    assert out.splitlines()[0] == "swipes.csv: read 7, loaded 6, invalid 1 (accepted 6, refused 0)"
     assert log_entries(tmp_path, "swipes") == [
-        "swipes.csv line 5: timestamp 12 is outside 2000-01-01..2200-01-01 (UTC) read as epoch"
-        " seconds, milliseconds or microseconds"]
+        'swipes.csv line 7: invalid input syntax for type timestamp with time zone: "12"']
     assert rows(conn, "SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
                       " FROM card_events WHERE ts < now() - interval '1 minute'"
                       " ORDER BY event_id") == [
-        ("2025-03-01 08:00:00.000",), ("2025-03-01 08:01:00.500",), ("2025-03-01 08:02:00.000",)]
+        ("2025-03-01 08:00:00.000",), ("2025-03-01 08:01:00.500",), ("2025-03-01 08:02:00.000",),
+        ("2025-03-01 08:03:00.000",), ("2025-03-02 00:00:00.000",)]
     assert rows(conn, "SELECT count(*) FROM card_events WHERE ts >= now() - interval '1 minute'"
                 ) == [(1,)]
 
@@ -418,6 +424,11 @@ def test_a_file_that_is_not_csv_text_is_named_for_what_it_is(run, conn, tmp_path
     path = write(tmp_path, name, content)
     assert run(path) == (2, "", f"loader: {path} {says}\n")
     assert rows(conn, "SELECT count(*) FROM stations") == [(0,)]
+
+
+def test_text_that_only_starts_like_bzip2_is_csv(run, conn, tmp_path):
+    path = write(tmp_path, "risk_tags.csv", "BZh-77,2\nacct-9,1\n")
+    assert run(path)[:2] == (0, "risk_tags.csv: read 2, loaded 2, invalid 0\n")
 
 
 def test_latin1_rows_get_a_hint_to_convert_the_file(run, conn, tmp_path):

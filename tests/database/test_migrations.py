@@ -295,23 +295,47 @@ def test_an_upgrade_over_risk_tags_no_payment_can_carry_stops_and_names_them(emp
     schema.upgrade(dsn, "0017")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO metro.risk_tags VALUES (' acct-hi', 3), ('acct-lo', 1),"
-                     " ('acct-x' || chr(8203), 2), ('', 1)")
+                     " ('acct-x' || chr(8203), 2), ('', 1), ('acct-' || chr(917536), 1)")
     done = metro(dsn, "install")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "metro: risk_tags holds 3 account_id(s) no payment can carry (empty, over 200"
+        "metro: risk_tags holds 4 account_id(s) no payment can carry (empty, over 200"
         " characters, or starting or ending with whitespace or an invisible character): '',"
-        " ' acct-hi', 'acct-x\\u200b'. Correct them (UPDATE metro.risk_tags SET account_id ="
-        " ...) or delete them, then run metro install again.\n")
+        " ' acct-hi', 'acct-x\\u200b', 'acct-\\U000e0020'. Correct them (UPDATE"
+        " metro.risk_tags SET account_id = ...) or delete them, then run metro install"
+        " again.\n")
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
             "0017",)
         conn.execute("UPDATE metro.risk_tags SET account_id = 'acct-hi'"
                      " WHERE account_id = ' acct-hi'")
-        conn.execute("DELETE FROM metro.risk_tags WHERE account_id IN ('', 'acct-x' || chr(8203))")
+        conn.execute("DELETE FROM metro.risk_tags WHERE account_id IN"
+                     " ('', 'acct-x' || chr(8203), 'acct-' || chr(917536))")
     assert metro(dsn, "install").returncode == 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT account_id, risk_level FROM metro.risk_tags ORDER BY 1"
                             ).fetchall() == [("acct-hi", 3), ("acct-lo", 1)]
         assert conn.execute("SELECT (evaluate_transaction('p-1', 'acct-hi', 20000, now())).blocked"
                             ).fetchone() == (True,)
+
+
+def test_the_0018_upgrade_does_not_hold_payments_behind_an_open_transaction(empty_db):
+    """Adding risk_tags' CHECK waits for a payment client's open transaction at most 3 s,
+    then stops and says why, instead of holding every payment behind it."""
+    dsn = empty_db("tags_locked")
+    schema.upgrade(dsn, "0017")
+    with psycopg.connect(dsn) as client:
+        client.execute("SELECT * FROM metro.evaluate_transaction('x-1', 'acct', 1, now())")
+        done = metro(dsn, "install")  # the client's transaction stays open meanwhile
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr.startswith(
+            "metro: risk_tags stayed locked for 3 s by another transaction (a payment client"
+            " holding its transaction open?), so the upgrade stopped rather than hold every"
+            " payment back. SELECT pid, xact_start, query FROM pg_stat_activity WHERE state")
+        client.commit()
+    assert metro(dsn, "install").returncode == 0
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
+            "0018",)
+        assert conn.execute("SELECT transaction_id FROM metro.risk_decisions").fetchall() == [
+            ("x-1",)]

@@ -120,7 +120,11 @@ def test_visible_ids_with_invisible_characters_inside_are_accepted(conn):
 
 
 @pytest.mark.parametrize("account_id", ["", " \t", "\u200b", "a" * 201, " acct-hi", "acct-hi ",
-                                        "acct-hi\u200b", "\ufeffacct-hi", "acct-hi\n"])
+                                        "acct-hi\u200b", "\ufeffacct-hi", "acct-hi\n",
+                                        # Tags, variation selectors, Mongolian selectors,
+                                        # the braille blank: invisible too.
+                                        "acct-hi\U000e0020", "\U000e0100acct-hi",
+                                        "acct-hi\u180b", "\u2800acct-hi", "acct-hi\ufffb"])
 def test_invalid_account_ids_are_refused(conn, account_id):
     # An account_id of any length went into the decision's stream row: one of 190 MB made a
     # row the bridge could not read, and every outbound stream stopped behind it.
