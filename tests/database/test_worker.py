@@ -4,11 +4,13 @@ nothing is lost or counted twice."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -31,6 +33,22 @@ def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
     env["METRO_DATABASE_URL"] = dsn
     return subprocess.Popen([*METRO, "worker", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def worker_thread(dsn: str) -> Iterator[list[str]]:
+    """A worker in a thread of the test, stopped on leaving; yields what it says."""
+    stop = threading.Event()
+    said: list[str] = []
+    worker = Worker(WorkerOptions(dsn=dsn, holder="host:a", idle_interval=0.05, heartbeat=0.2),
+                    stop, said.append)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        yield said
+    finally:
+        stop.set()
+        thread.join(timeout=20)
 
 
 def rolled_up(dsn: str) -> int:
@@ -201,18 +219,9 @@ def test_once_rolls_everything_up_and_runs_maintenance(db, conn, stations):
 
 def test_the_worker_deletes_a_backlog_of_expired_decisions_a_batch_at_a_time(db, conn):
     conn.execute(INSERT_OLD_DECISIONS, (100_001,))
-    stop = threading.Event()
-    said: list[str] = []
-    worker = Worker(WorkerOptions(dsn=db, holder="host:a", idle_interval=0.05, heartbeat=0.2),
-                    stop, said.append)
-    thread = threading.Thread(target=worker.run)
-    try:
-        thread.start()
+    with worker_thread(db) as said:
         # The second batch follows the first at once, not after the 10-minute interval.
         wait_for(lambda: conn.execute("SELECT count(*) FROM risk_decisions").fetchone() == (0,))
-    finally:
-        stop.set()
-        thread.join(timeout=20)
     assert [line for line in said if "risk_decisions" in line] == [
         "deleted 100,000 rows of risk_decisions past retention",
         "deleted 1 row of risk_decisions past retention"]
@@ -285,17 +294,8 @@ def test_a_worker_started_on_a_backlog_rolls_it_up_before_it_drops_its_days(db, 
                  " accept) SELECT n, %s::timestamptz + n * interval '1 s', 1, 1, 250, 1"
                  " FROM generate_series(1, 100) n", (day,))
     conn.execute("UPDATE settings SET event_retention = '1 day'")
-    stop = threading.Event()
-    said: list[str] = []
-    worker = Worker(WorkerOptions(dsn=db, holder="host:a", idle_interval=0.05, heartbeat=0.2),
-                    stop, said.append)
-    thread = threading.Thread(target=worker.run)
-    try:
-        thread.start()
+    with worker_thread(db) as said:
         wait_for(lambda: any("dropped partition" in line for line in said), timeout=20)
-    finally:
-        stop.set()
-        thread.join(timeout=20)
     dropped = f"dropped partition card_events_p{day:%Y%m%d} of card_events (past its retention)"
     assert dropped in said
     assert not any("not rolled up" in line for line in said)
