@@ -36,7 +36,9 @@ def positive(kind: type[int] | type[float], most: float | None = None,
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive: {text}")
         if (least is not None and value < least) or (most is not None and value > most):
-            raise argparse.ArgumentTypeError(f"must be from {least:g} to {most:g}: {text}")
+            bounds = (f"from {least:g} to {most:g}" if least is not None and most is not None
+                      else f"at least {least:g}" if least is not None else f"at most {most:g}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}: {text}")
         return value
     return parse
 
