@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 from metro.bridge.runner import Bridge, BridgeOptions
 
@@ -12,11 +13,11 @@ from metro.bridge.runner import Bridge, BridgeOptions
 class FileBridge:
     """A bridge forwarding to path; what it says is kept in messages."""
 
-    def __init__(self, dsn: str, path: Path, batch_size: int = 5000) -> None:
+    def __init__(self, dsn: str, path: Path, **options: Any) -> None:
         self.messages: list[str] = []
         self.stop = threading.Event()
         options = BridgeOptions(dsn=dsn, kafka="", poll_interval=0.2, outbound_file=path,
-                                batch_size=batch_size)
+                                **options)
         self.thread = threading.Thread(
             target=Bridge(options, self.stop, self.messages.append).run)
         self.thread.start()

@@ -6,6 +6,7 @@ delivered too, every row exactly once."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import psycopg
 from dashboard_fixtures import as_user
@@ -90,3 +91,25 @@ def test_a_stream_the_bridge_may_not_read_rests_and_the_bridge_keeps_running(
         finally:
             bridge.close()
     assert Counter(line["topic"] for line in lines(path)) == {"FRAUD": 2, "TRIPS": 1}
+
+
+def test_pruning_that_cannot_take_its_lock_waits_for_its_next_round(db, conn, tmp_path):
+    path = tmp_path / "streams.jsonl"
+    conn.execute(FRAUD, ("1_1",))
+    # Delivered rows are pruned at once, every 0.3 s.
+    bridge = FileBridge(db, path, retention=timedelta(0), prune_interval=0.3)
+    try:
+        wait_until(lambda: keys(path, "FRAUD") == ["1_1"], 15, "the fraud row")
+        with psycopg.connect(db) as locker:
+            locker.execute("LOCK TABLE metro.fraud IN ACCESS EXCLUSIVE MODE")
+            wait_until(lambda: any(m.startswith("pruning delivered rows failed (canceling"
+                                                " statement due to lock timeout); trying again")
+                                   for m in bridge.messages), 15, "a pruning round refused")
+        # Unlocked: the same session prunes, and delivers what comes next.
+        wait_until(lambda: conn.execute("SELECT count(*) FROM metro.fraud").fetchone() == (0,),
+                   15, "the delivered row pruned")
+        conn.execute(FRAUD, ("1_2",))
+        wait_until(lambda: keys(path, "FRAUD") == ["1_1", "1_2"], 15, "a later fraud row")
+        assert sum(m.startswith("holding the lease") for m in bridge.messages) == 1
+    finally:
+        bridge.close()
