@@ -29,7 +29,7 @@ COMMENT ON FUNCTION notify_bridge() IS 'Trigger on every stream: NOTIFY metro_br
 
 -- Registers a stream table of schema metro: its row in streams (topic, key
 -- and time column), its bridge cursor, the (txid, position) index the bridge
--- reads by, the (key, position) index that keeps a key's rows in order, the
+-- reads by, a (key, position) index that keeps a key's rows in order, the
 -- NOTIFY trigger and the bridge's grants. The one step that
 -- makes a new outbox table a stream; calling it again for a registered
 -- stream changes its topic or columns and keeps its cursor. Private: the
@@ -62,9 +62,19 @@ BEGIN
     INSERT INTO bridge_cursors (stream) VALUES (p_stream) ON CONFLICT DO NOTHING;
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (txid, position)',
                    p_stream || '_txid_position', p_stream);
-    -- bridge_batch finds the earlier rows of a key through it.
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (%I, position)',
-                   p_stream || '_key_position', p_stream, key_column);
+    -- bridge_batch finds the earlier rows of a key through it; a table with
+    -- an index that starts with (key, position) already, its primary key
+    -- (card_alert_export), gets no second one to write on every row.
+    IF NOT EXISTS (SELECT FROM pg_index i
+                   WHERE i.indrelid = v_table AND i.indexprs IS NULL AND i.indpred IS NULL
+                     AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a
+                                        WHERE a.attrelid = v_table AND a.attname = key_column)
+                     AND i.indkey[1] = (SELECT a.attnum FROM pg_attribute a
+                                        WHERE a.attrelid = v_table AND a.attname = 'position'))
+    THEN
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (%I, position)',
+                       p_stream || '_key_position', p_stream, key_column);
+    END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', p_stream || '_notify_bridge', p_stream);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %I'
                    ' FOR EACH STATEMENT EXECUTE FUNCTION notify_bridge()',

@@ -26,12 +26,31 @@ LANGUAGE sql STABLE SET search_path = metro, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION partitioned_tables() IS 'The tables partitioned by UTC day, their time column and their retention (settings.event_retention, history_retention)';
 
+-- Runs a partition's CREATE or DROP. Either locks the partitioned table
+-- exclusively, and while it waits for a transaction still reading the table
+-- (a report, a client holding its transaction open), every swipe queues
+-- behind it (the rollup, for the history tables). So it waits at most
+-- 200 ms, then gives up (false: busy) and leaves it to the next
+-- run_maintenance(); swipes take about a millisecond, so in a steady stream
+-- of them it gets its lock at once.
+CREATE OR REPLACE FUNCTION partition_ddl(statement text)
+RETURNS boolean LANGUAGE plpgsql SET search_path = metro, pg_temp SET lock_timeout = '200ms' AS $$
+BEGIN
+    EXECUTE statement;
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION partition_ddl(text) IS 'Runs a partition''s CREATE TABLE or DROP TABLE waiting at most 200 ms for its table''s lock: true done, false busy (left for the next run_maintenance())';
+
 -- Creates the daily partitions of from_day through to_day (UTC days) that do
 -- not exist, for every partitioned table, one caller at a time, and only for
 -- days rows are kept for (back to the longest retention, ahead to
 -- settings.partitions_ahead). A day that already has rows in the table's
 -- default partition keeps them there (reported as kept_in_default): those
--- rows leave by their retention.
+-- rows leave by their retention. A table a long transaction holds is left
+-- for the next call (busy, partition_ddl).
 CREATE OR REPLACE FUNCTION create_partitions(from_day date, to_day date)
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
@@ -80,19 +99,24 @@ BEGIN
                 partition_name := t.table_name || '_default';
                 rows := NULL;
             ELSE
-                EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                               partition_name, t.table_name, d::timestamptz, (d + 1)::timestamptz);
-                EXECUTE format('COMMENT ON TABLE %I IS %L', partition_name,
-                               format('%s of %s (UTC); dropped by run_maintenance() past its retention', t.table_name, d));
-                action := 'created';
-                rows := 0;
+                IF partition_ddl(format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                                        partition_name, t.table_name, d::timestamptz,
+                                        (d + 1)::timestamptz)) THEN
+                    EXECUTE format('COMMENT ON TABLE %I IS %L', partition_name,
+                                   format('%s of %s (UTC); dropped by run_maintenance() past its retention', t.table_name, d));
+                    action := 'created';
+                    rows := 0;
+                ELSE
+                    action := 'busy';
+                    rows := NULL;
+                END IF;
             END IF;
             RETURN NEXT;
         END LOOP;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily partitions of from_day through to_day (UTC) for card_events, card_history_second and station_second_slots: (action created or kept_in_default, table_name, partition_name, rows); for a load or replay of past dates. MT004 NULL argument, 22023 not a range of at most 10 years in [2000-01-01, 2200-01-01) or days outside those kept (back to the longest retention, ahead to settings.partitions_ahead)';
+COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily partitions of from_day through to_day (UTC) for card_events, card_history_second and station_second_slots: (action created, kept_in_default or busy: the table was held by another transaction for 200 ms, call again; table_name, partition_name, rows); for a load or replay of past dates. MT004 NULL argument, 22023 not a range of at most 10 years in [2000-01-01, 2200-01-01) or days outside those kept (back to the longest retention, ahead to settings.partitions_ahead)';
 REVOKE ALL ON FUNCTION create_partitions(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 
@@ -119,9 +143,9 @@ REVOKE ALL ON FUNCTION delete_expired(text, text, timestamptz, integer, text) FR
 
 -- Creates the partitions of today through settings.partitions_ahead days
 -- ahead and drops the partitions whose whole day is older than the table's
--- retention (a partition locked by a long transaction is left for the next
--- run, reported as busy, rather than stalling the writers queued behind the
--- drop; one holding rows the rollup has not read yet, as not_rolled_up, so
+-- retention (a table locked by a long transaction is left for the next run,
+-- reported as busy, rather than stalling the writers queued behind the
+-- create or drop: partition_ddl; one holding rows the rollup has not read yet, as not_rolled_up, so
 -- that a stopped worker loses no swipe from the totals). Then deletes, row
 -- by row, what is past retention elsewhere: the default partitions' rows,
 -- the bridge's dead letters (settings.dead_letter_retention), the train
@@ -177,13 +201,10 @@ BEGIN
             END IF;
             IF not_read THEN
                 action := 'not_rolled_up';
+            ELSIF partition_ddl(format('DROP TABLE %I', p.relname)) THEN
+                action := 'dropped';
             ELSE
-                BEGIN
-                    EXECUTE format('DROP TABLE %I', p.relname);
-                    action := 'dropped';
-                EXCEPTION WHEN lock_not_available THEN
-                    action := 'busy';
-                END;
+                action := 'busy';
             END IF;
             done := done || action;
             RETURN NEXT;
@@ -229,7 +250,7 @@ BEGIN
             cardinality(array_positions(done, 'not_rolled_up')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy: the table was held by another transaction for 200 ms, left for the next call, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
 

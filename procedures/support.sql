@@ -203,7 +203,11 @@ $$;
 COMMENT ON FUNCTION ts_array_refusal(timestamptz[]) IS 'Ordinal of the first element of a ts array that checked_ts refuses (NULL: none; a NULL element, or a NULL array as element 1, is now())';
 
 -- checked_ts for the first refused element of a batch's ts array, named ts[i]
--- (or ts, for a NULL array: now() for every element).
+-- (or ts, for a NULL array: now() for every element). i is the element's
+-- ordinal, as the batch functions read their arrays (unnest): the element is
+-- found by it, never by subscript, because a caller's array may start at
+-- another index or have two dimensions ('[0:0]={...}', '{{...}}'), where
+-- ts[i] would be NULL, read as now(), and let any ts through.
 CREATE OR REPLACE FUNCTION checked_ts_array(function_name text, ts timestamptz[])
 RETURNS void LANGUAGE plpgsql VOLATILE SET search_path = metro, pg_temp AS $$
 DECLARE
@@ -212,7 +216,8 @@ BEGIN
     IF v_first IS NOT NULL THEN
         PERFORM checked_ts(function_name,
                            CASE WHEN ts IS NULL THEN 'ts' ELSE format('ts[%s]', v_first) END,
-                           coalesce(ts[v_first], now()));
+                           coalesce((SELECT u.t FROM unnest(ts) WITH ORDINALITY u(t, n)
+                                     WHERE u.n = v_first), now()));
     END IF;
 END
 $$;

@@ -7,6 +7,8 @@ SET search_path = metro, pg_catalog;
 -- Records an arrival (0) or departure (1). The rollup (run_rollup()) turns a
 -- departure into a station_departures row: the accepted entries at that
 -- station since the previous departure (at most settings.max_wait back).
+-- A train moves once at an instant: the same event sent again (a producer's
+-- retry) is recorded once, and one naming another station is refused.
 CREATE OR REPLACE FUNCTION record_train_event(train_id integer, station_id integer, activity_type integer, ts timestamptz DEFAULT now())
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp AS $$
 DECLARE
@@ -14,6 +16,7 @@ DECLARE
     p_station ALIAS FOR $2;
     p_activity ALIAS FOR $3;
     p_ts ALIAS FOR $4;
+    v_recorded integer;
 BEGIN
     IF p_train IS NULL THEN PERFORM raise_null_argument('record_train_event', 'train_id'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('record_train_event', 'station_id'); END IF;
@@ -34,10 +37,22 @@ BEGIN
     END IF;
 
     INSERT INTO train_events (train_id, station_id, activity_type, ts)
-    VALUES (p_train, p_station, p_activity, p_ts);
+    VALUES (p_train, p_station, p_activity, p_ts)
+    ON CONFLICT ON CONSTRAINT train_events_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT e.station_id INTO v_recorded FROM train_events e
+        WHERE e.train_id = p_train AND e.ts = p_ts AND e.activity_type = p_activity;
+        IF v_recorded <> p_station THEN
+            RAISE EXCEPTION 'Train % already has its % at % recorded at station %, not %',
+                p_train, CASE p_activity WHEN 0 THEN 'arrival' ELSE 'departure' END,
+                p_ts, v_recorded, p_station
+                USING ERRCODE = 'MT015',
+                      HINT = 'A train arrives or departs once at an instant; check the event''s station and ts.';
+        END IF;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION record_train_event(integer, integer, integer, timestamptz) IS 'Records a train arrival (0) or departure (1); the rollup turns a departure into a station_departures row with the riders that waited for it. MT004 NULL argument, MT005 activity_type not 0 or 1, MT002 unknown train, MT001 unknown station';
+COMMENT ON FUNCTION record_train_event(integer, integer, integer, timestamptz) IS 'Records a train arrival (0) or departure (1), once: the same event again records nothing; the rollup turns a departure into a station_departures row with the riders that waited for it. MT004 NULL argument, MT005 activity_type not 0 or 1, MT002 unknown train, MT001 unknown station, MT015 the train already has that arrival or departure at that ts at another station';
 REVOKE ALL ON FUNCTION record_train_event(integer, integer, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION record_train_event(integer, integer, integer, timestamptz)
     TO metro_app, metro_bridge;

@@ -72,10 +72,10 @@ def test_error_codes_list_every_code_the_functions_raise(conn):
               for code in re.findall(r"ERRCODE = '([0-9A-Z]{5})'", text)}
     # register_stream's missing table and column concern the schema's author, not input.
     assert raised - set(codes) == {"42P01", "42703"}
-    assert {code for code in codes if code.startswith("MT")} == {f"MT{n:03}" for n in range(1, 15)}
+    assert {code for code in codes if code.startswith("MT")} == {f"MT{n:03}" for n in range(1, 16)}
     assert codes["MT001"] is True and codes["MT006"] is False and codes["MT008"] is False
     assert codes["MT009"] is codes["MT010"] is codes["MT011"] is True and codes["MT012"] is False
-    assert codes["MT013"] is False and codes["MT014"] is True
+    assert codes["MT013"] is False and codes["MT014"] is codes["MT015"] is True
     assert codes["23514"] is True and codes["22023"] is True
 
 
@@ -128,6 +128,30 @@ def test_one_statement_makes_a_table_a_stream(conn):
     conn.execute("SELECT register_stream('parcels', 'PARCELS_V2', 'parcel_id', 'sent_at')")
     assert conn.execute("SELECT topic, delivered, pending FROM bridge_lag()"
                         " WHERE stream = 'parcels'").fetchone() == ("PARCELS_V2", 1, 0)
+
+
+def test_no_table_writes_two_indexes_on_the_same_columns(conn):
+    """card_alert_export had its primary key (card_id, position) twice: register_stream
+    added the stream's key index on the same columns, one more index written per row."""
+    assert conn.execute("""
+        SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text
+        FROM pg_index a
+        JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid > a.indexrelid
+                       AND b.indkey::text = a.indkey::text AND b.indclass::text = a.indclass::text
+                       AND b.indexprs IS NULL AND a.indexprs IS NULL
+                       AND b.indpred IS NULL AND a.indpred IS NULL
+        JOIN pg_class c ON c.oid = a.indrelid
+        WHERE c.relnamespace = 'metro'::regnamespace""").fetchall() == []
+    # A stream whose primary key starts with (key, position) reads its keys through it.
+    conn.execute("""CREATE TABLE metro.parcels (
+        position bigint GENERATED ALWAYS AS IDENTITY,
+        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        parcel_id text NOT NULL, sent_at timestamptz NOT NULL,
+        PRIMARY KEY (parcel_id, position))""")
+    conn.execute("SELECT register_stream('parcels', 'PARCELS', 'parcel_id', 'sent_at')")
+    assert conn.execute("SELECT indexrelid::regclass::text FROM pg_index"
+                        " WHERE indrelid = 'metro.parcels'::regclass ORDER BY 1").fetchall() == [
+        ("parcels_pkey",), ("parcels_txid_position",)]
 
 
 @pytest.mark.parametrize(("args", "sqlstate", "message"), [

@@ -319,23 +319,50 @@ def test_an_upgrade_over_risk_tags_no_payment_can_carry_stops_and_names_them(emp
                             ).fetchone() == (True,)
 
 
-def test_the_0018_upgrade_does_not_hold_payments_behind_an_open_transaction(empty_db):
-    """Adding risk_tags' CHECK waits for a payment client's open transaction at most 3 s,
-    then stops and says why, instead of holding every payment behind it."""
-    dsn = empty_db("tags_locked")
-    schema.upgrade(dsn, "0017")
+def upgrade_stops_while_held(dsn: str, revision: str, holding: str, stopped: str) -> None:
+    """From revision, metro install stops (exit 2, stopped) while a client's transaction
+    that ran holding stays open, leaves the database at revision, and upgrades once the
+    transaction ends."""
+    schema.upgrade(dsn, revision)
     with psycopg.connect(dsn) as client:
-        client.execute("SELECT * FROM metro.evaluate_transaction('x-1', 'acct', 1, now())")
+        client.execute(holding)
         done = metro(dsn, "install")  # the client's transaction stays open meanwhile
         assert (done.returncode, done.stdout) == (2, "")
-        assert done.stderr.startswith(
-            "metro: risk_tags stayed locked for 3 s by another transaction (a payment client"
-            " holding its transaction open?), so the upgrade stopped rather than hold every"
-            " payment back. SELECT pid, xact_start, query FROM pg_stat_activity WHERE state")
+        assert done.stderr.startswith(stopped)
+        client.commit()
+        assert client.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
+            revision,)
         client.commit()
     assert metro(dsn, "install").returncode == 0
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
-            "0018",)
+            schema.head_revision(),)
+
+
+def test_the_0018_upgrade_does_not_hold_payments_behind_an_open_transaction(empty_db):
+    """Adding risk_tags' CHECK waits for a payment client's open transaction at most 3 s,
+    then stops and says why, instead of holding every payment behind it."""
+    dsn = empty_db("tags_locked")
+    upgrade_stops_while_held(
+        dsn, "0017", "SELECT * FROM metro.evaluate_transaction('x-1', 'acct', 1, now())",
+        "metro: risk_tags stayed locked for 3 s by another transaction (a payment client"
+        " holding its transaction open?), so the upgrade stopped rather than hold every"
+        " payment back. SELECT pid, xact_start, query FROM pg_stat_activity WHERE state")
+    with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT transaction_id FROM metro.risk_decisions").fetchall() == [
             ("x-1",)]
+
+
+def test_the_0019_upgrade_does_not_hold_swipes_behind_an_open_transaction(empty_db):
+    """Dropping card_alert_export's second (card_id, position) index waits for a
+    transaction holding the table at most 3 s, then stops and says why."""
+    dsn = empty_db("alerts_locked")
+    upgrade_stops_while_held(
+        dsn, "0018", "SELECT count(*) FROM metro.card_alert_export",
+        "metro: card_alert_export stayed locked for 3 s by another transaction (a client"
+        " holding its transaction open?), so the upgrade stopped rather than hold every"
+        " swipe back. SELECT pid, xact_start, query FROM pg_stat_activity WHERE state")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid ="
+                            " 'metro.card_alert_export'::regclass ORDER BY 1").fetchall() == [
+            ("card_alert_export_pkey",), ("card_alert_export_txid_position",)]

@@ -149,6 +149,55 @@ def test_two_callers_of_create_partitions_queue_instead_of_failing(db, conn):
     assert day_name("card_events", day) in partitions(conn, "card_events")
 
 
+def test_a_table_held_by_a_long_transaction_is_left_busy_without_stalling_the_gates(
+        db, conn, stations):
+    """Creating or dropping a partition locks its table exclusively; a transaction reading
+    card_events (a report, a client holding its transaction open) holds it off, and every
+    swipe queues behind the wait. Each waits 200 ms at most and is reported busy: before,
+    a creation failed run_maintenance() whole after 2 s (its drops and deletes undone),
+    and create_partitions() called directly waited as long as the reader, and so did the
+    swipes."""
+    add_card(conn, 1, balance=10_000)
+    day = today(conn)
+    ahead, old, backfill = (day + timedelta(days=3), day - timedelta(days=40),
+                            day - timedelta(days=10))
+    conn.execute("SELECT * FROM run_maintenance()")
+    conn.execute("SELECT * FROM create_partitions(%s, %s)", (old, old))
+    conn.execute(f"DROP TABLE {day_name('card_events', ahead)}")
+    conn.execute("INSERT INTO bridge_dead_letters (topic, kafka_partition, kafka_offset, reason,"
+                 " received_at) VALUES ('RECHARGE', 0, 1, 'old', now() - interval '31 days')")
+    with psycopg.connect(db) as reader, psycopg.connect(db, autocommit=True) as gate:
+        reader.execute("SELECT metro.is_fraud(1, 1)")  # its transaction stays open
+        swipe: list[float] = []
+
+        def swipe_meanwhile() -> None:
+            time.sleep(0.05)
+            started = time.monotonic()
+            gate.execute("SELECT metro.validate_entry(1, 1)")
+            swipe.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=swipe_meanwhile)
+        thread.start()
+        done = conn.execute("SELECT * FROM run_maintenance()").fetchall()
+        thread.join(10)
+        assert done == [("busy", "card_events", day_name("card_events", ahead), None),
+                        ("busy", "card_events", day_name("card_events", old), None),
+                        ("deleted", "bridge_dead_letters", None, 1)]
+        assert swipe and swipe[0] < 1.0, swipe
+        assert conn.execute("SELECT last_maintenance FROM worker_state").fetchone() == (
+            "created 0, dropped 0, deleted 1 rows, busy 2, not rolled up 0",)
+        assert conn.execute("SELECT action, table_name FROM create_partitions(%s, %s)",
+                            (backfill, backfill)).fetchall() == [
+            ("busy", "card_events"), ("created", "card_history_second"),
+            ("created", "station_second_slots")]
+        reader.commit()
+    assert conn.execute("SELECT * FROM run_maintenance()").fetchall() == [
+        ("created", "card_events", day_name("card_events", ahead), 0),
+        ("dropped", "card_events", day_name("card_events", old), None)]
+    assert conn.execute("SELECT action FROM create_partitions(%s, %s)",
+                        (backfill, backfill)).fetchall() == [("created",)]
+
+
 def test_create_partitions_for_a_backfill_and_a_day_already_in_the_default(conn, stations):
     add_card(conn, 1, balance=10_000)
     day = today(conn) - timedelta(days=3)

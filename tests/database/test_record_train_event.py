@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+import psycopg
+import pytest
 from factories import add_card, at, call, catch_up
 
 
@@ -64,3 +66,27 @@ def test_wait_times_count_riders_beyond_the_integer_range(conn, stations):
     assert conn.execute(
         "SELECT departures, riders, average_wait_seconds FROM station_wait_times"
     ).fetchall() == [(2, 4_000_000_000, Decimal("2.0"))]
+
+
+def test_the_same_event_sent_twice_is_recorded_once(conn, stations):
+    """A producer's retry repeats a departure: one row, one departures row. The same
+    train leaving another station at that instant contradicts it: refused with MT015
+    (before, both raised a unique violation, 23505, that no error code documented)."""
+    add_card(conn, 1, balance=5000)
+    call(conn, "validate_entry", 1, 4, at(10))
+    for _ in range(2):
+        conn.execute("SELECT record_train_event(1, 4, 1, %s)", (at(30),))
+    assert conn.execute("SELECT count(*) FROM train_events").fetchone() == (1,)
+    assert departures(conn) == [(4, 1, at(30), 1, Decimal(20))]
+    with pytest.raises(psycopg.Error) as error:
+        conn.execute("SELECT record_train_event(1, 5, 1, %s)", (at(30),))
+    assert (error.value.sqlstate, error.value.diag.message_primary,
+            error.value.diag.message_hint) == (
+        "MT015", f"Train 1 already has its departure at {at(30):%Y-%m-%d %H:%M:%S}+00 recorded"
+                 " at station 4, not 5",
+        "A train arrives or departs once at an instant; check the event's station and ts.")
+    assert conn.execute("SELECT row_level FROM error_codes WHERE sqlstate = 'MT015'"
+                        ).fetchone() == (True,)
+    # An arrival at that instant is another event.
+    conn.execute("SELECT record_train_event(1, 4, 0, %s)", (at(30),))
+    assert conn.execute("SELECT count(*) FROM train_events").fetchone() == (2,)

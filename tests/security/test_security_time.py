@@ -154,6 +154,34 @@ def test_a_transaction_held_open_cannot_carry_its_start_past_the_skew(conn, turn
     assert counts(conn)["card_events"] == before["card_events"] + 1
 
 
+# ts arrays a caller may shape as it likes: indexed from 0 or 5, or of two dimensions. The
+# batch functions read every array element by element (unnest), and so does the check: it
+# once looked the refused element up by subscript, found NULL (read as now()) and let a
+# swipe dated 2001, or infinity, through.
+SHAPED = [("'{{\"2001-01-01 00:00:00+00\"}}'", 1), ("'[0:0]={\"2001-01-01 00:00:00+00\"}'", 1),
+          ("'[5:5]={infinity}'", 1), ("'{{NULL},{\"2001-01-01 00:00:00+00\"}}'", 2),
+          ("'[0:1]={NULL,infinity}'", 2)]
+
+
+@pytest.mark.usefixtures("card")
+@pytest.mark.parametrize(("array", "ordinal"), SHAPED)
+def test_a_ts_array_of_any_shape_is_checked_element_by_element(conn, turnstile, array, ordinal):
+    cards, stations = ("'{{42},{42}}'", "'{{1},{2}}'") if ordinal == 2 else ("'{42}'", "'{1}'")
+    statement = f"SELECT * FROM validate_entries({cards}, {stations}, {array}::timestamptz[])"
+    sqlstate, message, _ = refused(conn, statement, turnstile)
+    if "infinity" in array:
+        assert (sqlstate, message) == (
+            "MT009", f"validate_entries: ts[{ordinal}] must be a finite time from 2000-01-01 up"
+                     " to 2200-01-01 UTC, got infinity")
+    else:
+        assert sqlstate == "MT010"
+        assert message.startswith(f"validate_entries: ts[{ordinal}] 2001-01-01 ")
+    payments = ("'{{t-1},{t-2}}', '{{7},{7}}', '{{1},{2}}'" if ordinal == 2
+                else "'{t-1}', '{7}', '{1}'")
+    assert refused(conn, f"SELECT * FROM evaluate_transactions({payments}, {array}::timestamptz[])",
+                   turnstile)[0] == sqlstate
+
+
 def test_going_back_in_time_no_longer_evades_the_fraud_rules(conn, stations, turnstile):
     """Ten entries now: an eleventh is fraud (rule 3). Before, a client passing a ts an hour
     back saw an empty window and was let in."""
