@@ -29,7 +29,8 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   left out of its figures (new connections compile the functions: bench/pgbench.py):
   offered, achieved, skipped and never started are counted, and percentiles are
   given over the survivors and over everything offered (a lost transaction counts
-  as slower than any other); the smallest durable write offered at the first load's
+  as slower than any other), each round's p99 beside the autovacuums, analyzes and
+  checkpoints that fell within the run; the smallest durable write offered at the first load's
   rate the same way, the latency of a commit alone at that rate; and validate_entry
   at the first load through half the clients (4), for the advice on pool sizes;
 - the usual way: the same rules decided by the client with separate queries in
@@ -454,6 +455,17 @@ def main(argv: list[str] | None = None) -> None:
                  "p50 ms (survivors)", "p99 ms (survivors)", "p99 ms (all offered)"],
                 open_table)
 
+    # The tail of an open loop moves with what the server did beside it; each round's
+    # p99 is given with that work, so a slow round says why.
+    rounds_table = [[name, clients, round_ + 1, r.offered_rate, _ms(r.p99_offered_ms),
+                     background_text(r)]
+                    for key, name, _, clients, load, _, _ in setups if load
+                    for round_, r in enumerate(runs[key])]
+    print_table("open loops round by round: the p99 and the server's background work during"
+                " the run", ["workload", "clients", "round", "offered/s",
+                             "p99 ms (all offered)", "autovacuum, analyze, checkpoints"],
+                rounds_table)
+
     ratios = [a.tps / b.tps for a, b in zip(runs[f"validate_entry@{main_clients}"],
                                              runs["usual"], strict=True)]
     ratio = median(ratios)
@@ -572,6 +584,13 @@ def main(argv: list[str] | None = None) -> None:
 def offered_text(runs: list[pgbench.Run]) -> str:
     """The rates an open-loop setup offered, one per round."""
     return "/".join(f"{r.offered_rate:,}" for r in runs) + "/s"
+
+
+def background_text(run: pgbench.Run) -> str:
+    """What the server did beside a run, each kind once with its count."""
+    work = [w.replace("metro.", "") for w in run.background]
+    return ", ".join(w if work.count(w) == 1 else f"{w} x{work.count(w)}"
+                     for w in dict.fromkeys(work)) or "none"
 
 
 def _ms(value: float) -> str:

@@ -66,6 +66,9 @@ class Run:
     p99_offered_ms: float = math.nan
     warmup_seconds: float = 0.0        # open loop: left out of every count above
     warmup_transactions: int = 0       # open loop: scheduled in the warm-up, left out
+    # What the server did besides the run while it ran: 'autovacuum <table>',
+    # 'autoanalyze <table>' (finished, or 'running' at the end) and 'checkpoint'.
+    background: tuple[str, ...] = ()
 
     @property
     def lost(self) -> int:
@@ -114,6 +117,49 @@ def percentile_with_lost(sorted_samples: Sequence[float], lost: int, fraction: f
     return float(sorted_samples[rank - 1]) if rank <= len(sorted_samples) else math.inf
 
 
+# Autovacuum and ANALYZE of a table the run writes make every connection plan its
+# statements again, and a checkpoint adds full-page writes: the usual causes of a
+# slow tail, so each run says which of them fell within it.
+_TABLE_WORK = """
+    SELECT schemaname || '.' || relname, autovacuum_count, autoanalyze_count
+    FROM pg_stat_all_tables
+    WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"""
+_RUNNING = """
+    SELECT 'autovacuum ' || p.relid::regclass || ' (running)' FROM pg_stat_progress_vacuum p
+    WHERE p.datname = current_database()
+    UNION ALL
+    SELECT 'autoanalyze ' || p.relid::regclass || ' (running)' FROM pg_stat_progress_analyze p
+    WHERE p.datname = current_database()"""
+
+
+def _background_counts(dsn: str) -> tuple[dict[str, tuple[int, int]], int]:
+    """Autovacuum and autoanalyze counts by table, and checkpoints done, so far."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = {name: (vacuums, analyzes)
+                  for name, vacuums, analyzes in conn.execute(_TABLE_WORK)}
+        checkpoints = ("SELECT num_done FROM pg_stat_checkpointer"
+                       if conn.info.server_version >= 170000 else
+                       "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        row = conn.execute(checkpoints).fetchone()
+    assert row is not None
+    return tables, int(row[0])
+
+
+def _background_since(dsn: str, before: tuple[dict[str, tuple[int, int]], int]
+                      ) -> tuple[str, ...]:
+    # The counts reach the statistics when a worker ends; one still at work is listed
+    # from the progress views.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        running = [name for (name,) in conn.execute(_RUNNING)]
+    tables, checkpoints = _background_counts(dsn)
+    done = []
+    for name, (vacuums, analyzes) in sorted(tables.items()):
+        was = before[0].get(name, (0, 0))
+        done += [f"autovacuum {name}"] * (vacuums - was[0])
+        done += [f"autoanalyze {name}"] * (analyzes - was[1])
+    return tuple(done + running + ["checkpoint"] * (checkpoints - before[1]))
+
+
 def _count(dsn: str, query: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(query).fetchone()
@@ -153,8 +199,10 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
             args += ["-t", str(SMOKE_TRANSACTIONS)]
         else:
             args += ["-T", str(seconds)]
+        background = _background_counts(dsn)
         result = subprocess.run(args, capture_output=True, text=True,
                                 env=_libpq_environment(dsn), check=False)
+        background_work = _background_since(dsn, background)
         if result.returncode != 0:
             raise RuntimeError(f"pgbench failed for {name}: {result.stderr.strip()}")
         logged = [logged_line(line, latency_limit_ms) for log in Path(scratch).glob("tx.*")
@@ -186,6 +234,7 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
         p50_offered_ms=percentile_with_lost(latencies, lost, 0.50),
         p99_offered_ms=percentile_with_lost(latencies, lost, 0.99),
         warmup_seconds=warmup_seconds, warmup_transactions=counts.warmup_transactions,
+        background=background_work,
     )
 
 

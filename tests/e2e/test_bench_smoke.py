@@ -93,6 +93,9 @@ def test_benchmark_runs_and_checks_itself(request, server_dsn, tmp_path, name, n
         # today, 3 days ahead and the default partition.
         assert written["card_events_partitions"] == 35
         assert written["setups"]["validate_entry@2"]["partitions"] == 35
+        # Each open loop names what the server did beside it (nothing, most often).
+        assert all(isinstance(r["background"], list) for key, value in written["runs"].items()
+                   if key.startswith("open") for r in value)
     if name in BASELINES:
         # A baseline measured in the same run, and each figure's ratio to it.
         baseline, compared = BASELINES[name]
@@ -161,6 +164,29 @@ def test_an_open_loop_run_counts_what_was_offered_after_its_warm_up():
     closed = tally([logged_line(line, None) for line in lines[:1] + lines[2:]], 0.0,
                    offered=None)
     assert (closed.offered, closed.scheduled, closed.not_started) == (4, 4, 0)
+
+
+def test_a_run_names_the_checkpoints_and_autovacuums_that_fell_within_it(db):
+    """A slow tail is often a checkpoint or an autovacuum (its ANALYZE makes every
+    connection plan again): each run lists those that happened while it ran."""
+    from metro.bench import pgbench
+    from metro.bench.bench_validate_entry import background_text
+
+    checkpoints = pgbench.run(db, "checkpoints", "CHECKPOINT;\n", clients=1, seconds=1)
+    done = [work for work in checkpoints.background if work == "checkpoint"]
+    # One per CHECKPOINT run, and perhaps one the server timed itself.
+    assert 1 <= checkpoints.transactions <= len(done) <= checkpoints.transactions + 1
+    # Autovacuum of the database's tables may fall in too, named by table.
+    assert all(work.startswith(("autovacuum ", "autoanalyze "))
+               for work in checkpoints.background if work != "checkpoint")
+    named = pgbench.Run(name="x", clients=1, offered_rate=None, seconds=1, transactions=1,
+                        failed=0, tps=1, p50_ms=1, p95_ms=1, p99_ms=1, max_ms=1,
+                        background=("autoanalyze metro.card_events_p20261201", "checkpoint",
+                                    "checkpoint"))
+    assert background_text(named) == "autoanalyze card_events_p20261201, checkpoint x2"
+    assert background_text(pgbench.Run(name="x", clients=1, offered_rate=None, seconds=1,
+                                       transactions=1, failed=0, tps=1, p50_ms=1, p95_ms=1,
+                                       p99_ms=1, max_ms=1)) == "none"
 
 
 @pytest.mark.slow
