@@ -526,46 +526,40 @@ def main(argv: list[str] | None = None) -> None:
                 baseline_ratio=per_round, baseline="validate_entry / this, per round",
                 target=f"validate_entry >= {goal:g}x this" if goal else None,
                 met=met(per_round, goal) if goal else None))
-    for load in args.loads:
-        key = f"open@{load:g}"
-        target_p99 = TARGETS["p99_ms_at_half_capacity"] if load == 0.5 else None
+    def open_loop_row(name: str, key: str, offered: str = "", baseline: str | None = None,
+                      baseline_key: str | None = None,
+                      target_p99: float | None = None) -> dict[str, object]:
+        # An open loop; beside another of the same round, the ratio of their p99s per round.
         p99_all = mid(key, "p99_offered_ms")
-        summary.append(summary_row(
-            "validate_entry, open loop",
-            f"{load:g} x the round's capacity, {offered_text(runs[key])} offered;"
+        return summary_row(
+            name,
+            f"{offered}{offered_text(runs[key])} offered;"
             f" skipped {median([r.skipped for r in runs[key]]):,.0f},"
             f" never started {median([r.not_started for r in runs[key]]):,.0f};"
             f" p99 over all offered {_ms(p99_all)}",
             median(tps(key)), "swipes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
             mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
+            baseline_ratio=median([a.p99_offered_ms / b.p99_offered_ms for a, b in
+                                   zip(runs[key], runs[baseline_key], strict=True)])
+            if baseline_key else None,
+            baseline=baseline,
             target=f"p99 <= {target_p99:g} ms over all offered" if target_p99 else None,
-            met=met(p99_all, target_p99, higher_is_better=False) if target_p99 else None))
-    key = f"open-day@{first_load:g}"
-    target_p99 = TARGETS["p99_ms_at_half_capacity"] if first_load == 0.5 else None
-    summary.append(summary_row(
+            met=met(p99_all, target_p99, higher_is_better=False) if target_p99 else None)
+
+    half = TARGETS["p99_ms_at_half_capacity"]
+    for load in args.loads:
+        summary.append(open_loop_row("validate_entry, open loop", f"open@{load:g}",
+                                     f"{load:g} x the round's capacity, ",
+                                     target_p99=half if load == 0.5 else None))
+    summary.append(open_loop_row(
         f"validate_entry, open loop, today's partition at {day_rows:,} rows",
-        f"{offered_text(runs[key])} offered; skipped {median([r.skipped for r in runs[key]]):,.0f},"
-        f" never started {median([r.not_started for r in runs[key]]):,.0f};"
-        f" p99 over all offered {_ms(mid(key, 'p99_offered_ms'))}",
-        median(tps(key)), "swipes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
-        mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
-        baseline_ratio=median([a.p99_offered_ms / b.p99_offered_ms for a, b in
-                               zip(runs[key], runs[f"open@{first_load:g}"], strict=True)]),
+        f"open-day@{first_load:g}",
         baseline="this p99 / p99 with today's partition empty (all offered), per round",
-        target=f"p99 <= {target_p99:g} ms over all offered" if target_p99 else None,
-        met=met(mid(key, "p99_offered_ms"), target_p99, higher_is_better=False)
-        if target_p99 else None))
-    key = f"open-fewer@{first_load:g}"
-    summary.append(summary_row(
-        f"validate_entry, open loop, {fewer} clients",
-        f"{offered_text(runs[key])} offered; skipped {median([r.skipped for r in runs[key]]):,.0f},"
-        f" never started {median([r.not_started for r in runs[key]]):,.0f};"
-        f" p99 over all offered {_ms(mid(key, 'p99_offered_ms'))}",
-        median(tps(key)), "swipes/s achieved", mid(key, "p50_ms"), mid(key, "p95_ms"),
-        mid(key, "p99_ms"), setup=setup_of[key], runs=tps(key),
-        baseline_ratio=median([a.p99_offered_ms / b.p99_offered_ms for a, b in
-                               zip(runs[key], runs[f"open@{first_load:g}"], strict=True)]),
-        baseline=f"this p99 / p99 at {main_clients} clients (all offered), per round"))
+        baseline_key=f"open@{first_load:g}", target_p99=half if first_load == 0.5 else None))
+    summary.append(open_loop_row(
+        f"validate_entry, open loop, {fewer} clients", f"open-fewer@{first_load:g}",
+        baseline=f"this p99 / p99 at {main_clients} clients (all offered), per round",
+        baseline_key=f"open@{first_load:g}"))
     key = f"open-durable@{first_load:g}"
     summary.append(summary_row(
         "smallest durable write (one-row INSERT), open loop",

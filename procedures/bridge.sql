@@ -63,10 +63,12 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (txid, position)',
                    p_stream || '_txid_position', p_stream);
     -- bridge_batch finds the earlier rows of a key through it; a table with
-    -- an index that starts with (key, position) already, its primary key
-    -- (card_alert_export), gets no second one to write on every row.
-    IF NOT EXISTS (SELECT FROM pg_index i
-                   WHERE i.indrelid = v_table AND i.indexprs IS NULL AND i.indpred IS NULL
+    -- a valid btree index that starts with (key, position) already, its
+    -- primary key (card_alert_export), gets no second one to write on every row.
+    IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                   WHERE i.indrelid = v_table AND i.indisvalid
+                     AND x.relam = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree')
+                     AND i.indexprs IS NULL AND i.indpred IS NULL
                      AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a
                                         WHERE a.attrelid = v_table AND a.attname = key_column)
                      AND i.indkey[1] = (SELECT a.attnum FROM pg_attribute a
@@ -84,7 +86,7 @@ BEGIN
     EXECUTE format('GRANT SELECT ON %I TO metro_bridge', p_stream);
 END
 $$;
-COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) and (key, position) indexes, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
+COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) index, a (key, position) index unless a btree index already starts with those columns, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
 
 -- The bridge's reads, for every registered stream: the next rows after
 -- (after_txid, after_position) in (txid, position) order, only from

@@ -50,7 +50,8 @@ COMMENT ON FUNCTION checked_ts_array(text, timestamptz[]) IS 'checked_ts for the
 -- behind it (the rollup, for the history tables). So it waits at most
 -- 200 ms, then gives up (false: busy) and leaves it to the next
 -- run_maintenance(); swipes take about a millisecond, so in a steady stream
--- of them it gets its lock at once.
+-- of them it gets its lock at once. Done, it keeps the lock until the
+-- caller's transaction ends: run_maintenance() does its partitions last.
 CREATE OR REPLACE FUNCTION partition_ddl(statement text)
 RETURNS boolean LANGUAGE plpgsql SET search_path = metro, pg_temp SET lock_timeout = '200ms' AS $$
 BEGIN
@@ -138,20 +139,22 @@ COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily 
 REVOKE ALL ON FUNCTION create_partitions(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 
--- Creates the partitions of today through settings.partitions_ahead days
+-- Deletes, row by row, what is past retention outside the partitions: the
+-- default partitions' rows, the bridge's dead letters
+-- (settings.dead_letter_retention), the train events and departures
+-- (settings.history_retention) and the payment decisions
+-- (settings.decision_retention). Those deletes share a budget of 100,000 rows
+-- a call: a DELETE holds back the commit horizon (the bridge and the rollup
+-- wait) while it runs, and a replay of past dates or a busy payment network
+-- leaves millions of rows due at once; 'more' says another call is due. Then
+-- creates the partitions of today through settings.partitions_ahead days
 -- ahead and drops the partitions whose whole day is older than the table's
--- retention (a table locked by a long transaction is left for the next run,
+-- retention, last, because each keeps its table locked until the call
+-- commits (a table locked by a long transaction is left for the next run,
 -- reported as busy, rather than stalling the writers queued behind the
--- create or drop: partition_ddl; one holding rows the rollup has not read yet, as not_rolled_up, so
--- that a stopped worker loses no swipe from the totals). Then deletes, row
--- by row, what is past retention elsewhere: the default partitions' rows,
--- the bridge's dead letters (settings.dead_letter_retention), the train
--- events and departures (settings.history_retention) and the payment
--- decisions (settings.decision_retention). Those deletes share a budget of
--- 100,000 rows a call: a DELETE holds back the commit horizon (the bridge and
--- the rollup wait) while it runs, and a replay of past dates or a busy
--- payment network leaves millions of rows due at once; 'more' says another
--- call is due. Rows the rollup has not read stay. One call at a time
+-- create or drop: partition_ddl; a day holding rows the rollup has not read
+-- yet stays, as not_rolled_up, so that a stopped worker loses no swipe from
+-- the totals). Rows the rollup has not read stay. One call at a time
 -- (create_partitions). Records what it did in worker_state.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
@@ -171,6 +174,40 @@ DECLARE
     budget bigint := 100000;
 BEGIN
     SELECT * INTO s FROM settings FOR NO KEY UPDATE;
+    -- What leaves row by row, by table name; a row the rollup has not read
+    -- stays (a stopped worker loses no swipe and no departure).
+    FOR t IN
+        SELECT pt.table_name, pt.table_name || '_default' AS partition_name, pt.time_column,
+               pt.retention
+        FROM partitioned_tables() pt
+        UNION ALL
+        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention),
+               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention),
+               ('station_departures', NULL, 'ts', s.history_retention),
+               ('train_events', NULL, 'ts', s.history_retention),
+               ('risk_decisions', NULL, 'decided_at', s.decision_retention)
+        ORDER BY 1
+    LOOP
+        n := delete_expired(coalesce(t.partition_name, t.table_name), t.time_column,
+                            now() - t.retention, budget::integer,
+                            coalesce(' AND NOT (' || rollup_unread(t.table_name) || ')', ''));
+        table_name := t.table_name; partition_name := t.partition_name;
+        IF n > 0 THEN
+            action := 'deleted'; rows := n;
+            done := done || action;
+            deleted := deleted + n;
+            RETURN NEXT;
+        END IF;
+        budget := budget - n;
+        IF budget = 0 THEN
+            action := 'more'; rows := NULL;
+            RETURN NEXT;
+            EXIT;
+        END IF;
+    END LOOP;
+
+    -- The partitions last: a CREATE or DROP keeps its table locked until the
+    -- call commits, and every swipe waits for card_events meanwhile.
     FOR action, table_name, partition_name, rows IN
         SELECT * FROM create_partitions(today, today + s.partitions_ahead) LOOP
         done := done || action;
@@ -208,38 +245,6 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    -- What leaves row by row, by table name; a row the rollup has not read
-    -- stays (a stopped worker loses no swipe and no departure).
-    FOR t IN
-        SELECT pt.table_name, pt.table_name || '_default' AS partition_name, pt.time_column,
-               pt.retention
-        FROM partitioned_tables() pt
-        UNION ALL
-        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention),
-               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention),
-               ('station_departures', NULL, 'ts', s.history_retention),
-               ('train_events', NULL, 'ts', s.history_retention),
-               ('risk_decisions', NULL, 'decided_at', s.decision_retention)
-        ORDER BY 1
-    LOOP
-        n := delete_expired(coalesce(t.partition_name, t.table_name), t.time_column,
-                            now() - t.retention, budget::integer,
-                            coalesce(' AND NOT (' || rollup_unread(t.table_name) || ')', ''));
-        table_name := t.table_name; partition_name := t.partition_name;
-        IF n > 0 THEN
-            action := 'deleted'; rows := n;
-            done := done || action;
-            deleted := deleted + n;
-            RETURN NEXT;
-        END IF;
-        budget := budget - n;
-        IF budget = 0 THEN
-            action := 'more'; rows := NULL;
-            RETURN NEXT;
-            EXIT;
-        END IF;
-    END LOOP;
-
     UPDATE worker_state SET last_maintenance_at = clock_timestamp(),
         last_maintenance = format('created %s, dropped %s, deleted %s rows, busy %s, not rolled up %s',
             cardinality(array_positions(done, 'created')), cardinality(array_positions(done, 'dropped')),
@@ -247,7 +252,7 @@ BEGIN
             cardinality(array_positions(done, 'not_rolled_up')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy: the table was held by another transaction for 200 ms, left for the next call, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention; then creates the daily partitions of today through settings.partitions_ahead days ahead and drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots): rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy: the table was held by another transaction for 200 ms, left for the next call, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
 
@@ -340,10 +345,12 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (txid, position)',
                    p_stream || '_txid_position', p_stream);
     -- bridge_batch finds the earlier rows of a key through it; a table with
-    -- an index that starts with (key, position) already, its primary key
-    -- (card_alert_export), gets no second one to write on every row.
-    IF NOT EXISTS (SELECT FROM pg_index i
-                   WHERE i.indrelid = v_table AND i.indexprs IS NULL AND i.indpred IS NULL
+    -- a valid btree index that starts with (key, position) already, its
+    -- primary key (card_alert_export), gets no second one to write on every row.
+    IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                   WHERE i.indrelid = v_table AND i.indisvalid
+                     AND x.relam = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree')
+                     AND i.indexprs IS NULL AND i.indpred IS NULL
                      AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a
                                         WHERE a.attrelid = v_table AND a.attname = key_column)
                      AND i.indkey[1] = (SELECT a.attnum FROM pg_attribute a
@@ -361,7 +368,7 @@ BEGIN
     EXECUTE format('GRANT SELECT ON %I TO metro_bridge', p_stream);
 END
 $$;
-COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) and (key, position) indexes, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
+COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) index, a (key, position) index unless a btree index already starts with those columns, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
 
 -- indexes
 -- Dropping an index locks its table, which every swipe that alerts writes: it

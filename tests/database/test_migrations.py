@@ -332,7 +332,7 @@ def upgrade_stops_while_held(dsn: str, revision: str, holding: str, stopped: str
         client.commit()
         assert client.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
             revision,)
-        client.commit()
+        client.commit()  # that read's transaction would hold the upgrade up in turn
     assert metro(dsn, "install").returncode == 0
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
