@@ -19,7 +19,7 @@ COMMENT ON DOMAIN card_email IS 'Card holder e-mail, at most 320 characters';
 
 -- tables
 CREATE TABLE cards (
-    card_id bigint PRIMARY KEY,
+    card_id bigint PRIMARY KEY CHECK (card_id >= 0),
     enabled boolean NOT NULL DEFAULT true,
     card_type card_type_code NOT NULL DEFAULT 0,
     balance cents NOT NULL DEFAULT 0,

@@ -13,6 +13,10 @@
 -- - The same train event sent twice raised a unique violation (23505, not a
 --   documented code): it is recorded once now, and one naming another
 --   station is refused with MT015.
+-- - cards.card_id had no CHECK: a card loaded as -5 was kept and its swipes
+--   decided, though every id is non-negative (stations' and trains' are
+--   checked). It is refused now; an upgrade over such cards stops and names
+--   them.
 -- - card_alert_export had two indexes on (card_id, position), its primary
 --   key and the stream's key index: register_stream() makes no key index
 --   that an index already holds, and the second one is dropped.
@@ -369,6 +373,40 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) index, a (key, position) index unless a btree index already starts with those columns, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
+
+-- constraints
+-- A card's id is non-negative, as a station's and a train's are: a card
+-- loaded as -5 was kept and its swipes decided. One already there stops the
+-- upgrade, named, rather than being changed or dropped unseen. Adding the
+-- CHECK reads every card under the table's lock: it waits 3 s at most for a
+-- transaction holding cards, then stops and says why.
+DO $$
+DECLARE
+    v_count bigint := (SELECT count(*) FROM cards WHERE card_id < 0);
+BEGIN
+    IF v_count > 0 THEN
+        RAISE EXCEPTION 'cards holds % card(s) with a negative card_id, which no card may have: %', v_count,
+            (SELECT string_agg(c.card_id::text, ', ' ORDER BY c.card_id)
+             FROM (SELECT card_id FROM cards WHERE card_id < 0 ORDER BY card_id LIMIT 10) c)
+            || CASE WHEN v_count > 10 THEN format(' and %s more', v_count - 10) ELSE '' END
+            USING ERRCODE = '23514',
+                  HINT = 'Renumber them (UPDATE metro.cards SET card_id = ...) or delete them, then run metro install again.';
+    END IF;
+END
+$$;
+DO $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '3s', true);
+    ALTER TABLE cards ADD CONSTRAINT cards_card_id_check CHECK (card_id >= 0);
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'cards stayed locked for 3 s by another transaction (a client holding its transaction open?), so the upgrade stopped rather than hold every swipe back'
+        USING ERRCODE = '55P03',
+              HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE state LIKE ''idle in transaction%'' lists transactions held open; end it and run metro install again.';
+END
+$$;
 
 -- indexes
 -- Dropping an index locks its table, which every swipe that alerts writes: it

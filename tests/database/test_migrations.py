@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from alembic import command
 from commands import metro
 from factories import at, catch_up
@@ -317,6 +318,30 @@ def test_an_upgrade_over_risk_tags_no_payment_can_carry_stops_and_names_them(emp
                             ).fetchall() == [("acct-hi", 3), ("acct-lo", 1)]
         assert conn.execute("SELECT (evaluate_transaction('p-1', 'acct-hi', 20000, now())).blocked"
                             ).fetchone() == (True,)
+
+
+def test_an_upgrade_over_negative_card_ids_stops_and_names_them(empty_db):
+    """Revision 0019 refuses a negative card_id, as stations and trains refuse theirs;
+    cards already so numbered stop the upgrade, named, until they are renumbered."""
+    dsn = empty_db("negative_cards")
+    schema.upgrade(dsn, "0018")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO metro.cards (card_id, balance)"
+                     " SELECT n, 100 FROM generate_series(-12, 1) n")
+    done = metro(dsn, "install")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "metro: cards holds 12 card(s) with a negative card_id, which no card may have: -12,"
+        " -11, -10, -9, -8, -7, -6, -5, -4, -3 and 2 more. Renumber them (UPDATE metro.cards SET"
+        " card_id = ...) or delete them, then run metro install again.\n")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
+            "0018",)
+        conn.execute("UPDATE metro.cards SET card_id = 1000 - card_id WHERE card_id < 0")
+    assert metro(dsn, "install").returncode == 0
+    with (psycopg.connect(dsn, autocommit=True) as conn,
+          pytest.raises(psycopg.errors.CheckViolation)):
+        conn.execute("INSERT INTO metro.cards (card_id) VALUES (-1)")
 
 
 def upgrade_stops_while_held(dsn: str, revision: str, holding: str, stopped: str) -> None:
