@@ -89,13 +89,18 @@ def test_install_reports_an_unreachable_database_in_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def refused_install_as(dsn: str, role: str) -> str:
+    """metro install run as role: refused (exit 2, nothing on stdout); its one line."""
+    result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
+    assert (result.returncode, result.stdout) == (2, "")
+    return result.stderr
+
+
 def test_install_without_the_privileges_says_which_in_one_line(server_dsn, empty_db):
     dsn = empty_db("unprivileged")
     with login_role(server_dsn, "installer") as role:
-        result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
         dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-        assert (result.returncode, result.stdout) == (2, "")
-        assert result.stderr == (
+        assert refused_install_as(dsn, role) == (
             f"metro: permission denied for database {dbname}: installing needs CREATE on the"
             " database (a new schema metro), upgrading the ownership of schema metro; run metro"
             " install as the database's owner\n")
@@ -106,9 +111,8 @@ def test_install_without_the_privileges_says_which_in_one_line(server_dsn, empty
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
                 sql.Identifier(dbname), sql.Identifier(role)))
-        result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
-    assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr.startswith("metro: permission denied for schema metro: installing needs")
+        stopped = refused_install_as(dsn, role)
+    assert stopped.startswith("metro: permission denied for schema metro: installing needs")
 
 
 def test_an_owner_without_rights_over_the_roles_is_told_so(server_dsn, empty_db):
@@ -119,10 +123,9 @@ def test_an_owner_without_rights_over_the_roles_is_told_so(server_dsn, empty_db)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
                 sql.Identifier(dbname), sql.Identifier(role)))
-        result = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user=role))
-        assert (result.returncode, result.stdout) == (2, "")
-        assert result.stderr.startswith('metro: permission denied to grant role "metro_')
-        assert result.stderr.endswith(
+        stopped = refused_install_as(dsn, role)
+        assert stopped.startswith('metro: permission denied to grant role "metro_')
+        assert stopped.endswith(
             ": installing creates the roles metro_app, metro_reader, metro_bridge, metro_worker"
             " and metro_replay and grants them to one another, which needs CREATEROLE and ADMIN"
             " OPTION on them (the role that created them has it); run metro install as that"

@@ -289,30 +289,38 @@ def test_payment_totals_count_the_pruned_decisions_and_the_rollup_the_rest(empty
             "SELECT blocked, count(*) FROM metro.risk_decisions GROUP BY 1 ORDER BY 1").fetchall()
 
 
+def upgrade_stops_over(dsn: str, revision: str, bad_rows: str, stopped: str,
+                       corrected: str) -> None:
+    """From revision, with bad_rows written, metro install stops with the one line stopped
+    (exit 2) and leaves the database at revision; once corrected, it upgrades."""
+    schema.upgrade(dsn, revision)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(bad_rows)
+    done = metro(dsn, "install")
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", stopped)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
+            revision,)
+        conn.execute(corrected)
+    assert metro(dsn, "install").returncode == 0
+
+
 def test_an_upgrade_over_risk_tags_no_payment_can_carry_stops_and_names_them(empty_db):
     """Revision 0018 refuses padded account ids; tags already padded stop the upgrade,
     shown with their padding, and nothing of it is applied until they are corrected."""
     dsn = empty_db("padded_tags")
-    schema.upgrade(dsn, "0017")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO metro.risk_tags VALUES (' acct-hi', 3), ('acct-lo', 1),"
-                     " ('acct-x' || chr(8203), 2), ('', 1), ('acct-' || chr(917536), 1)")
-    done = metro(dsn, "install")
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
+    upgrade_stops_over(
+        dsn, "0017",
+        "INSERT INTO metro.risk_tags VALUES (' acct-hi', 3), ('acct-lo', 1),"
+        " ('acct-x' || chr(8203), 2), ('', 1), ('acct-' || chr(917536), 1)",
         "metro: risk_tags holds 4 account_id(s) no payment can carry (empty, over 200"
         " characters, or starting or ending with whitespace or an invisible character): '',"
         " ' acct-hi', 'acct-x\\u200b', 'acct-\\U000e0020'. Correct them (UPDATE"
         " metro.risk_tags SET account_id = ...) or delete them, then run metro install"
-        " again.\n")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
-            "0017",)
-        conn.execute("UPDATE metro.risk_tags SET account_id = 'acct-hi'"
-                     " WHERE account_id = ' acct-hi'")
-        conn.execute("DELETE FROM metro.risk_tags WHERE account_id IN"
-                     " ('', 'acct-x' || chr(8203), 'acct-' || chr(917536))")
-    assert metro(dsn, "install").returncode == 0
+        " again.\n",
+        "UPDATE metro.risk_tags SET account_id = 'acct-hi' WHERE account_id = ' acct-hi';"
+        " DELETE FROM metro.risk_tags WHERE account_id IN"
+        " ('', 'acct-x' || chr(8203), 'acct-' || chr(917536))")
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT account_id, risk_level FROM metro.risk_tags ORDER BY 1"
                             ).fetchall() == [("acct-hi", 3), ("acct-lo", 1)]
@@ -324,24 +332,19 @@ def test_an_upgrade_over_negative_card_ids_stops_and_names_them(empty_db):
     """Revision 0019 refuses a negative card_id, as stations and trains refuse theirs;
     cards already so numbered stop the upgrade, named, until they are renumbered."""
     dsn = empty_db("negative_cards")
-    schema.upgrade(dsn, "0018")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO metro.cards (card_id, balance)"
-                     " SELECT n, 100 FROM generate_series(-12, 1) n")
-    done = metro(dsn, "install")
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
+    upgrade_stops_over(
+        dsn, "0018",
+        "INSERT INTO metro.cards (card_id, balance) SELECT n, 100 FROM generate_series(-12, 1) n",
         "metro: cards holds 12 card(s) with a negative card_id, which no card may have: -12,"
-        " -11, -10, -9, -8, -7, -6, -5, -4, -3 and 2 more. Renumber them (UPDATE metro.cards SET"
-        " card_id = ...) or delete them, then run metro install again.\n")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT version_num FROM metro.alembic_version").fetchone() == (
-            "0018",)
-        conn.execute("UPDATE metro.cards SET card_id = 1000 - card_id WHERE card_id < 0")
-    assert metro(dsn, "install").returncode == 0
+        " -11, -10, -9, -8, -7, -6, -5, -4, -3 and 2 more. Renumber them (UPDATE metro.cards"
+        " SET card_id = ...) or delete them, then run metro install again.\n",
+        "UPDATE metro.cards SET card_id = 1000 - card_id WHERE card_id < 0")
     with (psycopg.connect(dsn, autocommit=True) as conn,
           pytest.raises(psycopg.errors.CheckViolation)):
         conn.execute("INSERT INTO metro.cards (card_id) VALUES (-1)")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*), min(card_id) FROM metro.cards").fetchone() == (
+            14, 0)
 
 
 def upgrade_stops_while_held(dsn: str, revision: str, holding: str, stopped: str) -> None:
