@@ -116,7 +116,8 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "metro.app.cli", "worker"], env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        self.holder = f"{socket.gethostname()}:{self.process.pid}"  # as the worker names itself
+        # The worker names itself host:pid:tag, the tag its own.
+        self.holder_prefix = f"{socket.gethostname()}:{self.process.pid}:"
 
     def log_tail(self) -> str:
         return " | ".join(self.log.read_text().strip().splitlines()[-5:])
@@ -129,9 +130,10 @@ class WorkerProcess:
             check(self.process.poll() is None,
                   f"the worker exited with {self.process.returncode}: {self.log_tail()}")
             row = conn.execute(
-                "SELECT (SELECT holder = %s AND lease_until > now() FROM metro.worker_state),"
+                "SELECT (SELECT starts_with(holder, %s) AND lease_until > now()"
+                " FROM metro.worker_state),"
                 " (SELECT pending FROM metro.worker_lag() WHERE source = 'card_events')",
-                (self.holder,)).fetchone()
+                (self.holder_prefix,)).fetchone()
             if row is not None and row[0] and row[1] == 0:
                 return
             check(time.monotonic() < deadline, f"the worker was not ready in {CATCH_UP_LIMIT} s:"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -34,7 +35,10 @@ from metro.backoff import Backoff
 log = logging.getLogger("metro.worker")
 
 def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:tag. The tag tells apart workers whose host and pid are alike, as two
+    containers on the host's network, each its own pid 1: with the same name, both
+    would renew one lease and both would work."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

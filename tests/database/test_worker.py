@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -135,6 +136,33 @@ def test_one_worker_works_the_others_wait(db, conn, stations):
             if thread.is_alive():
                 thread.join(timeout=20)
     assert said["a"][-1] == "stopped" and said["b"][-1] == "stopped"
+
+
+def test_workers_of_one_host_and_pid_are_told_apart(db, conn, stations):
+    # As two containers on the host's network, each its own pid 1: the same host and
+    # pid. Named host:pid alone, both renewed one lease and both worked.
+    stop = threading.Event()
+    said: list[list[str]] = [[], []]
+    workers = [Worker(WorkerOptions(dsn=db, idle_interval=0.05, heartbeat=0.2, lease_retry=0.1),
+                      stop, said[i].append) for i in range(2)]
+    prefix = f"{socket.gethostname()}:{os.getpid()}:"
+    assert all(w.options.holder.startswith(prefix) for w in workers)
+    assert workers[0].options.holder != workers[1].options.holder
+    threads = [threading.Thread(target=w.run) for w in workers]
+    try:
+        threads[0].start()
+        wait_for(lambda: f"holding the lease as {workers[0].options.holder}; rolling up "
+                 in " ".join(said[0]))
+        threads[1].start()
+        wait_for(lambda: said[1] == [f"waiting for the lease held by {workers[0].options.holder}"])
+        conn.execute(INSERT_EVENTS, (0, 1000))
+        wait_for(lambda: rolled_up(db) == 1000)
+        assert workers[0].rolled_up == 1000 and workers[1].rolled_up == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=20)
 
 
 def test_a_waiting_worker_takes_over_when_the_holder_stops(db, conn, stations):
