@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     # The tail of an open loop moves with what the server did beside it; each round's
     # p99 is given with that work, so a slow round says why.
     rounds_table = [[name, clients, round_ + 1, r.offered_rate, _ms(r.p99_offered_ms),
-                     background_text(r)]
+                     r.background_text()]
                     for key, name, _, clients, load, _, _ in setups if load
                     for round_, r in enumerate(runs[key])]
     print_table("open loops round by round: the p99 and the server's background work during"
@@ -618,13 +618,6 @@ def main(argv: list[str] | None = None) -> None:
 def offered_text(runs: list[pgbench.Run]) -> str:
     """The rates an open-loop setup offered, one per round."""
     return "/".join(f"{r.offered_rate:,}" for r in runs) + "/s"
-
-
-def background_text(run: pgbench.Run) -> str:
-    """What the server did beside a run, each kind once with its count."""
-    work = [w.replace("metro.", "") for w in run.background]
-    return ", ".join(w if work.count(w) == 1 else f"{w} x{work.count(w)}"
-                     for w in dict.fromkeys(work)) or "none"
 
 
 def _ms(value: float) -> str:

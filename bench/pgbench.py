@@ -75,6 +75,12 @@ class Run:
     def lost(self) -> int:
         return self.skipped + self.failed + self.not_started
 
+    def background_text(self) -> str:
+        """What the server did beside the run, each kind once with its count."""
+        work = [w.replace("metro.", "") for w in self.background]
+        return ", ".join(w if work.count(w) == 1 else f"{w} x{work.count(w)}"
+                         for w in dict.fromkeys(work)) or "none"
+
     def row(self) -> list[object]:
         offered = f"{self.offered_rate:,}/s" if self.offered_rate else "closed loop"
         return [self.name, self.clients, offered, self.tps, self.p50_ms, self.p95_ms,
