@@ -175,7 +175,6 @@ def test_a_run_names_the_checkpoints_and_autovacuums_that_fell_within_it(db):
     """A slow tail is often a checkpoint or an autovacuum (its ANALYZE makes every
     connection plan again): each run lists those that happened while it ran."""
     from metro.bench import pgbench
-    from metro.bench.bench_validate_entry import background_text
 
     checkpoints = pgbench.run(db, "checkpoints", "CHECKPOINT;\n", clients=1, seconds=1)
     done = [work for work in checkpoints.background if work == "checkpoint"]
@@ -188,10 +187,10 @@ def test_a_run_names_the_checkpoints_and_autovacuums_that_fell_within_it(db):
                         failed=0, tps=1, p50_ms=1, p95_ms=1, p99_ms=1, max_ms=1,
                         background=("autoanalyze metro.card_events_p20261201", "checkpoint",
                                     "checkpoint"))
-    assert background_text(named) == "autoanalyze card_events_p20261201, checkpoint x2"
-    assert background_text(pgbench.Run(name="x", clients=1, offered_rate=None, seconds=1,
-                                       transactions=1, failed=0, tps=1, p50_ms=1, p95_ms=1,
-                                       p99_ms=1, max_ms=1)) == "none"
+    assert named.background_text() == "autoanalyze card_events_p20261201, checkpoint x2"
+    assert pgbench.Run(name="x", clients=1, offered_rate=None, seconds=1, transactions=1,
+                       failed=0, tps=1, p50_ms=1, p95_ms=1, p99_ms=1,
+                       max_ms=1).background_text() == "none"
 
 
 @pytest.mark.slow
