@@ -17,7 +17,7 @@ BEGIN
     IF lease IS NULL THEN PERFORM raise_null_argument(function_name, 'lease'); END IF;
     IF btrim(holder) = '' OR length(holder) > 200 THEN
         RAISE EXCEPTION '%: holder must be 1 to 200 characters, not blank, got "%"', function_name, holder
-            USING ERRCODE = '22023', HINT = 'The worker passes host:pid.';
+            USING ERRCODE = '22023', HINT = 'The worker passes host:pid:tag.';
     END IF;
     IF lease < interval '1 second' OR lease > interval '1 hour' THEN
         RAISE EXCEPTION '%: lease must be between 1 second and 1 hour, got %', function_name, lease
@@ -49,7 +49,7 @@ BEGIN
     RETURN NEXT;
 END
 $$;
-COMMENT ON FUNCTION worker_take_lease(text, interval) IS 'Takes or renews the worker lease for holder (host:pid) until now() + lease, when it is free, expired or holder''s: (held, lease_holder, lease_until). MT004 NULL argument, 22023 blank holder or lease outside [1 s, 1 h]';
+COMMENT ON FUNCTION worker_take_lease(text, interval) IS 'Takes or renews the worker lease for holder (host:pid:tag) until now() + lease, when it is free, expired or holder''s: (held, lease_holder, lease_until). MT004 NULL argument, 22023 blank holder or lease outside [1 s, 1 h]';
 REVOKE ALL ON FUNCTION worker_take_lease(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION worker_take_lease(text, interval) TO metro_worker;
 

@@ -47,7 +47,7 @@ CREATE TABLE worker_state (
 );
 COMMENT ON TABLE worker_state IS 'The worker lease (holder until lease_until, renewed by heartbeats) and what the worker last did, for metro worker --status';
 COMMENT ON COLUMN worker_state.singleton IS 'Always true: the table holds exactly one row';
-COMMENT ON COLUMN worker_state.holder IS 'host:pid of the worker holding the lease (or that last held it)';
+COMMENT ON COLUMN worker_state.holder IS 'host:pid:tag of the worker holding the lease (or that last held it), the tag random per worker process';
 COMMENT ON COLUMN worker_state.since IS 'When the holder took the lease';
 COMMENT ON COLUMN worker_state.lease_until IS 'The lease is the holder''s until then; another worker may take it afterwards';
 COMMENT ON COLUMN worker_state.heartbeat_at IS 'Last renewal by the holder';

@@ -9,8 +9,7 @@ Applies 0019_batch_timestamps_and_polite_maintenance.sql, frozen (see 0001):
 validate_entries checks every element of a ts array of any shape (MT009, MT010);
 partitions are created and dropped waiting 200 ms at most for their table's lock (busy
 otherwise); a train event sent again is recorded once, one naming another station is
-refused (MT015); a negative card_id is refused (a CHECK; an upgrade over such cards stops
-and names them); card_alert_export loses its second (card_id, position) index.
+refused (MT015); card_alert_export loses its second (card_id, position) index.
 """
 
 from pathlib import Path

@@ -13,10 +13,6 @@
 -- - The same train event sent twice raised a unique violation (23505, not a
 --   documented code): it is recorded once now, and one naming another
 --   station is refused with MT015.
--- - cards.card_id had no CHECK: a card loaded as -5 was kept and its swipes
---   decided, though every id is non-negative (stations' and trains' are
---   checked). It is refused now; an upgrade over such cards stops and names
---   them.
 -- - card_alert_export had two indexes on (card_id, position), its primary
 --   key and the stream's key index: register_stream() makes no key index
 --   that an index already holds, and the second one is dropped.
@@ -54,8 +50,7 @@ COMMENT ON FUNCTION checked_ts_array(text, timestamptz[]) IS 'checked_ts for the
 -- behind it (the rollup, for the history tables). So it waits at most
 -- 200 ms, then gives up (false: busy) and leaves it to the next
 -- run_maintenance(); swipes take about a millisecond, so in a steady stream
--- of them it gets its lock at once. Done, it keeps the lock until the
--- caller's transaction ends: run_maintenance() does its partitions last.
+-- of them it gets its lock at once.
 CREATE OR REPLACE FUNCTION partition_ddl(statement text)
 RETURNS boolean LANGUAGE plpgsql SET search_path = metro, pg_temp SET lock_timeout = '200ms' AS $$
 BEGIN
@@ -143,22 +138,20 @@ COMMENT ON FUNCTION create_partitions(date, date) IS 'Creates the missing daily 
 REVOKE ALL ON FUNCTION create_partitions(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION create_partitions(date, date) TO metro_worker;
 
--- Deletes, row by row, what is past retention outside the partitions: the
--- default partitions' rows, the bridge's dead letters
--- (settings.dead_letter_retention), the train events and departures
--- (settings.history_retention) and the payment decisions
--- (settings.decision_retention). Those deletes share a budget of 100,000 rows
--- a call: a DELETE holds back the commit horizon (the bridge and the rollup
--- wait) while it runs, and a replay of past dates or a busy payment network
--- leaves millions of rows due at once; 'more' says another call is due. Then
--- creates the partitions of today through settings.partitions_ahead days
+-- Creates the partitions of today through settings.partitions_ahead days
 -- ahead and drops the partitions whose whole day is older than the table's
--- retention, last, because each keeps its table locked until the call
--- commits (a table locked by a long transaction is left for the next run,
+-- retention (a table locked by a long transaction is left for the next run,
 -- reported as busy, rather than stalling the writers queued behind the
--- create or drop: partition_ddl; a day holding rows the rollup has not read
--- yet stays, as not_rolled_up, so that a stopped worker loses no swipe from
--- the totals). Rows the rollup has not read stay. One call at a time
+-- create or drop: partition_ddl; one holding rows the rollup has not read yet, as not_rolled_up, so
+-- that a stopped worker loses no swipe from the totals). Then deletes, row
+-- by row, what is past retention elsewhere: the default partitions' rows,
+-- the bridge's dead letters (settings.dead_letter_retention), the train
+-- events and departures (settings.history_retention) and the payment
+-- decisions (settings.decision_retention). Those deletes share a budget of
+-- 100,000 rows a call: a DELETE holds back the commit horizon (the bridge and
+-- the rollup wait) while it runs, and a replay of past dates or a busy
+-- payment network leaves millions of rows due at once; 'more' says another
+-- call is due. Rows the rollup has not read stay. One call at a time
 -- (create_partitions). Records what it did in worker_state.
 CREATE OR REPLACE FUNCTION run_maintenance()
 RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
@@ -178,40 +171,6 @@ DECLARE
     budget bigint := 100000;
 BEGIN
     SELECT * INTO s FROM settings FOR NO KEY UPDATE;
-    -- What leaves row by row, by table name; a row the rollup has not read
-    -- stays (a stopped worker loses no swipe and no departure).
-    FOR t IN
-        SELECT pt.table_name, pt.table_name || '_default' AS partition_name, pt.time_column,
-               pt.retention
-        FROM partitioned_tables() pt
-        UNION ALL
-        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention),
-               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention),
-               ('station_departures', NULL, 'ts', s.history_retention),
-               ('train_events', NULL, 'ts', s.history_retention),
-               ('risk_decisions', NULL, 'decided_at', s.decision_retention)
-        ORDER BY 1
-    LOOP
-        n := delete_expired(coalesce(t.partition_name, t.table_name), t.time_column,
-                            now() - t.retention, budget::integer,
-                            coalesce(' AND NOT (' || rollup_unread(t.table_name) || ')', ''));
-        table_name := t.table_name; partition_name := t.partition_name;
-        IF n > 0 THEN
-            action := 'deleted'; rows := n;
-            done := done || action;
-            deleted := deleted + n;
-            RETURN NEXT;
-        END IF;
-        budget := budget - n;
-        IF budget = 0 THEN
-            action := 'more'; rows := NULL;
-            RETURN NEXT;
-            EXIT;
-        END IF;
-    END LOOP;
-
-    -- The partitions last: a CREATE or DROP keeps its table locked until the
-    -- call commits, and every swipe waits for card_events meanwhile.
     FOR action, table_name, partition_name, rows IN
         SELECT * FROM create_partitions(today, today + s.partitions_ahead) LOOP
         done := done || action;
@@ -249,6 +208,38 @@ BEGIN
         END LOOP;
     END LOOP;
 
+    -- What leaves row by row, by table name; a row the rollup has not read
+    -- stays (a stopped worker loses no swipe and no departure).
+    FOR t IN
+        SELECT pt.table_name, pt.table_name || '_default' AS partition_name, pt.time_column,
+               pt.retention
+        FROM partitioned_tables() pt
+        UNION ALL
+        VALUES ('bridge_dead_letters', NULL, 'received_at', s.dead_letter_retention),
+               ('bridge_outbound_dead_letters', NULL, 'at', s.dead_letter_retention),
+               ('station_departures', NULL, 'ts', s.history_retention),
+               ('train_events', NULL, 'ts', s.history_retention),
+               ('risk_decisions', NULL, 'decided_at', s.decision_retention)
+        ORDER BY 1
+    LOOP
+        n := delete_expired(coalesce(t.partition_name, t.table_name), t.time_column,
+                            now() - t.retention, budget::integer,
+                            coalesce(' AND NOT (' || rollup_unread(t.table_name) || ')', ''));
+        table_name := t.table_name; partition_name := t.partition_name;
+        IF n > 0 THEN
+            action := 'deleted'; rows := n;
+            done := done || action;
+            deleted := deleted + n;
+            RETURN NEXT;
+        END IF;
+        budget := budget - n;
+        IF budget = 0 THEN
+            action := 'more'; rows := NULL;
+            RETURN NEXT;
+            EXIT;
+        END IF;
+    END LOOP;
+
     UPDATE worker_state SET last_maintenance_at = clock_timestamp(),
         last_maintenance = format('created %s, dropped %s, deleted %s rows, busy %s, not rolled up %s',
             cardinality(array_positions(done, 'created')), cardinality(array_positions(done, 'dropped')),
@@ -256,7 +247,7 @@ BEGIN
             cardinality(array_positions(done, 'not_rolled_up')));
 END
 $$;
-COMMENT ON FUNCTION run_maintenance() IS 'Deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention; then creates the daily partitions of today through settings.partitions_ahead days ahead and drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots): rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy: the table was held by another transaction for 200 ms, left for the next call, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
+COMMENT ON FUNCTION run_maintenance() IS 'Creates the daily partitions of today through settings.partitions_ahead days ahead, drops those past event_retention (card_events) or history_retention (card_history_second, station_second_slots); then deletes, at most 100,000 rows a call in all, default-partition rows past retention, bridge_dead_letters and bridge_outbound_dead_letters past dead_letter_retention, risk_decisions past decision_retention, station_departures and train_events (once rolled up) past history_retention: rows the rollup has not read stay; one call at a time: one row (action created, kept_in_default, dropped, busy: the table was held by another transaction for 200 ms, left for the next call, not_rolled_up: a partition past retention with rows the rollup has not read, deleted or more: more rows are past retention, call again; table_name, partition_name, rows: rows deleted, 0 for a new partition, NULL when not counted) per thing done';
 REVOKE ALL ON FUNCTION run_maintenance() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION run_maintenance() TO metro_worker;
 
@@ -349,12 +340,10 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (txid, position)',
                    p_stream || '_txid_position', p_stream);
     -- bridge_batch finds the earlier rows of a key through it; a table with
-    -- a valid btree index that starts with (key, position) already, its
-    -- primary key (card_alert_export), gets no second one to write on every row.
-    IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
-                   WHERE i.indrelid = v_table AND i.indisvalid
-                     AND x.relam = (SELECT am.oid FROM pg_am am WHERE am.amname = 'btree')
-                     AND i.indexprs IS NULL AND i.indpred IS NULL
+    -- an index that starts with (key, position) already, its primary key
+    -- (card_alert_export), gets no second one to write on every row.
+    IF NOT EXISTS (SELECT FROM pg_index i
+                   WHERE i.indrelid = v_table AND i.indexprs IS NULL AND i.indpred IS NULL
                      AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a
                                         WHERE a.attrelid = v_table AND a.attname = key_column)
                      AND i.indkey[1] = (SELECT a.attnum FROM pg_attribute a
@@ -372,41 +361,7 @@ BEGIN
     EXECUTE format('GRANT SELECT ON %I TO metro_bridge', p_stream);
 END
 $$;
-COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) index, a (key, position) index unless a btree index already starts with those columns, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
-
--- constraints
--- A card's id is non-negative, as a station's and a train's are: a card
--- loaded as -5 was kept and its swipes decided. One already there stops the
--- upgrade, named, rather than being changed or dropped unseen. Adding the
--- CHECK reads every card under the table's lock: it waits 3 s at most for a
--- transaction holding cards, then stops and says why.
-DO $$
-DECLARE
-    v_count bigint := (SELECT count(*) FROM cards WHERE card_id < 0);
-BEGIN
-    IF v_count > 0 THEN
-        RAISE EXCEPTION 'cards holds % card(s) with a negative card_id, which no card may have: %', v_count,
-            (SELECT string_agg(c.card_id::text, ', ' ORDER BY c.card_id)
-             FROM (SELECT card_id FROM cards WHERE card_id < 0 ORDER BY card_id LIMIT 10) c)
-            || CASE WHEN v_count > 10 THEN format(' and %s more', v_count - 10) ELSE '' END
-            USING ERRCODE = '23514',
-                  HINT = 'Renumber them (UPDATE metro.cards SET card_id = ...) or delete them, then run metro install again.';
-    END IF;
-END
-$$;
-DO $$
-DECLARE
-    v_lock_timeout text := current_setting('lock_timeout');
-BEGIN
-    PERFORM set_config('lock_timeout', '3s', true);
-    ALTER TABLE cards ADD CONSTRAINT cards_card_id_check CHECK (card_id >= 0);
-    PERFORM set_config('lock_timeout', v_lock_timeout, true);
-EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'cards stayed locked for 3 s by another transaction (a client holding its transaction open?), so the upgrade stopped rather than hold every swipe back'
-        USING ERRCODE = '55P03',
-              HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE state LIKE ''idle in transaction%'' lists transactions held open; end it and run metro install again.';
-END
-$$;
+COMMENT ON FUNCTION register_stream(text, text, text, text) IS 'Makes a table of schema metro a stream forwarded to Kafka: its row in streams (topic, key column, time column), bridge cursor, (txid, position) and (key, position) indexes, NOTIFY trigger and SELECT for metro_bridge; 42P01 no such table, 42703 a column missing';
 
 -- indexes
 -- Dropping an index locks its table, which every swipe that alerts writes: it

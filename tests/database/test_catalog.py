@@ -154,6 +154,24 @@ def test_no_table_writes_two_indexes_on_the_same_columns(conn):
         ("parcels_pkey",), ("parcels_txid_position",)]
 
 
+def test_only_a_valid_btree_index_serves_as_a_streams_key_index(conn):
+    """A BRIN index, or one a failed CREATE INDEX CONCURRENTLY left invalid, starts with
+    (key, position) too but cannot find a key's rows: the stream gets its own."""
+    conn.execute("""CREATE TABLE metro.parcels (
+        position bigint GENERATED ALWAYS AS IDENTITY,
+        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        parcel_id text NOT NULL, sent_at timestamptz NOT NULL)""")
+    conn.execute("CREATE INDEX parcels_brin ON metro.parcels USING brin (parcel_id, position)")
+    conn.execute("CREATE INDEX parcels_broken ON metro.parcels (parcel_id, position)")
+    conn.execute("UPDATE pg_index SET indisvalid = false"
+                 " WHERE indexrelid = 'metro.parcels_broken'::regclass")
+    conn.execute("SELECT register_stream('parcels', 'PARCELS', 'parcel_id', 'sent_at')")
+    assert conn.execute("SELECT indexrelid::regclass::text FROM pg_index"
+                        " WHERE indrelid = 'metro.parcels'::regclass ORDER BY 1").fetchall() == [
+        ("parcels_brin",), ("parcels_broken",), ("parcels_key_position",),
+        ("parcels_txid_position",)]
+
+
 @pytest.mark.parametrize(("args", "sqlstate", "message"), [
     (("nowhere", "NOWHERE", "id", "ts"), "42P01", "register_stream: no table metro.nowhere"),
     (("cards", "CARDS", "card_id", "expires"), "42703",

@@ -329,11 +329,11 @@ def test_an_upgrade_over_risk_tags_no_payment_can_carry_stops_and_names_them(emp
 
 
 def test_an_upgrade_over_negative_card_ids_stops_and_names_them(empty_db):
-    """Revision 0019 refuses a negative card_id, as stations and trains refuse theirs;
+    """Revision 0020 refuses a negative card_id, as stations and trains refuse theirs;
     cards already so numbered stop the upgrade, named, until they are renumbered."""
     dsn = empty_db("negative_cards")
     upgrade_stops_over(
-        dsn, "0018",
+        dsn, "0019",
         "INSERT INTO metro.cards (card_id, balance) SELECT n, 100 FROM generate_series(-12, 1) n",
         "metro: cards holds 12 card(s) with a negative card_id, which no card may have: -12,"
         " -11, -10, -9, -8, -7, -6, -5, -4, -3 and 2 more. Renumber them (UPDATE metro.cards"
@@ -379,6 +379,20 @@ def test_the_0018_upgrade_does_not_hold_payments_behind_an_open_transaction(empt
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT transaction_id FROM metro.risk_decisions").fetchall() == [
             ("x-1",)]
+
+
+def test_the_0020_upgrade_does_not_hold_swipes_behind_an_open_transaction(empty_db):
+    """Adding cards' CHECK reads every card under the table's lock: it waits for a
+    transaction holding cards at most 3 s, then stops and says why."""
+    dsn = empty_db("cards_locked")
+    upgrade_stops_while_held(
+        dsn, "0019", "SELECT count(*) FROM metro.cards",
+        "metro: cards stayed locked for 3 s by another transaction (a client holding its"
+        " transaction open?), so the upgrade stopped rather than hold every swipe back."
+        " SELECT pid, xact_start, query FROM pg_stat_activity WHERE state")
+    with (psycopg.connect(dsn, autocommit=True) as conn,
+          pytest.raises(psycopg.errors.CheckViolation)):
+        conn.execute("INSERT INTO metro.cards (card_id) VALUES (-1)")
 
 
 def test_the_0019_upgrade_does_not_hold_swipes_behind_an_open_transaction(empty_db):

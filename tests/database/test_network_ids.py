@@ -27,7 +27,7 @@ def test_station_0_and_train_0_work_like_any_other(conn):
     ("INSERT INTO stations (station_id, name) VALUES (-1, 'Nowhere')",
      "stations_station_id_check"),
     ("INSERT INTO trains (train_id, name) VALUES (-1, 'Ghost')", "trains_train_id_check"),
-    # Revision 0019: a card loaded as -5 was kept, and its swipes decided.
+    # Revision 0020: a card loaded as -5 was kept, and its swipes decided.
     ("INSERT INTO cards (card_id, balance) VALUES (-5, 1000)", "cards_card_id_check"),
 ])
 def test_negative_ids_are_refused(conn, statement, constraint):
