@@ -3,9 +3,9 @@
 1. The size of card_events. Adds past events (spread over the 500,000 cards and
    the 30 days before the one-hour window, into the daily partitions a database
    keeps at the default retention) in steps up to each --sizes figure, and
-   after each step (a VACUUM ANALYZE and a CHECKPOINT) measures validate_entry with
-   one client (latency) and with 8 (throughput), 3 rounds alternating the two
-   (--repeats), each round after a CHECKPOINT, --seconds 10 per run; each run's
+   after each step (and a VACUUM ANALYZE) measures validate_entry with one client
+   (latency) and with 8 (throughput), 3 rounds alternating the two (--repeats), each
+   round after a CHECKPOINT, --seconds 10 per run; each run's
    background work (autovacuum, analyze, checkpoints) is listed beside the step.
    Target: the median p50 within 1.2x of the first step's.
 2. A card's history inside the one-hour window, the part the rules read. Four kinds
@@ -116,10 +116,6 @@ def grow(conn: psycopg.Connection, target: int, cards: int) -> None:
         print(f"  card_events: {have:,} rows ({time.monotonic() - started:.0f} s)", flush=True)
     check(count_events(conn) == have, "card_events does not hold the rows added")
     conn.execute("VACUUM ANALYZE metro.card_events, metro.card_history_second")
-    # The fill and the VACUUM leave gigabytes to write back: without a checkpoint
-    # here, the checkpoints they trigger ran through the swipes measured next (seen:
-    # one of 178 s across the 10,000,000 step, its p50 2.01x the first step's).
-    conn.execute("CHECKPOINT")
 
 
 def add_kinds(conn: psycopg.Connection, hot_cards: int, events: int) -> None:
@@ -238,7 +234,10 @@ def main(argv: list[str] | None = None) -> None:
                 pgbench.run(dsn, "warm-up", swipe, clients=8, seconds=3)
             one, eight = [], []
             for _ in range(args.repeats):
-                conn.execute("CHECKPOINT")  # no round pays for the writes of the one before
+                # No round pays for the writes before it: without this, the checkpoints
+                # a fill and its VACUUM set off ran through the swipes measured next
+                # (seen: one of 178 s across the 10,000,000 step, its p50 2.01x the first's).
+                conn.execute("CHECKPOINT")
                 one.append(pgbench.run(dsn, "validate_entry", swipe, clients=1,
                                        seconds=args.seconds, rows=events))
                 eight.append(pgbench.run(dsn, "validate_entry", swipe, clients=8,
