@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import psycopg
 
 from metro import config, database, kafka_clients, schema
 from metro.errors import MetroError
+from metro.stop_signals import StopSignals
 from metro.topics import streams
 
 from ..bridge.runner import Bridge, BridgeOptions, describe
@@ -66,28 +65,6 @@ class DemoOptions:
                               ("--cards", self.cards)):
             if not value > 0:
                 raise MetroError(f"{option} must be positive, got {value:g}")
-
-
-class StopRequests:
-    """Ctrl-C or SIGTERM: the first asks for a clean stop, a second to hurry."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.count = 0
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-        self.event.set()
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        previous = {signum: signal.signal(signum, self) for signum in (signal.SIGINT,
-                                                                      signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 class ServiceThread:
@@ -285,7 +262,7 @@ def run(options: DemoOptions) -> int:
         say("")
         screen = Screen(sys.stdout, title(options, outbound))
         baseline = Baseline.take(conn)
-        requests = StopRequests()
+        requests = StopSignals()
         try:
             with requests.installed(), ScreenLog(screen).installed():
                 watched = watch(conn, dsn, simulations, outbound, screen, baseline, requests,
@@ -309,7 +286,7 @@ class Watched:
 
 
 def watch(conn: psycopg.Connection, dsn: str, simulations: Callable[[], list[Simulation]],
-          outbound: Outbound, screen: Screen, baseline: Baseline, requests: StopRequests,
+          outbound: Outbound, screen: Screen, baseline: Baseline, requests: StopSignals,
           seconds: float) -> Watched:
     """Run the bridge, then the simulators once it holds its lease; refresh the view; stop
     everything cleanly."""
@@ -380,7 +357,7 @@ def pending(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def drain(conn: psycopg.Connection, requests: StopRequests,
+def drain(conn: psycopg.Connection, requests: StopSignals,
           refresh: Callable[[], None]) -> None:
     """Let the bridge forward the rows written last; a further Ctrl-C skips the wait."""
     count = requests.count

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+
+from metro.stop_signals import StopSignals
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -47,7 +48,5 @@ def run_until_stopped(run: Callable[[threading.Event], None]) -> None:
     """Log with timestamps and levels, and run `run(stop)` until Ctrl-C or SIGTERM sets
     stop; the service then finishes what it does and returns."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    run(stop)
+    with StopSignals().installed() as stop:
+        run(stop)
