@@ -11,7 +11,7 @@ from psycopg import sql
 from roles import login_role
 
 from metro import schema
-from metro.embedded import bin_dir
+from metro.embedded import EmbeddedServer, bin_dir
 
 # Daily partitions (card_events_p20261102, ...) are made for the days a database holds,
 # like its rows: they are compared as data, not as the catalog.
@@ -134,6 +134,35 @@ def test_an_owner_without_rights_over_the_roles_is_told_so(server_dsn, empty_db)
             assert conn.execute("SELECT to_regnamespace('metro')").fetchone() == (None,)
             conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO postgres").format(
                 sql.Identifier(dbname)))
+
+
+def test_an_owner_who_may_not_create_the_roles_is_told_so(tmp_path):
+    # A cluster the metro roles were never created in: the first install creates them.
+    server = EmbeddedServer(tmp_path / "home")
+    server.start()
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as admin:
+            admin.execute("CREATE ROLE owner LOGIN")
+            admin.execute("CREATE DATABASE fresh OWNER owner")
+        dsn = server.conninfo("fresh")
+        assert refused_install_as(dsn, "owner") == (
+            "metro: permission denied to create role: installing creates the roles metro_app,"
+            " metro_reader, metro_bridge, metro_worker and metro_replay and grants them to one"
+            " another, which needs CREATEROLE and ADMIN OPTION on them (the role that created"
+            " them has it); run metro install as that role or as a superuser\n")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regnamespace('metro'), count(*) FROM pg_roles"
+                                " WHERE rolname LIKE 'metro%'").fetchone() == (None, 0)
+        with psycopg.connect(server.conninfo(), autocommit=True) as admin:
+            admin.execute("ALTER ROLE owner CREATEROLE")
+        # With CREATEROLE the owner creates the roles and holds ADMIN OPTION on them.
+        installed = run_metro("install", dsn=psycopg.conninfo.make_conninfo(dsn, user="owner"))
+        assert installed.returncode == 0, installed.stderr
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regnamespace('metro')::text, count(*) FROM pg_roles"
+                                " WHERE rolname LIKE 'metro%'").fetchone() == ("metro", 5)
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
