@@ -24,8 +24,11 @@ others are acknowledged first.
 
 A stream the database refuses to read (its table locked past the bridge's
 lock_timeout by a VACUUM FULL or an ALTER TABLE, its SELECT privilege revoked,
-a row that cannot be built) rests on a back-off of its own and is tried again;
-the other streams go on meanwhile. Only a lost connection ends the session.
+a row that cannot be built), or whose topic Kafka does not give (missing where
+topics are not created automatically, not allowed, an invalid name), rests on a
+back-off of its own and is tried again; the other streams go on meanwhile,
+acknowledged as usual (an exception out of the cycle would send their batches
+again and again). Only a lost connection ends the session.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class DeliveryFailed(Exception):
 
 class Stopped(Exception):
     """The bridge was asked to stop while waiting for Kafka."""
+
+
+class TopicUnavailable(Exception):
+    """Kafka gives no partitions for a stream's topic: nothing of the stream is sent."""
 
 
 def new_producer(bootstrap: str, delivery_timeout_ms: int = 30000) -> KafkaProducer:
@@ -119,7 +126,7 @@ class Forwarder:
                  stop: threading.Event, slow_acks: Callable[[float], None],
                  refused: Callable[[Stream, int, str], None] = lambda *_: None,
                  new_producer: Callable[[], Any] | None = None,
-                 unreadable: Callable[[Stream, psycopg.Error | None, float], None]
+                 unreadable: Callable[[Stream, Exception | None, float], None]
                  = lambda *_: None) -> None:
         self.conn = conn
         # Makes a producer in place of one a refused record left unusable (None: keep it).
@@ -127,8 +134,8 @@ class Forwarder:
         self.slow_acks = slow_acks
         # Told of every row set aside as an outbound dead letter.
         self.refused = refused
-        # Told when a stream cannot be read (the error, seconds until it is tried again),
-        # and when it can again (None, 0).
+        # Told when a stream cannot be read or sent (the error, seconds until it is tried
+        # again), and when it can again (None, 0).
         self.unreadable = unreadable
         self.resting: dict[str, Resting] = {}
         self.producer = producer
@@ -147,7 +154,7 @@ class Forwarder:
 
     def _read(self, stream: Stream, read: Callable[[Stream], T]) -> T | None:
         """read(stream), unless the stream rests; a database error other than a lost
-        connection sets it resting (None)."""
+        connection, or its topic unavailable, sets it resting (None)."""
         resting = self.resting.get(stream.table)
         if resting is not None and time.monotonic() < resting.retry_at:
             return None
@@ -155,7 +162,7 @@ class Forwarder:
             if resting is not None:
                 resting.backoff.attempt()
             result = read(stream)
-        except psycopg.Error as error:
+        except (psycopg.Error, TopicUnavailable) as error:
             if self.conn.broken:
                 raise
             resting = resting or Resting(Backoff(), 0.0)
@@ -190,8 +197,13 @@ class Forwarder:
         last_txid, last_position = max((int(r[0]), r[1]) for r in read if not r[4])
         rows = [r[:4] for r in read if r[1] not in early]
         send = self.producer.send
+        try:
+            partitions = self.producer.partitions_for(stream.topic)
+        except (kafka_errors.KafkaError, ValueError) as error:  # ValueError: invalid name
+            raise TopicUnavailable(f"topic {stream.topic}: {type(error).__name__}: "
+                                   f"{str(error).strip()}") from error
         # With one partition there is nothing to hash: skip the producer's partitioner.
-        partition = 0 if len(self.producer.partitions_for(stream.topic)) == 1 else None
+        partition = 0 if len(partitions) == 1 else None
         batch = Batch(stream, str(last_txid), last_position, rows)
         batch.read = sum(1 for r in read if not r[4])
         batch.ahead = {r[1] for r in read if r[4]}

@@ -33,7 +33,7 @@ from metro.topics import INBOUND_TOPICS, Stream, streams
 
 from .inbound import CONSUMER_GROUP, InboundConsumer
 from .jsonlines import JsonLinesTarget
-from .outbound import DeliveryFailed, Forwarder, Stopped, new_producer
+from .outbound import DeliveryFailed, Forwarder, Stopped, TopicUnavailable, new_producer
 
 log = logging.getLogger("metro.bridge")
 
@@ -48,7 +48,10 @@ HEARTBEAT_SECONDS = 5.0
 PRUNE_BATCH = 50_000
 # A statement of the bridge waits this long for a lock before it fails: a stream table
 # locked by a VACUUM FULL or an ALTER TABLE then rests that stream alone
-# (outbound.Forwarder), and pruning waits for its next round.
+# (outbound.Forwarder), and pruning waits for its next round. An inbound call waiting
+# for a card another transaction holds (a long load, a forgotten psql session) fails
+# and is tried again from the stored offsets, rather than stall inbound unseen and
+# hold up a stop.
 LOCK_TIMEOUT = "500ms"
 # After the last row, keep polling (backing off up to BUSY_POLL_MAX) for
 # LINGER seconds before sleeping on NOTIFY: under steady load the bridge never
@@ -172,13 +175,15 @@ class Bridge:
         self.warn(f"Kafka refused {stream.table} row {position}, set aside in "
                   f"metro.bridge_outbound_dead_letters: {reason}")
 
-    def _report_unreadable(self, stream: Stream, error: psycopg.Error | None,
+    def _report_unreadable(self, stream: Stream, error: Exception | None,
                            retry_in: float) -> None:
         if error is None:
-            self.say(f"{stream.table} is readable again")
+            self.say(f"{stream.table} goes on again")
             return
-        self._trouble(f"cannot read {stream.table} ({first_line(error)}); trying it again in "
-                      f"{retry_in:.1f} s, the other streams go on")
+        trouble = (f"cannot send {stream.table} to Kafka ({error})"
+                   if isinstance(error, TopicUnavailable)
+                   else f"cannot read {stream.table} ({first_line(error)})")
+        self._trouble(f"{trouble}; trying it again in {retry_in:.1f} s, the other streams go on")
 
     def _renew_lease(self, conn: psycopg.Connection) -> None:
         row = conn.execute("SELECT metro.bridge_renew_lease(%s)", (LEASE_TTL,)).fetchone()
@@ -209,22 +214,28 @@ class Bridge:
             session_over = threading.Event()
             inbound = threading.Thread(target=self._consume_inbound, args=(session_over,),
                                        name="metro-bridge-inbound", daemon=True)
-            if consumes:
-                inbound.start()
-            tables = ", ".join(s.table for s in streams(conn))
-            self.say(f"holding the lease as {self.options.holder}; forwarding "
-                     f"{tables} to {to_file or self.options.kafka}"
-                     + (f"; consuming {', '.join(INBOUND_TOPICS)}" if consumes else ""))
-            forwarder = Forwarder(
-                conn, producer, self.options.batch_size, self.stop,
-                lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
-                None if to_file is not None else lambda: new_producer(self.options.kafka),
-                self._report_unreadable)
+            forwarder: Forwarder | None = None
             try:
+                if consumes:
+                    inbound.start()
+                tables = ", ".join(s.table for s in streams(conn))
+                self.say(f"holding the lease as {self.options.holder}; forwarding "
+                         f"{tables} to {to_file or self.options.kafka}"
+                         + (f"; consuming {', '.join(INBOUND_TOPICS)}" if consumes else ""))
+                forwarder = Forwarder(
+                    conn, producer, self.options.batch_size, self.stop,
+                    lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
+                    None if to_file is not None else lambda: new_producer(self.options.kafka),
+                    self._report_unreadable)
                 self._forward(conn, forwarder)
             finally:
+                # Whatever ended the session (a stop, an outage, a failure to begin it): no
+                # inbound thread or producer outlives it.
                 session_over.set()
-                forwarder.producer.close(timeout=1)
+                # close() flushes and raises when acknowledgements are still missing (a stop
+                # while Kafka stalls): those rows stay in the outbox, their cursor unmoved.
+                with contextlib.suppress(KafkaError):
+                    (producer if forwarder is None else forwarder.producer).close(timeout=1)
                 if inbound.is_alive():
                     inbound.join()
                 if not conn.closed:
@@ -343,6 +354,7 @@ class Bridge:
             try:
                 with psycopg.connect(self.options.dsn, autocommit=True, connect_timeout=5,
                                      application_name="metro bridge inbound") as conn:
+                    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
                     consumer = InboundConsumer(conn, self.options.kafka,
                                                self.options.consumer_group)
                     try:

@@ -167,3 +167,29 @@ def test_a_second_bridge_waits_for_the_lease_and_takes_over(db, conn, start_brid
     records = everything(reader)
     # The first bridge had recorded Kafka's acks for all it sent: each row arrived once.
     assert sorted(int(dict(r.headers)["position"]) for r in records) == list(range(1, 101))
+
+
+def test_a_topic_kafka_refuses_holds_back_its_stream_alone(db, conn, start_bridge, topic_reader):
+    # An invalid topic name, as an operator's typo in register_stream() would give; a topic
+    # missing where the broker creates none, or one the bridge may not write, acts alike.
+    reader = topic_reader("FRAUD")
+    conn.execute("UPDATE metro.streams SET topic = 'TRIPS?' WHERE stream = 'trips'")
+    conn.execute("INSERT INTO metro.trips (card_id, entry_station, entry_ts, exit_station,"
+                 " exit_ts) SELECT n, 1, now(), 2, now() FROM generate_series(1, 3) n")
+    conn.execute(INSERT_FRAUD, ("a", 50))
+    bridge = start_bridge(db, "--no-inbound")
+    wait_until(lambda: delivered(db, "fraud") == 50, 30, "fraud delivered beside trips")
+    conn.execute(INSERT_FRAUD, ("b", 50))
+    wait_until(lambda: delivered(db, "fraud") == 100, 30, "fraud written later delivered too")
+    wait_until(lambda: bridge.output().count("cannot send trips to Kafka") >= 2, 30,
+               "trips tried twice")
+    assert bridge.terminate() == 0
+    refusal = next(line for line in bridge.output().splitlines()
+                   if "cannot send trips to Kafka" in line)
+    assert refusal.split("WARNING metro.bridge: ")[1].startswith(
+        "cannot send trips to Kafka (topic TRIPS?: ")
+    assert refusal.endswith("; trying it again in 0.5 s, the other streams go on")
+    # Each fraud row once: the trips failures never sent the other streams' batches again.
+    assert sorted(int(dict(r.headers)["position"]) for r in everything(reader)) == list(
+        range(1, 101))
+    assert delivered(db, "trips") == 0

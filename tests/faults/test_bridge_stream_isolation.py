@@ -53,7 +53,7 @@ def test_a_locked_stream_table_holds_back_only_its_own_stream(db, conn, tmp_path
                                                " lock timeout)")
             locker.rollback()
             wait_until(lambda: keys(path, "FRAUD") == ["1_1"], 15, "fraud once unlocked")
-            assert "fraud is readable again" in bridge.messages
+            assert "fraud goes on again" in bridge.messages
         finally:
             bridge.close()
     assert Counter((line["topic"], line["key"]) for line in lines(path)) == {
@@ -87,7 +87,7 @@ def test_a_stream_the_bridge_may_not_read_rests_and_the_bridge_keeps_running(
             assert keys(path, "TRIPS") == []
             conn.execute("GRANT SELECT ON metro.trips TO metro_bridge")
             wait_until(lambda: len(keys(path, "TRIPS")) == 1, 15, "the trip once granted")
-            assert "trips is readable again" in bridge.messages
+            assert "trips goes on again" in bridge.messages
         finally:
             bridge.close()
     assert Counter(line["topic"] for line in lines(path)) == {"FRAUD": 2, "TRIPS": 1}
