@@ -193,3 +193,23 @@ def test_a_topic_kafka_refuses_holds_back_its_stream_alone(db, conn, start_bridg
     assert sorted(int(dict(r.headers)["position"]) for r in everything(reader)) == list(
         range(1, 101))
     assert delivered(db, "trips") == 0
+
+
+def test_sessions_that_fail_to_begin_leave_no_inbound_consumer_behind(db, conn, start_bridge):
+    def inbound_sessions() -> int:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity"
+                            " WHERE application_name = 'metro bridge inbound'").fetchone()[0]
+
+    with psycopg.connect(db) as locker:
+        # The stream registry locked (an upgrade running): each session fails to begin.
+        locker.execute("LOCK TABLE metro.streams IN ACCESS EXCLUSIVE MODE")
+        bridge = start_bridge(db)
+        seen = []
+        wait_until(lambda: seen.append(inbound_sessions())
+                   or bridge.output().count("lock timeout") >= 4, 60, "four sessions refused")
+        seen.append(inbound_sessions())
+        assert max(seen) <= 1, seen
+    bridge.wait_for_output("holding the lease")
+    wait_until(lambda: inbound_sessions() == 1, 30, "the inbound consumer of the session")
+    assert bridge.terminate() == 0
+    assert inbound_sessions() == 0
