@@ -27,6 +27,9 @@ BEGIN
     IF p_amount IS NULL THEN PERFORM raise_null_argument('recharge_card', 'amount'); END IF;
     IF p_station IS NULL THEN PERFORM raise_null_argument('recharge_card', 'station_id'); END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('recharge_card', 'ts'); END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM raise_read_committed_required('recharge_card');
+    END IF;
     PERFORM checked_ts('recharge_card', 'ts', p_ts);
     IF p_amount <= 0 THEN
         RAISE EXCEPTION 'Recharge amount must be a positive number of cents: %', p_amount
@@ -65,7 +68,7 @@ BEGIN
     RETURN ROW(v_accept = 1, v_message)::decision;
 END
 $$;
-COMMENT ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) IS 'Credits amount cents to an enabled card once: (true, Recharged: 20.00, Balance: 32.50) and a card_alert_export row; (false, Card Invalid), (false, Card Disabled), or refused with the reason of a risk rule that blocks it (recorded with accept -1 and a fraud row). MT004 NULL argument, MT003 amount not positive, MT001 unknown station, MT008 no risk rule covers it';
+COMMENT ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) IS 'Credits amount cents to an enabled card once: (true, Recharged: 20.00, Balance: 32.50) and a card_alert_export row; (false, Card Invalid), (false, Card Disabled), or refused with the reason of a risk rule that blocks it (recorded with accept -1 and a fraud row). MT004 NULL argument, MT003 amount not positive, MT001 unknown station, MT008 no risk rule covers it, MT013 not in a READ COMMITTED transaction';
 REVOKE ALL ON FUNCTION recharge_card(bigint, integer, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION recharge_card(bigint, integer, integer, timestamptz)
     TO metro_app, metro_bridge;

@@ -95,6 +95,9 @@ BEGIN
         PERFORM raise_null_argument('evaluate_transaction', refusal.argument);
     END IF;
     IF p_ts IS NULL THEN PERFORM raise_null_argument('evaluate_transaction', 'ts'); END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM raise_read_committed_required('evaluate_transaction');
+    END IF;
     IF refusal.sqlstate = 'MT007' THEN
         RAISE EXCEPTION 'Invalid transaction_id: %', quote_literal(left(p_transaction, 40))
             USING ERRCODE = 'MT007',
@@ -140,7 +143,7 @@ BEGIN
     RETURN ROW(m.blocked, m.rule, m.message)::risk_verdict;
 END
 $$;
-COMMENT ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) IS 'Decides a payment with the risk rules: (blocked, rule, message), recorded once per transaction_id in risk_decisions and the transaction_decisions stream; a transaction_id seen before with the same account and amount gets its recorded decision and writes nothing. MT004 NULL argument, MT007 invalid transaction_id, MT014 invalid account_id, MT003 invalid amount, MT009/MT010 ts refused, MT011 transaction_id reused for another account or amount, MT008 no rule covers it';
+COMMENT ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) IS 'Decides a payment with the risk rules: (blocked, rule, message), recorded once per transaction_id in risk_decisions and the transaction_decisions stream; a transaction_id seen before with the same account and amount gets its recorded decision and writes nothing. MT004 NULL argument, MT007 invalid transaction_id, MT014 invalid account_id, MT003 invalid amount, MT009/MT010 ts refused, MT011 transaction_id reused for another account or amount, MT008 no rule covers it, MT013 not in a READ COMMITTED transaction';
 REVOKE ALL ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION evaluate_transaction(text, text, numeric, timestamptz)
     TO metro_app, metro_bridge;
@@ -168,6 +171,9 @@ BEGIN
     IF transaction_ids IS NULL THEN PERFORM raise_null_argument('evaluate_transactions', 'transaction_ids'); END IF;
     IF account_ids IS NULL THEN PERFORM raise_null_argument('evaluate_transactions', 'account_ids'); END IF;
     IF amounts IS NULL THEN PERFORM raise_null_argument('evaluate_transactions', 'amounts'); END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM raise_read_committed_required('evaluate_transactions');
+    END IF;
     IF cardinality(account_ids) <> cardinality(transaction_ids)
        OR cardinality(amounts) <> cardinality(transaction_ids)
        OR (ts IS NOT NULL AND cardinality(ts) <> cardinality(transaction_ids)) THEN
@@ -268,7 +274,7 @@ BEGIN
         ORDER BY u.n;
 END
 $$;
-COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
+COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths, MT013 not in a READ COMMITTED transaction; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
 
 -- grants
 REVOKE ALL ON FUNCTION payment_refusal(text, text, numeric),

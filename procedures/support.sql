@@ -23,9 +23,13 @@ COMMENT ON FUNCTION raise_null_argument(text, text) IS 'Raises MT004 naming the 
 -- A padded id would be another account, one whose risk tag (risk_tags, which
 -- holds only ids this accepts) no payment finds. Inlined.
 CREATE OR REPLACE FUNCTION invalid_payment_id(id text)
+-- The pattern is an escape string (E''): its body is parsed in the caller's
+-- session each time it is inlined, and a plain string would be read as an
+-- escape string under standard_conforming_strings = off (every payment then
+-- failed on a lone byte, 22021).
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT $1 = '' OR length($1) > 200
-        OR (left($1, 1) || right($1, 1)) ~ '[\s\x01-\x1f\x7f-\x9f\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'
+        OR (left($1, 1) || right($1, 1)) ~ E'[\\s\\x01-\\x1f\\x7f-\\x9f\\u00a0\\u00ad\\u034f\\u061c\\u115f\\u1160\\u1680\\u17b4\\u17b5\\u180b-\\u180f\\u2000-\\u200f\\u2028-\\u202f\\u205f-\\u206f\\u2800\\u3000\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff0-\\ufffb\\U00013430-\\U0001343f\\U0001bca0-\\U0001bca3\\U0001d173-\\U0001d17a\\U000e0000-\\U000e0fff]'
 $$;
 COMMENT ON FUNCTION invalid_payment_id(text) IS 'Whether a payment transaction_id or account_id is empty, over 200 characters, or starts or ends with whitespace, a control or a zero-width character; inlined into payment_refusal and risk_tags'' CHECK';
 
@@ -82,15 +86,37 @@ END
 $$;
 COMMENT ON FUNCTION settings_keep_row() IS 'Trigger: refuses DELETE and TRUNCATE of settings (MT006)';
 
+-- PostgreSQL adds an interval's days and months in the session's time zone:
+-- ts - '1 day' is 23 or 25 hours before ts across a clock change, more with a
+-- zone a caller makes up, so a caller's TimeZone would move the fraud window,
+-- the clock-skew bounds and the wait statistics. Held as hours and seconds
+-- ('1 day' is kept as 24:00:00, a month as 720 hours, as PostgreSQL compares
+-- intervals), they have one length in every zone.
+CREATE OR REPLACE FUNCTION settings_fixed_intervals()
+RETURNS trigger LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
+BEGIN
+    NEW.fraud_window := make_interval(secs => extract(epoch FROM NEW.fraud_window));
+    NEW.max_clock_skew := make_interval(secs => extract(epoch FROM NEW.max_clock_skew));
+    NEW.max_wait := make_interval(secs => extract(epoch FROM NEW.max_wait));
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION settings_fixed_intervals() IS 'Trigger: keeps settings.fraud_window, max_clock_skew and max_wait in hours and seconds (1 day as 24:00:00), so that no session time zone changes their length';
+
 -- triggers
 CREATE TRIGGER settings_keep_row BEFORE DELETE OR TRUNCATE ON settings
     FOR EACH STATEMENT EXECUTE FUNCTION settings_keep_row();
+CREATE TRIGGER settings_fixed_intervals BEFORE INSERT OR UPDATE ON settings
+    FOR EACH ROW EXECUTE FUNCTION settings_fixed_intervals();
 
 -- The gates lock the card, then read its recent events: only under READ
 -- COMMITTED does that read see a swipe of the card that a concurrent call
 -- committed while this one waited for the lock. Under REPEATABLE READ or
 -- SERIALIZABLE it reads the transaction's older snapshot (a same-second swipe
 -- missed, an entry's trip closed twice), so the gates refuse them (MT013).
+-- So do recharge_card and the payment decisions: from a snapshot taken before
+-- an operator raised a risk tag, a caller would have a payment approved (and
+-- kept as the answer to every retry) that the new tag blocks.
 CREATE OR REPLACE FUNCTION raise_read_committed_required(function_name text)
 RETURNS void LANGUAGE plpgsql SET search_path = metro, pg_temp AS $$
 BEGIN
@@ -100,7 +126,7 @@ BEGIN
               HINT = 'Call it in a READ COMMITTED transaction, PostgreSQL''s default (check default_transaction_isolation).';
 END
 $$;
-COMMENT ON FUNCTION raise_read_committed_required(text) IS 'Raises MT013 naming the gate function and the transaction''s isolation level';
+COMMENT ON FUNCTION raise_read_committed_required(text) IS 'Raises MT013 naming the deciding function and the transaction''s isolation level';
 
 -- Time. A caller passes ts to replay its own clock. Whoever calls, ts must be
 -- finite and in [2000-01-01, 2200-01-01) UTC (MT009). A metro_app caller may
@@ -246,6 +272,7 @@ COMMENT ON FUNCTION lag_rows_to_read(text, bigint, text) IS 'Rows worker_lag and
 REVOKE ALL ON FUNCTION invalid_payment_id(text), raise_null_argument(text, text),
     raise_unknown_station(integer),
     cents_text(bigint), fraud_trans_id(bigint, timestamptz), settings_keep_row(),
+    settings_fixed_intervals(),
     replay_caller(), checked_ts(text, text, timestamptz), ts_array_refusal(timestamptz[]),
     checked_ts_array(text, timestamptz[]), lag_rows_to_read(text, bigint, text)
     FROM PUBLIC;

@@ -29,7 +29,7 @@ INSERT INTO error_codes (sqlstate, name, meaning, row_level) VALUES
     ('MT010', 'timestamp_outside_clock_skew', 'A ts further than settings.max_clock_skew from now() passed by a caller that is not a member of metro_replay', true),
     ('MT011', 'transaction_id_reused', 'A payment transaction_id already decided for another account or amount', true),
     ('MT012', 'bridge_lease_not_held', 'A bridge function that moves the outbound cursor called by a session that does not hold the bridge lease (another bridge took it over)', false),
-    ('MT013', 'read_committed_required', 'A gate function (validate_entry, validate_entries, process_exit) called in a REPEATABLE READ or SERIALIZABLE transaction, whose older snapshot would hide a concurrent swipe from the rules', false),
+    ('MT013', 'read_committed_required', 'A deciding function (validate_entry, validate_entries, process_exit, recharge_card, evaluate_transaction, evaluate_transactions) called in a REPEATABLE READ or SERIALIZABLE transaction, whose older snapshot would hide a concurrent swipe or a changed risk tag from its rules', false),
     ('MT014', 'invalid_account_id', 'A payment account_id that is empty, over 200 characters, or starts or ends with whitespace, a control or a zero-width character', true),
     ('MT015', 'train_event_conflict', 'A train arrival or departure at a ts the train already has recorded at another station', true),
     ('22023', 'invalid_parameter_value', 'Arrays of a batch function (validate_entries, evaluate_transactions) of different lengths', true),

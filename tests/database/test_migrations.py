@@ -408,3 +408,23 @@ def test_the_0019_upgrade_does_not_hold_swipes_behind_an_open_transaction(empty_
         assert conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid ="
                             " 'metro.card_alert_export'::regclass ORDER BY 1").fetchall() == [
             ("card_alert_export_pkey",), ("card_alert_export_txid_position",)]
+
+
+def test_the_0021_upgrade_keeps_settings_in_hours_beside_an_open_swipe(empty_db):
+    """Revision 0021 rewrites settings' day-long intervals in hours; its trigger takes a
+    lock that a swipe client's open transaction does not hold up."""
+    dsn = empty_db("settings_hours")
+    schema.upgrade(dsn, "0020")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE metro.settings SET fraud_window = '1 day', max_wait = '1 day 1 hour'")
+        conn.execute("INSERT INTO metro.stations VALUES (1, 'Harbor Gate', 250, 1)")
+    with psycopg.connect(dsn) as client:
+        assert client.execute("SELECT * FROM metro.validate_entry(5, 1)").fetchone() == (
+            False, "Card Invalid")
+        done = metro(dsn, "install")  # the client's transaction stays open meanwhile
+        assert done.returncode == 0, done.stderr
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT fraud_window::text, max_clock_skew::text, max_wait::text"
+                            " FROM metro.settings").fetchone() == (
+            "24:00:00", "00:10:00", "25:00:00")
+        assert conn.execute("SELECT count(*) FROM metro.card_events").fetchone() == (1,)

@@ -1,7 +1,7 @@
 """A client's transaction isolation cannot change a decision: under REPEATABLE READ or
 SERIALIZABLE the rules would read the transaction's older snapshot, and miss a swipe that a
-concurrent call committed while this one waited for the card, so the gates refuse them
-(MT013) and write nothing."""
+concurrent call committed while this one waited for the card, or a risk tag an operator
+raised since, so the deciding functions refuse them (MT013) and write nothing."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ CALLS = {
     "validate_entry": "SELECT * FROM validate_entry(81, 1)",
     "validate_entries": "SELECT * FROM validate_entries(ARRAY[81]::bigint[], ARRAY[1])",
     "process_exit": "SELECT * FROM process_exit(81, 2)",
+    "recharge_card": "SELECT * FROM recharge_card(81, 500, 1)",
+    "evaluate_transaction": "SELECT * FROM evaluate_transaction('tx-81', 'acct-81', 15.00)",
+    "evaluate_transactions": "SELECT * FROM evaluate_transactions(ARRAY['tx-82'],"
+                             " ARRAY['acct-81'], ARRAY[15.00])",
 }
 
 
 @pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
 @pytest.mark.parametrize("function", sorted(CALLS))
-def test_the_gates_refuse_an_isolation_that_would_hide_a_concurrent_swipe(conn, stations,
-                                                                          function, isolation):
+def test_deciding_functions_refuse_an_isolation_that_would_hide_a_concurrent_change(
+        conn, stations, function, isolation):
     add_card(conn, 81)
     before = counts(conn)
     # As a client's own session default would (ALTER ROLE ... SET needs no privilege).
