@@ -196,7 +196,7 @@ class Bridge:
                                            application_name="metro bridge")
         self._connected = True
         try:
-            schema.require_installed(conn, "bridge_cursors", "0002")
+            schema.require_current(conn)
         except MetroError:
             conn.close()
             raise

@@ -170,6 +170,32 @@ def require_installed(conn: psycopg.Connection, table: str, revision: str) -> No
                      f"{SCHEMA}.{table}: run `metro install` to upgrade it")
 
 
+def require_current(conn: psycopg.Connection) -> None:
+    """Stop with one clear line unless the schema is at this metro's head revision: the
+    services call its functions as they are there (against an older schema a bridge
+    would set every inbound message aside as a dead letter)."""
+    head = head_revision()
+    try:
+        row = conn.execute("SELECT metro.schema_revision()").fetchone()
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
+        # schema_revision() came with 0021; without it, say what else is missing.
+        conn.rollback()
+        require_installed(conn, "settings", "0001")
+        raise MetroError(f"the metro schema here is older than revision {head}, which this "
+                         "metro needs: run `metro install` to upgrade it") from None
+    revision = row[0] if row else None
+    if revision == head:
+        return
+    known = {script.revision for script in
+             ScriptDirectory.from_config(alembic_config("")).walk_revisions()}
+    if revision in known:
+        raise MetroError(f"the metro schema here is at revision {revision}, older than "
+                         f"{head}, which this metro needs: run `metro install` to upgrade it")
+    raise MetroError(f"the metro schema here is at revision {revision}, which this metro "
+                     f"(head {head}) does not know: a newer metro installed it; run that "
+                     "one's services")
+
+
 def _install_refusal(error: BaseException | None) -> BaseException:
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         primary = error.diag.message_primary or ""

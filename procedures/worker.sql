@@ -81,3 +81,18 @@ $$;
 COMMENT ON FUNCTION worker_report_error(text) IS 'Records the worker''s last error (cut at 1,000 characters) and its time. MT004 NULL message';
 REVOKE ALL ON FUNCTION worker_report_error(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION worker_report_error(text) TO metro_worker;
+
+-- The schema's revision, for the services: they run only against the revision
+-- whose functions they call (an older schema would refuse their calls, and a
+-- bridge would set every inbound message aside as a dead letter). alembic
+-- creates its version table after the tree is applied, so the read is
+-- PL/pgSQL's, planned at the first call.
+CREATE OR REPLACE FUNCTION schema_revision()
+RETURNS text LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+BEGIN
+    RETURN (SELECT v.version_num FROM alembic_version v);
+END
+$$;
+COMMENT ON FUNCTION schema_revision() IS 'The revision the metro schema is at (alembic_version), for the bridge and the worker';
+REVOKE ALL ON FUNCTION schema_revision() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION schema_revision() TO metro_bridge, metro_worker;

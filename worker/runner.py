@@ -95,7 +95,7 @@ def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
     (run_rollup() is exact whoever calls it)."""
     totals: dict[str, int] = {}
     with psycopg.connect(dsn, autocommit=True, application_name="metro worker --once") as conn:
-        _check_installed(conn)
+        schema.require_current(conn)
         while True:
             rolled, full = roll_up(conn, batch_size)
             for source, n in rolled.items():
@@ -106,10 +106,6 @@ def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
         while more_due(done):
             done = [row for row in done if row[0] != "more"] + maintain(conn)
         return Pass(totals, done)
-
-
-def _check_installed(conn: psycopg.Connection) -> None:
-    schema.require_installed(conn, "worker_cursors", "0008")
 
 
 RETRIED = (psycopg.OperationalError, OSError)
@@ -165,7 +161,7 @@ class Worker:
                                          autocommit=True, connect_timeout=5,
                                          application_name="metro worker") as conn:
             self._connected = True
-            _check_installed(conn)
+            schema.require_current(conn)
             if not self._take_lease(conn):
                 return
             try:

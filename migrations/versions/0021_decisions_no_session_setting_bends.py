@@ -8,7 +8,7 @@ Applies 0021_decisions_no_session_setting_bends.sql, frozen (see 0001): recharge
 the payment decisions need READ COMMITTED (MT013), as the gates do; settings'
 fraud_window, max_clock_skew and max_wait are kept in hours and seconds, so that no
 session time zone changes their length; invalid_payment_id's pattern reads the same
-whatever standard_conforming_strings.
+whatever standard_conforming_strings; schema_revision() for the services.
 """
 
 from pathlib import Path

@@ -12,6 +12,10 @@
 -- - invalid_payment_id's pattern was a plain string, read as an escape string
 --   under a caller's standard_conforming_strings = off: every payment failed
 --   (22021). It is an escape string now.
+-- - schema_revision() tells the bridge and the worker the schema's revision:
+--   they refuse to run against another than the one they call (an older
+--   schema refused their calls, and the bridge set every inbound payment
+--   aside as a dead letter).
 SET search_path = metro, pg_catalog;
 
 -- functions
@@ -318,6 +322,21 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION evaluate_transactions(text[], text[], numeric[], timestamptz[]) IS 'Decides a batch of payments set-wise: (ordinal, blocked, rule, message) per input position, exactly what evaluate_transaction called in input order gives; ts NULL or a NULL element means now(). 22023 arrays of different lengths, MT013 not in a READ COMMITTED transaction; a refused payment raises the error a one-by-one caller gets first, and nothing is written';
+
+-- The schema's revision, for the services: they run only against the revision
+-- whose functions they call (an older schema would refuse their calls, and a
+-- bridge would set every inbound message aside as a dead letter). alembic
+-- creates its version table after the tree is applied, so the read is
+-- PL/pgSQL's, planned at the first call.
+CREATE OR REPLACE FUNCTION schema_revision()
+RETURNS text LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp AS $$
+BEGIN
+    RETURN (SELECT v.version_num FROM alembic_version v);
+END
+$$;
+COMMENT ON FUNCTION schema_revision() IS 'The revision the metro schema is at (alembic_version), for the bridge and the worker';
+REVOKE ALL ON FUNCTION schema_revision() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION schema_revision() TO metro_bridge, metro_worker;
 
 -- data
 UPDATE error_codes SET meaning = 'A deciding function (validate_entry, validate_entries, process_exit, recharge_card, evaluate_transaction, evaluate_transactions) called in a REPEATABLE READ or SERIALIZABLE transaction, whose older snapshot would hide a concurrent swipe or a changed risk tag from its rules'

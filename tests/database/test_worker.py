@@ -337,3 +337,25 @@ def test_commands_on_a_schema_older_than_they_need_say_to_upgrade(empty_db):
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == ("metro: the metro schema here is older than revision 0008, which"
                              " added metro.worker_state: run `metro install` to upgrade it\n")
+
+
+# The bridge checks the schema before it connects to Kafka: none listens on port 9 here.
+@pytest.mark.parametrize("args", [("worker", "--once"),
+                                  ("bridge", "--no-inbound", "--kafka", "127.0.0.1:9")])
+def test_services_run_only_against_the_revision_they_call(empty_db, args):
+    dsn = empty_db("other_revision")
+    schema.upgrade(dsn, "0020")
+    older = run_metro(*args, dsn=dsn)
+    assert (older.returncode, older.stdout) == (2, "")
+    assert older.stderr.endswith(f"metro: the metro schema here is older than revision"
+                                 f" {schema.head_revision()}, which this metro needs: run"
+                                 " `metro install` to upgrade it\n")
+    assert run_metro("install", dsn=dsn).returncode == 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE metro.alembic_version SET version_num = '9999'")
+    newer = run_metro(*args, dsn=dsn)
+    assert (newer.returncode, newer.stdout) == (2, "")
+    assert newer.stderr.endswith(
+        f"metro: the metro schema here is at revision 9999, which this metro (head"
+        f" {schema.head_revision()}) does not know: a newer metro installed it; run that"
+        " one's services\n")

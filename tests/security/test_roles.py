@@ -109,6 +109,7 @@ BRIDGE_FUNCTIONS = (
     "bridge_outbound_dead_letter(text,xid8,bigint,text,text,text)",
     "bridge_prune(interval,integer)", "bridge_release_lease()", "bridge_renew_lease(interval)",
     "bridge_report_error(text)", "bridge_stream_key(text)", "bridge_take_lease(text,interval)",
+    "schema_revision()",
     # Inbound topics: RECHARGE, TRAINTOPIC, transaction_topic.
     "recharge_card(bigint,integer,integer,timestamp with time zone)",
     "record_train_event(integer,integer,integer,timestamp with time zone)",
@@ -120,7 +121,7 @@ WORKER_FUNCTIONS = (
     "create_partitions(date,date)", "run_maintenance()", "run_maintenance_until_done()",
     "run_rollup(integer)",
     "worker_lag(bigint)", "worker_release_lease(text)", "worker_report_error(text)",
-    "worker_take_lease(text,interval)",
+    "worker_take_lease(text,interval)", "schema_revision()",
 )
 EXECUTE: dict[str, set[str]] = {}
 for role, functions in (("metro_app", PUBLIC_FUNCTIONS), ("metro_bridge", BRIDGE_FUNCTIONS),
