@@ -58,8 +58,14 @@ CONSUMER_GROUP = BRIDGE_GROUP
 # SQLSTATE classes that mean "PostgreSQL cannot do it now, try again": connection
 # exceptions, transaction rollback (serialization failure, deadlock), insufficient
 # resources, object not in prerequisite state (lock not available), operator
-# intervention (shutdown, cancel), system errors. Everything else is the message's.
+# intervention (shutdown, cancel), system errors. Everything else is the message's,
+# but for the SQLSTATEs that say the setup is wrong and no message could be applied:
+# the database read-only (a standby after a failover, 25006), the bridge's role no
+# longer allowed to call the function (42501), the function missing (42883; the calls
+# cast every argument, so no message picks another signature). Set aside as dead
+# letters, every message would be lost to its function until replayed by hand.
 TRANSIENT_CLASSES = ("08", "40", "53", "55", "57", "58")
+SETUP_STATES = ("25006", "42501", "42883")
 PARTITION_REFRESH_SECONDS = 2.0
 POLL_MS = 500
 GROUP_COMMIT_TIMEOUT_MS = 5000
@@ -79,7 +85,8 @@ class BatchResult:
 
 
 def transient(error: BaseException) -> bool:
-    """Whether error says the database is unavailable or busy rather than the message wrong."""
+    """Whether error says the database is unavailable, busy or set up wrong rather than
+    the message wrong."""
     if isinstance(error, psycopg.InterfaceError):
         return True
     if not isinstance(error, psycopg.Error):
@@ -87,7 +94,7 @@ def transient(error: BaseException) -> bool:
     sqlstate = error.sqlstate
     if sqlstate is None:
         return isinstance(error, psycopg.OperationalError)
-    return sqlstate.startswith(TRANSIENT_CLASSES)
+    return sqlstate.startswith(TRANSIENT_CLASSES) or sqlstate in SETUP_STATES
 
 
 def _failure(error: BaseException) -> str:

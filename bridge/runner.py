@@ -92,8 +92,8 @@ def describe(error: BaseException, kafka: str) -> str:
         return f"Kafka at {kafka}: {str(error).strip() or type(error).__name__}"
     if lease_lost(error):
         return "lost the lease: another bridge took it over"
-    if isinstance(error, psycopg.OperationalError):
-        return f"PostgreSQL unavailable: {first_line(error)}"
+    if isinstance(error, database.OUTAGES):
+        return database.outage_text(error)
     return f"{type(error).__name__}: {str(error).strip()}"
 
 
@@ -111,7 +111,7 @@ def lease_lost(error: BaseException) -> bool:
         isinstance(error, psycopg.Error) and error.sqlstate == "MT012")
 
 
-RETRIED = (psycopg.OperationalError, KafkaError, DeliveryFailed, OSError, LeaseLost)
+RETRIED = (*database.OUTAGES, KafkaError, DeliveryFailed, OSError, LeaseLost)
 
 
 class Bridge:
@@ -138,8 +138,7 @@ class Bridge:
             except Stopped:
                 break
             except (*RETRIED, psycopg.Error) as error:
-                if isinstance(error, psycopg.Error) and not isinstance(
-                        error, psycopg.OperationalError) and not lease_lost(error):
+                if not isinstance(error, RETRIED) and not lease_lost(error):
                     raise
                 self.report(error)
                 delay = backoff.next_delay()

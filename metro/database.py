@@ -75,6 +75,20 @@ def service_connection(dsn: str, first: bool, **kwargs: object) -> psycopg.Conne
         raise
 
 
+# What a long-running service waits out, retrying: the server unreachable or restarting,
+# or read-only (a standby after a failover, until the URL leads to the new primary).
+OUTAGES = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+
+
+def outage_text(error: psycopg.Error) -> str:
+    """One line for an outage, for the terminal and the service's last error."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
+    if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+        return (f"PostgreSQL is read-only here ({first}): a standby? "
+                "target_session_attrs=read-write in the URL leads to the primary")
+    return f"PostgreSQL unavailable: {first}"
+
+
 def _one_line(error: Exception) -> str:
     """libpq's messages span lines; users get one."""
     return " ".join(str(error).split())

@@ -108,7 +108,7 @@ def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
         return Pass(totals, done)
 
 
-RETRIED = (psycopg.OperationalError, OSError)
+RETRIED = (*database.OUTAGES, OSError)
 
 
 class LeaseLost(Exception):
@@ -144,9 +144,8 @@ class Worker:
 
     def report(self, error: BaseException) -> None:
         """Print the error and record it as the worker's last error when PostgreSQL answers."""
-        if isinstance(error, psycopg.OperationalError):
-            lines = str(error).strip().splitlines() or [type(error).__name__]
-            message = f"PostgreSQL unavailable: {lines[0].strip()}"
+        if isinstance(error, database.OUTAGES):
+            message = database.outage_text(error)
         else:
             message = f"{type(error).__name__}: {str(error).strip()}"
         self.warn(message)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from commands import METRO, run_metro
 from factories import catch_up
+from psycopg import sql
 from test_history import (
     CARD_HISTORY,
     CARD_HISTORY_RECOMPUTED,
@@ -359,3 +360,20 @@ def test_services_run_only_against_the_revision_they_call(empty_db, args):
         f"metro: the metro schema here is at revision 9999, which this metro (head"
         f" {schema.head_revision()}) does not know: a newer metro installed it; run that"
         " one's services\n")
+
+
+def test_a_read_only_database_is_waited_out(db, conn):
+    # As a standby is after a failover, until the URL leads to the new primary.
+    database = sql.Identifier(psycopg.conninfo.conninfo_to_dict(db)["dbname"])
+    conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+        database))
+    with worker_thread(db) as said:
+        wait_for(lambda: any(line.startswith("PostgreSQL is read-only here") for line in said),
+                 timeout=20)
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+            database))
+        wait_for(lambda: any(line.startswith("holding the lease") for line in said), timeout=30)
+    refusal = next(line for line in said if line.startswith("PostgreSQL is read-only here"))
+    assert refusal == (
+        "PostgreSQL is read-only here (cannot execute UPDATE in a read-only transaction): a"
+        " standby? target_session_attrs=read-write in the URL leads to the primary")

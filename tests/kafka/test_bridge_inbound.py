@@ -275,3 +275,27 @@ def test_the_payment_example_is_decided(db, conn, payment_topic, start_bridge):
          datetime(2025, 1, 3, 0, 4, 58, 123000, tzinfo=UTC), True, "high_risk_above_10000"),
         ("tx1002", "account456", Decimal("12000.00"),
          datetime(2025, 1, 3, 0, 4, 58, 124000, tzinfo=UTC), False, "default_pass")]
+
+
+def test_a_function_the_bridge_may_not_call_holds_its_messages_back(
+        db, conn, stations, kafka, kafka_producer, start_bridge, server_dsn):
+    # EXECUTE revoked from metro_bridge: no message could be applied, so none is set aside
+    # as a dead letter; they wait, and are applied once the grant is back.
+    from psycopg.conninfo import make_conninfo
+    from roles import login_role
+
+    recharge = "metro.recharge_card(bigint, integer, integer, timestamptz)"
+    add_card(conn, 42, balance=100, notify=0)
+    skip_inbound_backlog(db, kafka)
+    with login_role(server_dsn, "bridge", "metro_bridge") as role:
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {recharge} FROM metro_bridge")
+        bridge = start_bridge(make_conninfo(db, user=role))
+        bridge.wait_for_output("consuming TRAINTOPIC, RECHARGE")
+        kafka_producer.send("RECHARGE", b"42,2000,3", partition=0).get(timeout=10)
+        bridge.wait_for_output("permission denied for function recharge_card")
+        assert conn.execute("SELECT count(*) FROM metro.bridge_dead_letters").fetchone() == (0,)
+        conn.execute(f"GRANT EXECUTE ON FUNCTION {recharge} TO metro_bridge")
+        wait_until(lambda: balance(conn, 42) == 2100, 60, "the recharge once allowed")
+        assert bridge.terminate() == 0
+    assert conn.execute("SELECT count(*) FROM metro.bridge_dead_letters").fetchone() == (0,)
+    assert offsets(conn) == [("RECHARGE", 0, stored_offsets(db)[("RECHARGE", 0)], 1, 0)]
