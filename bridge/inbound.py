@@ -168,8 +168,11 @@ def apply_records(conn: psycopg.Connection, topic: str, partition: int,
                   records: Iterable[Any]) -> BatchResult:
     """Apply the records of one partition and store the next offset, in one transaction.
 
-    Records at offsets below the stored one were applied before and are skipped.
-    Each dead-lettered record is logged at WARNING once the transaction committed.
+    Records at offsets below the stored one are skipped as applied before. The consumer
+    reads on from the stored offset, so they come only when Kafka's log went back below
+    it (the topic deleted and created again, its log truncated) and the consumer started
+    over at the log's beginning: that is logged at WARNING, with how to apply them. Each
+    dead-lettered record is logged at WARNING once the transaction committed.
     """
     result = BatchResult()
     with conn.transaction():
@@ -181,10 +184,13 @@ def apply_records(conn: psycopg.Connection, topic: str, partition: int,
                            (topic, partition)).fetchone()
         assert row is not None
         next_offset = row[0]
+        stored = next_offset
         fresh = []
+        skipped_from = None
         for record in records:
             if record.offset < next_offset:
                 result.skipped += 1
+                skipped_from = record.offset if skipped_from is None else skipped_from
             else:
                 fresh.append(record)
         for record, reason in zip(fresh, _apply(conn, topic, fresh), strict=True):
@@ -205,6 +211,12 @@ def apply_records(conn: psycopg.Connection, topic: str, partition: int,
             " WHERE topic = %s AND kafka_partition = %s",
             (next_offset, result.applied, result.dead_lettered, topic, partition))
     result.next_offset = next_offset
+    if skipped_from is not None:
+        log.warning("%s[%d]: skipped %d message(s) from offset %d on, below the offset %d "
+                    "stored as applied: Kafka's log went back (the topic created again, or its "
+                    "log truncated?). To apply them, stop the bridge and set next_offset of "
+                    "this partition in metro.bridge_inbound_offsets to %d", topic, partition,
+                    result.skipped, skipped_from, stored, skipped_from)
     for offset, reason in result.dead:
         log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
     return result

@@ -299,3 +299,34 @@ def test_a_function_the_bridge_may_not_call_holds_its_messages_back(
         assert bridge.terminate() == 0
     assert conn.execute("SELECT count(*) FROM metro.bridge_dead_letters").fetchone() == (0,)
     assert offsets(conn) == [("RECHARGE", 0, stored_offsets(db)[("RECHARGE", 0)], 1, 0)]
+
+
+def test_a_log_that_went_back_below_the_stored_offset_is_told_not_applied_silently(
+        db, conn, stations, kafka, kafka_producer, start_bridge):
+    # As after RECHARGE was deleted and created again: the stored offset is past the end
+    # of the partition's log, the consumer starts over at its beginning.
+    import re
+
+    add_card(conn, 42, balance=100, notify=0)
+    skip_inbound_backlog(db, kafka)
+    sent = kafka_producer.send("RECHARGE", b"42,2000,3", partition=0).get(timeout=10)
+    conn.execute("UPDATE metro.bridge_inbound_offsets SET next_offset = %s"
+                 " WHERE topic = 'RECHARGE' AND kafka_partition = 0", (sent.offset + 100,))
+    bridge = start_bridge(db)
+    bridge.wait_for_output("below the offset")
+    assert bridge.terminate() == 0
+    warning = next(line for line in bridge.output().splitlines() if "below the offset" in line)
+    assert re.search(
+        r"WARNING metro\.bridge\.inbound: RECHARGE\[0\]: skipped \d+ message\(s\) from offset"
+        rf" 0 on, below the offset {sent.offset + 100} stored as applied: Kafka's log went"
+        r" back \(the topic created again, or its log truncated\?\)\. To apply them, stop the"
+        r" bridge and set next_offset of this partition in metro\.bridge_inbound_offsets to"
+        r" 0$", warning), warning
+    assert balance(conn, 42) == 100
+    # The way out it names, from the message wanted.
+    conn.execute("UPDATE metro.bridge_inbound_offsets SET next_offset = %s"
+                 " WHERE topic = 'RECHARGE' AND kafka_partition = 0", (sent.offset,))
+    bridge = start_bridge(db)
+    wait_until(lambda: balance(conn, 42) == 2100, 30, "the recharge applied")
+    assert bridge.terminate() == 0
+    assert conn.execute("SELECT count(*) FROM metro.bridge_dead_letters").fetchone() == (0,)
