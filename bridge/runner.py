@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from metro import database, schema
 from metro.backoff import Backoff
 from metro.errors import MetroError
+from metro.kafka_settings import AuthenticationFailed, KafkaConfigError
 from metro.topics import INBOUND_TOPICS, Stream, streams
 
 from .inbound import CONSUMER_GROUP, InboundConsumer
@@ -92,6 +93,8 @@ def describe(error: BaseException, kafka: str) -> str:
         return f"Kafka at {kafka}: {str(error).strip() or type(error).__name__}"
     if lease_lost(error):
         return "lost the lease: another bridge took it over"
+    if isinstance(error, AuthenticationFailed | KafkaConfigError):
+        return str(error)  # says where and what already
     if isinstance(error, database.OUTAGES):
         return database.outage_text(error)
     return f"{type(error).__name__}: {str(error).strip()}"
@@ -127,6 +130,7 @@ class Bridge:
         self._outage_since: float | None = None
         self._outage_error = ""
         self._connected = False  # whether a session ever began (then a refusal is an outage)
+        self._kafka_connected = False  # whether a producer was ever made (likewise)
 
     def run(self) -> None:
         """Run until stop is set; outages are reported and retried, never fatal."""
@@ -137,14 +141,23 @@ class Bridge:
                 self._session()
             except Stopped:
                 break
-            except (*RETRIED, psycopg.Error) as error:
-                if not isinstance(error, RETRIED) and not lease_lost(error):
+            except (*RETRIED, psycopg.Error, AuthenticationFailed, KafkaConfigError) as error:
+                if not self._retried(error):
                     raise
                 self.report(error)
                 delay = backoff.next_delay()
                 self.say(f"retrying in {delay:.1f} s")
                 self.stop.wait(delay)
         self.say("stopped")
+
+    def _retried(self, error: BaseException) -> bool:
+        """Whether run() waits error out. Kafka refusing the login or METRO_KAFKA_CONFIG
+        unreadable stop the bridge before a first producer was made (a setting to fix:
+        retrying would wait forever on it), and are outages after (credentials being
+        rotated, a broker restarting without its users yet, the file being rewritten)."""
+        if isinstance(error, AuthenticationFailed | KafkaConfigError):
+            return self._kafka_connected
+        return isinstance(error, RETRIED) or lease_lost(error)
 
     def report(self, error: BaseException, part: str = "") -> None:
         """Print the error and record it as the bridge's last error when PostgreSQL answers."""
@@ -209,6 +222,7 @@ class Bridge:
             to_file = self.options.outbound_file
             producer = (new_producer(self.options.kafka) if to_file is None
                         else JsonLinesTarget(to_file))
+            self._kafka_connected = True
             consumes = self.options.inbound and to_file is None
             session_over = threading.Event()
             inbound = threading.Thread(target=self._consume_inbound, args=(session_over,),

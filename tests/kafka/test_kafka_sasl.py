@@ -207,3 +207,25 @@ def test_broker_users_must_fit_the_jaas_line(tmp_path):
         KafkaBroker(tmp_path, 1, sasl_users={"metro": 'a"b'}).server_properties()
     with pytest.raises(KafkaUnavailable, match="^SASL user name 'me tro': use letters, digits"):
         KafkaBroker(tmp_path, 1, sasl_users={"me tro": "pw"}).server_properties()
+
+
+def test_a_login_refused_after_the_bridge_ran_is_an_outage(db, conn, sasl_broker, configs,
+                                                           tmp_path):
+    # Credentials rotated on the client's side first: the bridge, once it has run, waits
+    # for the login to work again instead of stopping.
+    config = tmp_path / "rotating.properties"
+    config.write_text(configs["good"].read_text())
+    running = bridge(db, sasl_broker, config, tmp_path / "bridge.log", "--no-inbound")
+    try:
+        running.wait_for_output("holding the lease")
+        config.write_text(configs["wrong"].read_text())
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = 'metro bridge'")
+        running.wait_for_output(refused(sasl_broker, config))
+        assert running.process.poll() is None
+        config.write_text(configs["good"].read_text())
+        wait_until(lambda: running.output().count("holding the lease") == 2, 60,
+                   "the bridge back once the login works")
+    finally:
+        assert running.terminate() == 0
+    assert WRONG not in running.output()
