@@ -126,7 +126,7 @@ class Forwarder:
                  stop: threading.Event, slow_acks: Callable[[float], None],
                  refused: Callable[[Stream, int, str], None] = lambda *_: None,
                  new_producer: Callable[[], Any] | None = None,
-                 unreadable: Callable[[Stream, Exception | None, float], None]
+                 stalled: Callable[[Stream, Exception | None, float], None]
                  = lambda *_: None) -> None:
         self.conn = conn
         # Makes a producer in place of one a refused record left unusable (None: keep it).
@@ -136,7 +136,7 @@ class Forwarder:
         self.refused = refused
         # Told when a stream cannot be read or sent (the error, seconds until it is tried
         # again), and when it can again (None, 0).
-        self.unreadable = unreadable
+        self.stalled = stalled
         self.resting: dict[str, Resting] = {}
         self.producer = producer
         self.batch_size = batch_size
@@ -169,11 +169,11 @@ class Forwarder:
             delay = resting.backoff.next_delay()
             resting.retry_at = time.monotonic() + delay
             self.resting[stream.table] = resting
-            self.unreadable(stream, error, delay)
+            self.stalled(stream, error, delay)
             return None
         if resting is not None:
             del self.resting[stream.table]
-            self.unreadable(stream, None, 0.0)
+            self.stalled(stream, None, 0.0)
         return result
 
     def retry_in(self) -> float | None:

@@ -187,7 +187,7 @@ class Bridge:
         self.warn(f"Kafka refused {stream.table} row {position}, set aside in "
                   f"metro.bridge_outbound_dead_letters: {reason}")
 
-    def _report_unreadable(self, stream: Stream, error: Exception | None,
+    def _report_stalled(self, stream: Stream, error: Exception | None,
                            retry_in: float) -> None:
         if error is None:
             self.say(f"{stream.table} goes on again")
@@ -239,7 +239,7 @@ class Bridge:
                     conn, producer, self.options.batch_size, self.stop,
                     lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
                     None if to_file is not None else lambda: new_producer(self.options.kafka),
-                    self._report_unreadable)
+                    self._report_stalled)
                 self._forward(conn, forwarder)
             finally:
                 # Whatever ended the session (a stop, an outage, a failure to begin it): no
