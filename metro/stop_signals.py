@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,15 +42,18 @@ class StopSignals:
 
         relay = threading.Thread(target=self._relay, args=(read_end,), daemon=True,
                                  name="metro-stop-signals")
-        relay.start()
-        previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
+        previous: dict[signal.Signals, Any] = {}
         try:
+            for number in SIGNALS:  # ValueError outside the main thread, before anything runs
+                previous[number] = signal.signal(number, handle)
+            relay.start()
             yield self.event
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             os.close(write_end)  # the relay reads the end of the pipe and returns
-            relay.join()
+            if relay.is_alive():
+                relay.join()
             os.close(read_end)
 
     def _relay(self, read_end: int) -> None:
