@@ -15,6 +15,12 @@ and a smaller position beyond it (a transaction that took its txid before it
 waited for a card's lock), which are sent first and not again when the cursor
 reaches them (after a restart they are: at least once).
 
+A batch is sent only once PostgreSQL has flushed the WAL that was written when it
+was read: a writer with synchronous_commit = off commits, and its rows are
+visible, before they are durable; sent at once, a crash could take back a row
+Kafka already has (and give its position to another). With durable writers the
+wait is the next commit's flush; with none, at most the WAL writer's delay.
+
 A row Kafka refuses for what it is (larger than a message may be, invalid) is
 set aside in metro.bridge_outbound_dead_letters in the same transaction that
 moves its stream's cursor past it: one bad row never stops its stream. Rows
@@ -52,6 +58,8 @@ from metro.topics import POSITION_HEADER, Stream, streams
 T = TypeVar("T")
 
 FLUSH_SLICE_SECONDS = 0.5
+# How often the bridge asks whether the WAL of a batch read is flushed.
+DURABLE_POLL_SECONDS = 0.002
 # Waiting this long for acknowledgements is worth telling the operator (and again
 # every SLOW_ACK_REPEAT seconds); the batch is still in the producer's hands.
 SLOW_ACK_SECONDS = 3.0
@@ -78,6 +86,12 @@ class Stopped(Exception):
 
 class TopicUnavailable(Exception):
     """Kafka gives no partitions for a stream's topic: nothing of the stream is sent."""
+
+
+def lsn_value(lsn: str) -> int:
+    """A pg_lsn's text (16/B374D848) as a number that orders as the LSN does."""
+    high, low = lsn.split("/")
+    return int(high, 16) << 32 | int(low, 16)
 
 
 def new_producer(bootstrap: str, delivery_timeout_ms: int = 30000) -> KafkaProducer:
@@ -148,6 +162,8 @@ class Forwarder:
         # not sent again when the cursor reaches them (after a restart they are: at least
         # once).
         self.early: dict[str, set[int]] = {}
+        # The WAL position PostgreSQL last said it had flushed.
+        self.flushed = 0
         self.cursors: dict[str, tuple[str, int]] = {
             stream: (str(txid), position) for stream, txid, position in conn.execute(
                 "SELECT stream, txid, position FROM metro.bridge_cursors").fetchall()}
@@ -184,12 +200,16 @@ class Forwarder:
 
     def _send(self, stream: Stream) -> Batch | None:
         txid, position = self.cursors[stream.table]
+        # The WAL insert position, read after the batch's snapshot: every commit the batch
+        # sees lies before it.
         read = self.conn.execute(
-            "SELECT row_txid::text, row_position, key, value, ahead"
+            "SELECT row_txid::text, row_position, key, value, ahead,"
+            " pg_current_wal_insert_lsn()::text"
             " FROM metro.bridge_batch(%s, %s::xid8, %s, %s)",
             (stream.table, txid, position, self.batch_size)).fetchall()
         if not read:
             return None
+        self._await_durable(max(lsn_value(r[5]) for r in read))
         # The cursor moves to the last row of the batch in (txid, position) order; rows of
         # the same keys beyond it (ahead) go first, all in position order, and are not sent
         # again when the cursor reaches them.
@@ -221,6 +241,14 @@ class Forwarder:
             batch.futures.append(send(stream.topic, key=key_bytes, value=value_bytes,
                                       partition=partition, headers=[(POSITION_HEADER, header)]))
         return batch
+
+    def _await_durable(self, lsn: int) -> None:
+        """Return once PostgreSQL has flushed its WAL up to lsn."""
+        while lsn > self.flushed:
+            row = self.conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+            self.flushed = lsn_value(row[0]) if row else self.flushed
+            if lsn > self.flushed and self.stop.wait(DURABLE_POLL_SECONDS):
+                raise Stopped
 
     def _await_acks(self, batches: list[Batch]) -> None:
         started = time.monotonic()

@@ -90,3 +90,43 @@ def test_interleaved_writers_never_invert_a_key(db, conn, stations, start_bridge
         balances = [int(m.split("Balance: ")[1].replace(".", "")) for m in messages]
         assert balances == sorted(balances)
     assert bridge.terminate() == 0
+
+
+def test_a_row_is_sent_only_once_its_commit_is_durable(db, conn, server_dsn, tmp_path):
+    # Writers with synchronous_commit = off (every session of the database here, the
+    # bridge's own too) commit before their WAL is flushed; the WAL writer, slowed to 3 s,
+    # flushes it later. A crash in between would take back a row Kafka already had: the
+    # bridge sends it only once the WAL holding it is flushed.
+    from file_bridge import FileBridge, lines
+    from psycopg import sql
+
+    path = tmp_path / "streams.jsonl"
+    database = sql.Identifier(psycopg.conninfo.conninfo_to_dict(db)["dbname"])
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET wal_writer_delay = '3s'")
+        admin.execute("SELECT pg_reload_conf()")
+        admin.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(database))
+        bridge = FileBridge(db, path)
+        try:
+            wait_until(lambda: any(m.startswith("holding the lease") for m in bridge.messages),
+                       15, "the bridge up")
+            with psycopg.connect(db, autocommit=True) as writer:
+                writer.execute("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id,"
+                               " activity_code, amount) VALUES ('async_1', 1, now(), 1, 1, 250)")
+                committed = writer.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            # Sampled every 2 ms until the row is there: whether it was sent, then whether
+            # its commit is durable (read after: a flush only moves on).
+            sent = flushed = False
+            deadline = time.monotonic() + 15
+            while not sent and time.monotonic() < deadline:
+                sent = any(line["key"] == "async_1" for line in lines(path))
+                flushed = conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn",
+                                       (committed,)).fetchone()[0]
+                time.sleep(0.002)
+        finally:
+            bridge.close()
+            admin.execute(sql.SQL("ALTER DATABASE {} RESET synchronous_commit").format(database))
+            admin.execute("ALTER SYSTEM RESET wal_writer_delay")
+            admin.execute("SELECT pg_reload_conf()")
+    # Sent, and not before its commit could no longer be lost.
+    assert (sent, flushed) == (True, True)
