@@ -206,7 +206,7 @@ def test_sessions_that_fail_to_begin_leave_no_inbound_consumer_behind(db, conn, 
         bridge = start_bridge(db)
         seen = []
         wait_until(lambda: seen.append(inbound_sessions())
-                   or bridge.output().count("lock timeout") >= 4, 60, "four sessions refused")
+                   or bridge.output().count("lock timeout") >= 3, 60, "three sessions refused")
         seen.append(inbound_sessions())
         assert max(seen) <= 1, seen
     bridge.wait_for_output("holding the lease")
