@@ -221,7 +221,8 @@ COMMENT ON COLUMN worker_state.holder IS 'host:pid:tag of the worker holding the
 -- loaded as -5 was kept and its swipes decided. One already there stops the
 -- upgrade, named, rather than being changed or dropped unseen. Adding the
 -- CHECK reads every card under the table's lock: it waits 3 s at most for a
--- transaction holding cards, then stops and says why.
+-- transaction holding cards, then stops and says why. A database of the
+-- release whose revision 0019 already added it keeps its own.
 DO $$
 DECLARE
     v_count bigint := (SELECT count(*) FROM cards WHERE card_id < 0);
@@ -240,6 +241,10 @@ DO $$
 DECLARE
     v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
+    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'cards'::regclass
+               AND conname = 'cards_card_id_check') THEN
+        RETURN;
+    END IF;
     PERFORM set_config('lock_timeout', '3s', true);
     ALTER TABLE cards ADD CONSTRAINT cards_card_id_check CHECK (card_id >= 0);
     PERFORM set_config('lock_timeout', v_lock_timeout, true);

@@ -428,3 +428,18 @@ def test_the_0021_upgrade_keeps_settings_in_hours_beside_an_open_swipe(empty_db)
                             " FROM metro.settings").fetchone() == (
             "24:00:00", "00:10:00", "25:00:00")
         assert conn.execute("SELECT count(*) FROM metro.card_events").fetchone() == (1,)
+
+
+def test_a_database_whose_0019_already_checked_card_ids_upgrades(empty_db):
+    """One release carried the card_id CHECK in revision 0019 (later moved to 0020): a
+    database stamped 0019 by it already has the constraint, and upgrades to the catalog
+    of a fresh install all the same."""
+    dsn, fresh = empty_db("early_check"), empty_db("early_check_fresh")
+    schema.upgrade(dsn, "0019")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE metro.cards ADD CONSTRAINT cards_card_id_check"
+                     " CHECK (card_id >= 0)")
+    done = metro(dsn, "install")
+    assert done.returncode == 0, done.stderr
+    schema.install(fresh)
+    assert schema_dump(dsn) == schema_dump(fresh)
