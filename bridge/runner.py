@@ -100,11 +100,6 @@ def describe(error: BaseException, kafka: str) -> str:
     return f"{type(error).__name__}: {str(error).strip()}"
 
 
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    return lines[0].strip()
-
-
 class LeaseLost(Exception):
     """Another bridge took the lease over (this one stalled past its expiry)."""
 
@@ -194,7 +189,7 @@ class Bridge:
             return
         trouble = (f"cannot send {stream.table} to Kafka ({error})"
                    if isinstance(error, TopicUnavailable)
-                   else f"cannot read {stream.table} ({first_line(error)})")
+                   else f"cannot read {stream.table} ({database.first_line(error)})")
         self._trouble(f"{trouble}; trying it again in {retry_in:.1f} s, the other streams go on")
 
     def _renew_lease(self, conn: psycopg.Connection) -> None:
@@ -348,8 +343,8 @@ class Bridge:
         except psycopg.Error as error:
             if conn.broken:
                 raise
-            message = (f"pruning delivered rows failed ({first_line(error)}); trying again in "
-                       f"{self.options.prune_interval:.0f} s")
+            message = (f"pruning delivered rows failed ({database.first_line(error)}); trying"
+                       f" again in {self.options.prune_interval:.0f} s")
             self.warn(message)
             self._record_error(message)
             return

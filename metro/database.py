@@ -80,9 +80,14 @@ def service_connection(dsn: str, first: bool, **kwargs: object) -> psycopg.Conne
 OUTAGES = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (PostgreSQL adds DETAIL and CONTEXT lines)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
+
+
 def outage_text(error: psycopg.Error) -> str:
     """One line for an outage, for the terminal and the service's last error."""
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
+    first = first_line(error)
     if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
         return (f"PostgreSQL is read-only here ({first}): a standby? "
                 "target_session_attrs=read-write in the URL leads to the primary")

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import pq
 
 from metro.calls import Call
+from metro.database import first_line
 from metro.errors import DatabaseUnavailable, MetroError
 
 from .events import Done, Event, Outcome
@@ -43,11 +44,6 @@ class Pending:
 
     def finish(self, outcome: Outcome) -> None:
         self.done(self.event, outcome, time.monotonic())
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _encode(value: object) -> bytes:
