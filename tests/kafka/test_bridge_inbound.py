@@ -330,3 +330,22 @@ def test_a_log_that_went_back_below_the_stored_offset_is_told_not_applied_silent
     wait_until(lambda: balance(conn, 42) == 2100, 30, "the recharge applied")
     assert bridge.terminate() == 0
     assert conn.execute("SELECT count(*) FROM metro.bridge_dead_letters").fetchone() == (0,)
+
+
+def test_an_inbound_call_waits_for_a_held_card_half_a_second_at_a_time(
+        db, conn, stations, kafka, kafka_producer, start_bridge):
+    # A psql session holds card 42: the recharge fails on its lock timeout and is tried
+    # again from the stored offset, and a stop meanwhile is not held up by it.
+    add_card(conn, 42, balance=100, notify=0)
+    skip_inbound_backlog(db, kafka)
+    bridge = start_bridge(db)
+    bridge.wait_for_output("consuming TRAINTOPIC, RECHARGE")
+    with psycopg.connect(db) as holder:
+        holder.execute("SELECT * FROM metro.cards WHERE card_id = 42 FOR UPDATE")
+        kafka_producer.send("RECHARGE", b"42,2000,3", partition=0).get(timeout=10)
+        bridge.wait_for_output("canceling statement due to lock timeout")
+        assert bridge.terminate(timeout=10) == 0
+    bridge = start_bridge(db)
+    wait_until(lambda: balance(conn, 42) == 2100, 30, "the recharge once the card is free")
+    assert bridge.terminate() == 0
+    assert conn.execute("SELECT count(*) FROM metro.bridge_dead_letters").fetchone() == (0,)
