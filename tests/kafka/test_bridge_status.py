@@ -31,7 +31,7 @@ def test_status_of_a_bridge_that_cannot_reach_kafka(db, conn, start_bridge):
     assert re.fullmatch(rf"running: {socket.gethostname()}:{bridge.process.pid} holds the lease "
                         r"since \S+ \S+ \(heartbeat [\d.]+ s ago\)", lines[0])
     assert lines[1].startswith(f"last error: {error} (")
-    assert lines[2] == "commit horizon: no open transaction holds delivery back"
+    assert lines[2] == "commit horizon: no transaction open for 1 s or more holds delivery back"
     # Columns as wide as their content: transaction_decisions lines up with the others.
     assert lines[4].startswith("stream                topic                 delivered pending "
                                "oldest pending (event time) ")

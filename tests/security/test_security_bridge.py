@@ -133,7 +133,7 @@ def test_status_names_the_transaction_holding_delivery_back(db, conn, start_brid
             lines[2]), lines
     assert len(reader.read(3)) == 3
     lines = metro(db, "bridge", "--status").stdout.splitlines()
-    assert lines[2] == "commit horizon: no open transaction holds delivery back"
+    assert lines[2] == "commit horizon: no transaction open for 1 s or more holds delivery back"
     assert bridge.terminate() == 0
 
 
