@@ -45,7 +45,12 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   once): 250 swipes per call at 3 clients, and 100 per call at 2 clients (--bulk);
 - is_fraud, 1 client, a third of --seconds: a card with 10 events and one with
   10,000, all older than the one-hour window (the in-window case is
-  bench_history_size's).
+  bench_history_size's);
+- every client but the usual way's logs in as an application does, a login of the
+  benchmark's that is a member of metro_app (granted the baselines' own tables): a
+  gate function then writes for another session user than its owner, as it does in
+  production (card_events' station trigger leaves its rows to the function's own
+  check). The usual way reads and writes the tables itself, as their owner.
 
 Checks (a failed one exits non-zero): every writing run adds exactly one event per
 completed swipe (--batch per validate_entries call), one row per durable write;
@@ -69,6 +74,7 @@ import psycopg
 
 from . import pgbench
 from .common import (
+    application_login,
     arguments,
     check,
     median,
@@ -141,6 +147,13 @@ FLOOR_SWIPE = """\\set card random(1, {cards})
 \\set station random(1, 15)
 SELECT floor.swipe(:card, :station);
 """
+# What the application's login needs beyond metro_app: the baselines' own objects.
+APPLICATION_GRANTS = (
+    "GRANT INSERT ON bench_commit TO {role}",
+    "GRANT USAGE ON SCHEMA naive, floor TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA naive TO {role}",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA naive TO {role}",
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA naive, floor TO {role}")
 NAIVE_SQL = Path(__file__).with_name("naive_validate_entry.sql")
 FLOOR_SQL = Path(__file__).with_name("floor_swipe.sql")
 EVENTS = "SELECT count(*) FROM metro.card_events"
@@ -360,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     partitions = prepare(dsn, cards)
     install_naive(dsn)
     check_naive_decides_alike(dsn)
+    app = application_login(dsn, "metro_app", APPLICATION_GRANTS)
     swipe, naive = SWIPE.format(cards=cards), NAIVE_SWIPE.format(cards=cards)
     usual = USUAL_WAY.format(cards=cards)
     main_clients = 8 if 8 in args.clients else args.clients[0]
@@ -409,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
                 FRAUD_CHECK.format(card=BUSY_CARD), 1, None, (EVENTS, 0), seconds / 3)]
 
     if not args.smoke:
-        pgbench.run(dsn, "warm-up", swipe, clients=8, seconds=5)
+        pgbench.run(dsn, "warm-up", swipe, clients=8, seconds=5, client_dsn=app)
     runs: dict[str, list[pgbench.Run]] = {key: [] for key, *_ in setups}
     mixes: dict[str, list[dict[str, float]]] = {}
     for round_ in range(args.repeats):
@@ -422,7 +436,8 @@ def main(argv: list[str] | None = None) -> None:
             runs[key].append(pgbench.run(dsn, name, script, clients=clients,
                                          seconds=run_seconds, rate=rate, rows=rows,
                                          latency_limit_ms=args.latency_limit,
-                                         warmup_seconds=OPEN_LOOP_WARMUP_S))
+                                         warmup_seconds=OPEN_LOOP_WARMUP_S,
+                                         client_dsn=None if key == "usual" else app))
             compared, _, compared_clients = key.partition("@")
             if compared in ("naive", "validate_entry"):
                 mixes.setdefault(key, []).append(

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import signal
 import statistics
 from collections.abc import Sequence
@@ -106,6 +107,30 @@ def scratch_database(name: str, smoke: bool = False) -> str:
     with psycopg.connect(dsn) as conn:
         load_reference_data(conn)
     return dsn
+
+
+def application_login(dsn: str, member_of: str, grants: Sequence[str] = ()) -> str:
+    """DSN of a login <database>_app of the server, a member of member_of, with a random
+    password: clients that call metro's functions as an application's login does (its
+    SECURITY DEFINER functions then write for another session user than their owner).
+    grants: statements with {role} for a baseline's own objects. The login is dropped
+    when the process exits, before its database, unless METRO_BENCH_KEEP=1."""
+    name = f"{psycopg.conninfo.conninfo_to_dict(dsn)['dbname']}_app"
+    role, password = sql.Identifier(name), secrets.token_hex(16)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+            role, sql.Literal(password), sql.Identifier(member_of)))
+        for grant in grants:
+            conn.execute(sql.SQL(grant).format(role=role))
+    if not config.bench_keep_databases():
+        atexit.register(_drop_login, dsn, name)
+    return psycopg.conninfo.make_conninfo(dsn, user=name, password=password)
+
+
+def _drop_login(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(sql.Identifier(name)))
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:

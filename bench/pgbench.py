@@ -184,8 +184,12 @@ def _count(dsn: str, query: str) -> int:
 
 def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
         rate: int | None = None, threads: int = 2, latency_limit_ms: float | None = None,
-        rows: tuple[str, int] | None = None, warmup_seconds: float = 0.0) -> Run:
+        rows: tuple[str, int] | None = None, warmup_seconds: float = 0.0,
+        client_dsn: str | None = None) -> Run:
     """Run one pgbench script for `seconds` and return throughput and latency percentiles.
+
+    client_dsn: where pgbench's clients connect (default dsn), for example as an
+    application's login; the counts and the background work are read through dsn.
 
     rows: (a query counting rows, rows each transaction adds): the run checks that the
     table grew by that many rows per completed transaction (a transaction cut off by
@@ -216,7 +220,7 @@ def run(dsn: str, name: str, script: str, *, clients: int, seconds: float,
             args += ["-T", str(seconds)]
         background = _background_counts(dsn)
         result = subprocess.run(args, capture_output=True, text=True,
-                                env=_libpq_environment(dsn), check=False)
+                                env=_libpq_environment(client_dsn or dsn), check=False)
         background_work = _background_since(dsn, background)
         if result.returncode != 0:
             raise RuntimeError(f"pgbench failed for {name}: {result.stderr.strip()}")
