@@ -5,7 +5,8 @@ swipes: 500,000 cards, durable commits.
 Parameters, fixed before measuring (each figure's row and JSON repeat its own):
 - 500,000 cards as bench_validate_entry prepares them (--cards), embedded PostgreSQL
   with fsync and synchronous_commit on, the wheel's pgbench running validate_entry
-  (bench_validate_entry's script) at 8 clients, closed loop, 15 s per run (--seconds);
+  (bench_validate_entry's script) at 8 clients logged in as an application (a login of
+  the benchmark's, member of metro_app), closed loop, 15 s per run (--seconds);
 - 3 rounds (--repeats), each: validate_entry with no worker (the baseline), then the
   same with `metro worker` running as its own process (METRO_DATABASE_URL, its default
   settings: 10,000 rows per rollup, 0.2 s between rollups while busy, 1 s when idle),
@@ -53,6 +54,7 @@ from ..worker.runner import WorkerOptions
 from . import pgbench
 from .bench_validate_entry import CARDS, SWIPE, prepare
 from .common import (
+    application_login,
     arguments,
     check,
     median,
@@ -172,10 +174,11 @@ def sample_lag(dsn: str, load_ends: float, load_done: threading.Event) -> list[S
             time.sleep(CATCH_UP_POLL if late else SAMPLE_EVERY)
 
 
-def run_with_worker(dsn: str, swipe: str, seconds: float, log: Path,
+def run_with_worker(dsn: str, app: str, swipe: str, seconds: float, log: Path,
                     smoke: bool) -> tuple[pgbench.Run, list[Sample], float]:
-    """The load with the worker running: the run, the lag samples taken during it and the
-    catch-up in seconds. Checks the worker's exit status and the derived counts."""
+    """The load (its clients logged in as app) with the worker running: the run, the lag
+    samples taken during it and the catch-up in seconds. Checks the worker's exit status
+    and the derived counts."""
     worker = WorkerProcess(dsn, log)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -188,7 +191,8 @@ def run_with_worker(dsn: str, swipe: str, seconds: float, log: Path,
             sampling = pool.submit(sample_lag, dsn, time.monotonic() + seconds, load_done)
             try:
                 run = pgbench.run(dsn, "validate_entry, worker running", swipe,
-                                  clients=CLIENTS, seconds=seconds, rows=EVENTS)
+                                  clients=CLIENTS, seconds=seconds, rows=EVENTS,
+                                  client_dsn=app)
             finally:
                 load_done.set()
             samples = sampling.result()
@@ -227,17 +231,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"loading {cards:,} cards ...", flush=True)
     prepare(dsn, cards)
     swipe = SWIPE.format(cards=cards)
+    # As an application's login: the rate validate_entry reaches in production.
+    app = application_login(dsn, "metro_app")
     if not args.smoke:
-        pgbench.run(dsn, "warm-up", swipe, clients=CLIENTS, seconds=5)
+        pgbench.run(dsn, "warm-up", swipe, clients=CLIENTS, seconds=5, client_dsn=app)
 
     rounds: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="metro-bench-worker-") as scratch:
         for round_ in range(args.repeats):
             print(f"round {round_ + 1} of {args.repeats} ...", flush=True)
             without = pgbench.run(dsn, "validate_entry, no worker", swipe, clients=CLIENTS,
-                                  seconds=seconds, rows=EVENTS)
+                                  seconds=seconds, rows=EVENTS, client_dsn=app)
             run, samples, catch_up = run_with_worker(
-                dsn, swipe, seconds, Path(scratch) / f"worker-{round_ + 1}.log", args.smoke)
+                dsn, app, swipe, seconds, Path(scratch) / f"worker-{round_ + 1}.log", args.smoke)
             lags = sorted(s.lag for s in samples)
             rounds.append(Round(without, run, samples, percentile(lags, 0.95), lags[-1],
                                 max(s.pending for s in samples), catch_up))
