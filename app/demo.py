@@ -337,10 +337,11 @@ def watch(conn: psycopg.Connection, dsn: str, simulations: Callable[[], list[Sim
                     stopped_by = requests.count
                 simulators.join(0.2)
             results = simulators.join(0)
-            screen.footer = ("the load has stopped; the bridge forwards the last rows "
-                             "(Ctrl-C skips the wait)")
+            screen.footer = ("the load has stopped; the last swipes go into the history "
+                             "and the bridge forwards the last rows (Ctrl-C skips the wait)")
             worker.close()
-            run_once(dsn)  # the last swipes into the history before the summary reads it
+            # The last swipes into the history before the view's last refresh reads it.
+            run_once(dsn, stop=lambda: requests.count > stopped_by)
             drain(conn, requests, refresh)
             screen.footer = "done"
             refresh()

@@ -89,10 +89,14 @@ def more_due(done: list[tuple[str, str, str | None, int | None]]) -> bool:
     return any(action == "more" for action, *_ in done)
 
 
-def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
+def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size,
+             stop: Callable[[], bool] | None = None) -> Pass:
     """Roll up until caught up with what is committed, then run maintenance until it has
     nothing more due: `metro worker --once`, or a demo's last pass. Needs no lease
-    (run_rollup() is exact whoever calls it)."""
+    (run_rollup() is exact whoever calls it). stop, asked after each round: once true, the
+    pass ends there, what it rolled up committed and maintenance left out (the demo's
+    Ctrl-C, which its signal handler turns into no exception)."""
+    stopped = stop or (lambda: False)
     totals: dict[str, int] = {}
     with psycopg.connect(dsn, autocommit=True, application_name="metro worker --once") as conn:
         schema.require_current(conn)
@@ -100,10 +104,12 @@ def run_once(dsn: str, batch_size: int = WorkerOptions.batch_size) -> Pass:
             rolled, full = roll_up(conn, batch_size)
             for source, n in rolled.items():
                 totals[source] = totals.get(source, 0) + n
+            if stopped():
+                return Pass(totals)
             if not full:
                 break
         done = maintain(conn)
-        while more_due(done):
+        while more_due(done) and not stopped():
             done = [row for row in done if row[0] != "more"] + maintain(conn)
         return Pass(totals, done)
 

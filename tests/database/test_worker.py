@@ -233,6 +233,19 @@ def test_bad_lease_arguments_change_nothing(conn, holder, lease, sqlstate, messa
     assert conn.execute("SELECT * FROM worker_state").fetchall() == before
 
 
+def test_a_pass_asked_to_stop_ends_after_its_round_and_leaves_maintenance_out(db, conn,
+                                                                              stations):
+    # The demo's last pass: its signal handler raises nothing, so a Ctrl-C during a big
+    # backlog waited for all of it and for maintenance.
+    conn.execute(INSERT_EVENTS, (0, 25_000))
+    asked: list[int] = []
+    done = run_once(db, batch_size=10_000, stop=lambda: asked.append(1) is None)
+    assert (done.rolled_up["card_events"], done.maintenance, len(asked)) == (10_000, None, 1)
+    rest = run_once(db, batch_size=10_000)
+    assert rest.rolled_up["card_events"] == 15_000 and rest.maintenance
+    assert conn.execute("SELECT sum(swipes) FROM card_history_second").fetchone() == (25_000,)
+
+
 def test_once_rolls_everything_up_and_runs_maintenance(db, conn, stations):
     conn.execute(INSERT_EVENTS, (0, 25_000))
     done = run_once(db, batch_size=10_000)
