@@ -340,9 +340,13 @@ def watch(conn: psycopg.Connection, dsn: str, simulations: Callable[[], list[Sim
             screen.footer = ("the load has stopped; the last swipes go into the history "
                              "and the bridge forwards the last rows (Ctrl-C skips the wait)")
             worker.close()
+
+            def skipped() -> bool:  # a Ctrl-C since the load stopped skips both waits
+                return requests.count > stopped_by
+
             # The last swipes into the history before the view's last refresh reads it.
-            run_once(dsn, stop=lambda: requests.count > stopped_by)
-            drain(conn, requests, refresh)
+            run_once(dsn, stop=skipped)
+            drain(conn, skipped, refresh)
             screen.footer = "done"
             refresh()
         finally:
@@ -358,12 +362,11 @@ def pending(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def drain(conn: psycopg.Connection, requests: StopSignals,
+def drain(conn: psycopg.Connection, skipped: Callable[[], bool],
           refresh: Callable[[], None]) -> None:
-    """Let the bridge forward the rows written last; a further Ctrl-C skips the wait."""
-    count = requests.count
+    """Let the bridge forward the rows written last, until skipped() (a further Ctrl-C)."""
     deadline = time.monotonic() + DRAIN_SECONDS
-    while pending(conn) and time.monotonic() < deadline and requests.count == count:
+    while pending(conn) and time.monotonic() < deadline and not skipped():
         refresh()
         time.sleep(0.25)
 
