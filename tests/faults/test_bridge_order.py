@@ -1,6 +1,7 @@
 """In commit order per key: a transaction that took its transaction id first but wrote a
 card's row last (it waited for the card's lock) commits after the other, and Kafka sees the
-two rows in that order; with interleaved writers no key ever sees an inversion."""
+two rows in that order; with interleaved writers no key ever sees an inversion. And only
+once its commit is durable."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 
 import psycopg
 from factories import add_card
+from file_bridge import FileBridge, lines
 from kafka_fixtures import wait_until
+from psycopg import sql
 
 ALERTS = ("SELECT position, card_id, alert_message FROM metro.card_alert_export"
           " ORDER BY position")
@@ -97,9 +100,6 @@ def test_a_row_is_sent_only_once_its_commit_is_durable(db, conn, server_dsn, tmp
     # bridge's own too) commit before their WAL is flushed; the WAL writer, slowed to 3 s,
     # flushes it later. A crash in between would take back a row Kafka already had: the
     # bridge sends it only once the WAL holding it is flushed.
-    from file_bridge import FileBridge, lines
-    from psycopg import sql
-
     path = tmp_path / "streams.jsonl"
     database = sql.Identifier(psycopg.conninfo.conninfo_to_dict(db)["dbname"])
     with psycopg.connect(server_dsn, autocommit=True) as admin:
