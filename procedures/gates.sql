@@ -82,8 +82,10 @@ BEGIN
     FROM stations s CROSS JOIN settings t
     WHERE s.station_id = p_station;
     IF NOT FOUND THEN PERFORM raise_unknown_station(p_station); END IF;
-    v_rule := (SELECT f.rule FROM fraud_rule(p_card, p_ts, v_window, v_entry_limit,
-                                             v_station_limit) f);
+    -- SELECT INTO, not an assignment of a scalar subquery: one plan node and
+    -- its parameter less to start on every call (about 8,000 instructions).
+    SELECT f.rule INTO v_rule
+    FROM fraud_rule(p_card, p_ts, v_window, v_entry_limit, v_station_limit) f;
     -- Assigned alone: with the rules' query among its arguments, entry_outcome
     -- would no longer be inlined.
     o := entry_outcome(c.enabled, c.card_type, c.balance, c.expires, v_fare, v_rule <> 0, p_ts);
