@@ -31,6 +31,15 @@ pytest_plugins = ["kafka_fixtures", "dashboard_fixtures"]
 
 _counter = itertools.count()
 
+# The tests' clock is fixed (factories.T0, 2026-11-02), and run_maintenance() (the worker
+# runs it) counts retention back from the server's clock: as the calendar moved on, it
+# took the tests' rows away (from 2026-12-02 on, a month after T0). The template keeps
+# every row for a century; the tests of retention ask for the defaults
+# (default_retention).
+RETENTION_PERIODS = ("event_retention", "history_retention", "dead_letter_retention",
+                     "decision_retention")
+KEPT_FOR = "36500 days"
+
 
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
@@ -60,6 +69,9 @@ def template_db(server_dsn: str) -> Iterator[str]:
         _drop(admin, name)
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     schema.upgrade(with_dbname(server_dsn, name))
+    with psycopg.connect(with_dbname(server_dsn, name), autocommit=True) as conn:
+        conn.execute("UPDATE metro.settings SET " + ", ".join(
+            f"{period} = '{KEPT_FOR}'" for period in RETENTION_PERIODS))
     yield name
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         _drop(admin, name)
@@ -87,6 +99,13 @@ def conn(db: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the test's database: every call is its own transaction."""
     with psycopg.connect(db, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def default_retention(conn: psycopg.Connection) -> None:
+    """The schema's default retention periods (the template keeps every row)."""
+    conn.execute("UPDATE metro.settings SET " + ", ".join(
+        f"{period} = DEFAULT" for period in RETENTION_PERIODS))
 
 
 @pytest.fixture

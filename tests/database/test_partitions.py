@@ -14,6 +14,9 @@ from factories import add_card, call, catch_up, counts
 
 from metro.worker.runner import run_once
 
+# Retention counted from the server's clock, as a deployment has it.
+pytestmark = pytest.mark.usefixtures("default_retention")
+
 TABLES = ("card_events", "card_history_second", "station_second_slots")
 
 

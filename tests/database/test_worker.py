@@ -260,7 +260,8 @@ def test_once_rolls_everything_up_and_runs_maintenance(db, conn, stations):
                             " transaction_decisions 0\n")
 
 
-def test_the_worker_deletes_a_backlog_of_expired_decisions_a_batch_at_a_time(db, conn):
+def test_the_worker_deletes_a_backlog_of_expired_decisions_a_batch_at_a_time(db, conn,
+                                                                             default_retention):
     conn.execute(INSERT_OLD_DECISIONS, (100_001,))
     with worker_thread(db) as said:
         # The second batch follows the first at once, not after the 10-minute interval.
