@@ -141,11 +141,14 @@ class Forwarder:
                  refused: Callable[[Stream, int, str], None] = lambda *_: None,
                  new_producer: Callable[[], Any] | None = None,
                  stalled: Callable[[Stream, Exception | None, float], None]
-                 = lambda *_: None) -> None:
+                 = lambda *_: None,
+                 keep_lease: Callable[[], None] = lambda: None) -> None:
         self.conn = conn
         # Makes a producer in place of one a refused record left unusable (None: keep it).
         self.new_producer = new_producer
         self.slow_acks = slow_acks
+        # Renews the lease while rows are sent one at a time (a Kafka round trip each).
+        self.keep_lease = keep_lease
         # Told of every row set aside as an outbound dead letter.
         self.refused = refused
         # Told when a stream cannot be read or sent (the error, seconds until it is tried
@@ -273,17 +276,22 @@ class Forwarder:
             if waited >= next_report:
                 self.slow_acks(waited)
                 next_report += SLOW_ACK_REPEAT
+        # The broker refuses a whole record batch, and the producer refuses whatever
+        # follows on that partition: the guilty rows are found by sending each alone,
+        # through a new producer after each refusal only (one made before every row, about
+        # 0.1 s each here, held a batch of thousands for minutes and let the lease expire).
+        usable = False
         for batch in batches:
             for row, future in zip(batch.rows, batch.futures, strict=True):
                 if future is None or not future.failed():
                     continue
                 if isinstance(future.exception, REFUSED_RECORD_ERRORS):
-                    # The broker refuses a whole record batch, and the producer refuses
-                    # whatever follows on that partition: find the guilty rows by sending
-                    # each alone through a new producer.
-                    self._replace_producer()
+                    if not usable:
+                        self._replace_producer()
                     future = self._send_alone(batch.stream, row)
-                    if not future.failed():
+                    usable = not future.failed()
+                    self.keep_lease()
+                    if usable:
                         continue
                 if isinstance(future.exception, REFUSED_RECORD_ERRORS):
                     row_txid, row_position, key, value = row

@@ -234,7 +234,7 @@ class Bridge:
                     conn, producer, self.options.batch_size, self.stop,
                     lambda waited: self._report_slow_acks(conn, waited), self._report_refused,
                     None if to_file is not None else lambda: new_producer(self.options.kafka),
-                    self._report_stalled)
+                    self._report_stalled, lambda: self._renew_lease(conn))
                 self._forward(conn, forwarder)
             finally:
                 # Whatever ended the session (a stop, an outage, a failure to begin it): no

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 from commands import loader_command, metro
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka_fixtures import wait_until
+
+from metro.bridge.outbound import Forwarder, new_producer
 
 ALERT = ("INSERT INTO metro.card_alert_export (card_id, ts, station_name, name, phone, email,"
          " notify, alert_message) VALUES (%s, '2026-11-02 08:00:00+00', %s, 'Ada', NULL, NULL, 2,"
@@ -62,9 +65,10 @@ def test_a_row_larger_than_kafka_takes_is_set_aside_and_nothing_waits(db, conn, 
     assert bridge.terminate() == 0
 
 
-def test_a_row_the_broker_refuses_is_set_aside(db, conn, kafka, start_bridge, topic_reader):
-    """A topic whose messages may be 2,000 bytes at most: the broker refuses a larger row."""
-    topic = f"PARCELS_{os.getpid()}"
+def parcels_stream(conn: psycopg.Connection, kafka: str, notes: list[str]) -> str:
+    """A stream metro.parcels to a topic whose messages may be 2,000 bytes at most, with a
+    row per note (parcel ids p1, p2, ...); its topic."""
+    topic = f"PARCELS_{os.getpid()}_{len(notes)}"
     admin = KafkaAdminClient(bootstrap_servers=kafka)
     try:
         admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})])
@@ -77,9 +81,15 @@ def test_a_row_the_broker_refuses_is_set_aside(db, conn, kafka, start_bridge, to
         sent_at timestamptz NOT NULL DEFAULT '2026-11-02 08:00:00+00')""")
     conn.execute("COMMENT ON TABLE metro.parcels IS 'test stream'")
     conn.execute("SELECT metro.register_stream('parcels', %s, 'parcel_id', 'sent_at')", (topic,))
-    reader = topic_reader(topic)
-    for parcel, note in (("p1", "small"), ("p2", "y" * 5000), ("p3", "small")):
-        conn.execute("INSERT INTO metro.parcels (parcel_id, note) VALUES (%s, %s)", (parcel, note))
+    for number, note in enumerate(notes, start=1):
+        conn.execute("INSERT INTO metro.parcels (parcel_id, note) VALUES (%s, %s)",
+                     (f"p{number}", note))
+    return topic
+
+
+def test_a_row_the_broker_refuses_is_set_aside(db, conn, kafka, start_bridge, topic_reader):
+    """A topic whose messages may be 2,000 bytes at most: the broker refuses a larger row."""
+    reader = topic_reader(parcels_stream(conn, kafka, ["small", "y" * 5000, "small"]))
     bridge = start_bridge(db, "--no-inbound")
     assert [r.key for r in reader.read(2)] == [b"p1", b"p3"]
     wait_until(lambda: dead_letters(db), 30, "the refused row set aside")
@@ -87,6 +97,42 @@ def test_a_row_the_broker_refuses_is_set_aside(db, conn, kafka, start_bridge, to
     assert (stream, position, key) == ("parcels", 2, "p2")
     assert reason.startswith("Kafka refused the message: MessageSizeTooLargeError"), reason
     assert bridge.terminate() == 0
+
+
+def test_rows_sent_again_one_at_a_time_take_a_new_producer_only_after_a_refusal(
+        db, conn, kafka, topic_reader):
+    """The broker refuses the record batch that holds a row too large for the topic, and
+    the producer refuses what follows it: the rows are sent again one at a time. A new
+    producer is made after each refusal only, and the lease is renewed as they go: with a
+    new producer before every row, a batch of thousands took minutes and the lease could
+    pass to another bridge meanwhile."""
+    notes = ["small", "y" * 5000] + ["small"] * 28
+    reader = topic_reader(parcels_stream(conn, kafka, notes))
+    made: list[KafkaProducer] = []
+    renewed: list[int] = []
+
+    def another_producer() -> KafkaProducer:
+        made.append(new_producer(kafka))
+        return made[-1]
+
+    with psycopg.connect(db, autocommit=True) as bridge:
+        assert bridge.execute("SELECT metro.bridge_take_lease('test:1', interval '30 s')"
+                              ).fetchone() == (True,)
+        forwarder = Forwarder(bridge, new_producer(kafka), 100, threading.Event(),
+                              lambda waited: None, new_producer=another_producer,
+                              keep_lease=lambda: renewed.append(1))
+        try:
+            assert forwarder.cycle() == 30
+        finally:
+            forwarder.producer.close(timeout=5)
+    assert [r.key for r in reader.read(29)] == [
+        f"p{n}".encode() for n in range(1, 31) if n != 2]
+    [(stream, position, key, reason, _)] = dead_letters(db)
+    assert (stream, position, key) == ("parcels", 2, "p2")
+    assert reason.startswith("Kafka refused the message: MessageSizeTooLargeError"), reason
+    # One producer for the rows after the first refusal, one after p2's.
+    assert len(made) == 2
+    assert 2 <= len(renewed) <= 30
 
 
 @pytest.mark.parametrize(("column", "limit"), [("name", 200), ("phone", 40), ("email", 320)])
