@@ -4,6 +4,7 @@ Card holder details are bounded, so a card cannot make such a row."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -23,6 +24,8 @@ ALERT = ("INSERT INTO metro.card_alert_export (card_id, ts, station_name, name, 
          " 'Insufficient Balance') RETURNING position")
 FRAUD = ("INSERT INTO metro.fraud (trans_id, card_id, ts, station_id, activity_code, amount)"
          " VALUES (%s, 1, '2026-11-02 08:00:00+00', 1, 1, 250)")
+
+PARCEL_TOPICS = itertools.count()
 
 
 def dead_letters(dsn: str) -> list[tuple]:
@@ -68,7 +71,7 @@ def test_a_row_larger_than_kafka_takes_is_set_aside_and_nothing_waits(db, conn, 
 def parcels_stream(conn: psycopg.Connection, kafka: str, notes: list[str]) -> str:
     """A stream metro.parcels to a topic whose messages may be 2,000 bytes at most, with a
     row per note (parcel ids p1, p2, ...); its topic."""
-    topic = f"PARCELS_{os.getpid()}_{len(notes)}"
+    topic = f"PARCELS_{os.getpid()}_{next(PARCEL_TOPICS)}"  # one per test: the broker outlives it
     admin = KafkaAdminClient(bootstrap_servers=kafka)
     try:
         admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})])
