@@ -67,7 +67,7 @@ inter.broker.listener.name={listener}
 listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
-auto.create.topics.enable=true
+auto.create.topics.enable={auto_create}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=1
 transaction.state.log.replication.factor=1
@@ -202,6 +202,9 @@ class KafkaBroker:
     heap: str = config.DEFAULT_KAFKA_HEAP
     # SASL PLAIN users (name -> password): the client listener is SASL_PLAINTEXT then.
     sasl_users: dict[str, str] | None = None
+    # Whether a topic is made when a client first names it (tests also try clusters that
+    # create topics only through their tools).
+    auto_create_topics: bool = True
     # The broker outlives `metro kafka start`; a caller that keeps this object (the
     # tests) also keeps the child process handle, to collect its exit status.
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
@@ -255,7 +258,8 @@ class KafkaBroker:
 
     def server_properties(self) -> str:
         text = SERVER_PROPERTIES.format(listener=self.listener, port=self.port,
-                                        controller_port=self.port + 1, log_dir=self.log_dir)
+                                        controller_port=self.port + 1, log_dir=self.log_dir,
+                                        auto_create=str(self.auto_create_topics).lower())
         if self.sasl_users:
             check_sasl_users(self.sasl_users)
             text += SASL_PROPERTIES.format(jaas=sasl_jaas(self.sasl_users))

@@ -26,6 +26,7 @@ from metro.kafka_clients import (
     consumer,
     end_offsets,
     quiet_kafka_logging,
+    user_topics,
 )
 from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
@@ -47,11 +48,6 @@ class PartitionInfo:
     end_offset: int
     committed: int | None          # the bridge group's committed offset
     lag: int | None                # end_offset - committed
-
-
-def user_topics(client: Any) -> list[str]:
-    """Topics of the cluster without Kafka's internal ones (__consumer_offsets ...)."""
-    return sorted(t for t in client.topics() if not t.startswith("__"))
 
 
 def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:

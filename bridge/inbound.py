@@ -241,6 +241,7 @@ class InboundConsumer:
             client_id="metro-bridge-group", request_timeout_ms=GROUP_COMMIT_TIMEOUT_MS,
             bootstrap_timeout_ms=5000)
         self._refreshed = 0.0
+        self._absent: set[str] = set()  # inbound topics the cluster does not have
         # Offsets stored in PostgreSQL and not yet committed to the group.
         self._uncommitted: dict[TopicPartition, int] = {}
         self._group_failing = False
@@ -260,9 +261,11 @@ class InboundConsumer:
         """Assign every partition of the inbound topics; new ones start at the stored offset
         (never at the group's: PostgreSQL holds the truth)."""
         self._refreshed = time.monotonic()
+        partitions = {topic: self.consumer.partitions_for_topic(topic) or set()
+                      for topic in INBOUND_TOPICS}
+        self._tell_absent({topic for topic, found in partitions.items() if not found})
         wanted = {TopicPartition(topic, partition)
-                  for topic in INBOUND_TOPICS
-                  for partition in self.consumer.partitions_for_topic(topic) or ()}
+                  for topic, found in partitions.items() for partition in found}
         current = self.consumer.assignment()
         if wanted <= current:
             return
@@ -276,6 +279,17 @@ class InboundConsumer:
                 self.consumer.seek(tp, offset)
                 self._uncommitted[tp] = offset
         self.commit_group()
+
+    def _tell_absent(self, absent: set[str]) -> None:
+        """Say which inbound topics do not exist yet, and when they come: a cluster that
+        creates topics only through its tools shows nothing else while it lacks them."""
+        if absent - self._absent:
+            log.info("no topic %s on Kafka yet: consumed from its first message once it "
+                     "exists", ", ".join(sorted(absent - self._absent)))
+        if self._absent - absent:
+            log.info("topic %s exists now: consuming it",
+                     ", ".join(sorted(self._absent - absent)))
+        self._absent = absent
 
     def commit_group(self) -> None:
         """Commit the offsets PostgreSQL holds to the consumer group; failures are logged

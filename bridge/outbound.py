@@ -87,6 +87,14 @@ class Stopped(Exception):
 class TopicUnavailable(Exception):
     """Kafka gives no partitions for a stream's topic: nothing of the stream is sent."""
 
+    def __init__(self, topic: str, error: BaseException) -> None:
+        name = type(error).__name__
+        text = str(error).strip() or name
+        super().__init__(f"topic {topic}: {text if text.startswith(name) else f'{name}: {text}'}")
+        self.topic = topic
+        # No metadata in max_block_ms: an outage, or a topic the broker does not create.
+        self.timed_out = isinstance(error, KafkaTimeoutError)
+
 
 def lsn_value(lsn: str) -> int:
     """A pg_lsn's text (16/B374D848) as a number that orders as the LSN does."""
@@ -223,8 +231,7 @@ class Forwarder:
         try:
             partitions = self.producer.partitions_for(stream.topic)
         except (kafka_errors.KafkaError, ValueError) as error:  # ValueError: invalid name
-            raise TopicUnavailable(f"topic {stream.topic}: {type(error).__name__}: "
-                                   f"{str(error).strip()}") from error
+            raise TopicUnavailable(stream.topic, error) from error
         # With one partition there is nothing to hash: skip the producer's partitioner.
         partition = 0 if len(partitions) == 1 else None
         batch = Batch(stream, str(last_txid), last_position, rows)

@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from metro import database, schema
 from metro.backoff import Backoff
 from metro.errors import MetroError
+from metro.kafka_clients import absent_topic
 from metro.kafka_settings import AuthenticationFailed, KafkaConfigError
 from metro.topics import INBOUND_TOPICS, Stream, streams
 
@@ -187,9 +188,12 @@ class Bridge:
         if error is None:
             self.say(f"{stream.table} goes on again")
             return
-        trouble = (f"cannot send {stream.table} to Kafka ({error})"
-                   if isinstance(error, TopicUnavailable)
-                   else f"cannot read {stream.table} ({database.first_line(error)})")
+        if isinstance(error, TopicUnavailable):
+            absent = error.timed_out and absent_topic(self.options.kafka, error.topic)
+            trouble = (f"cannot send {stream.table}: {absent}" if absent
+                       else f"cannot send {stream.table} to Kafka ({error})")
+        else:
+            trouble = f"cannot read {stream.table} ({database.first_line(error)})"
         self._trouble(f"{trouble}; trying it again in {retry_in:.1f} s, the other streams go on")
 
     def _renew_lease(self, conn: psycopg.Connection) -> None:

@@ -1,5 +1,7 @@
 """Connections to Kafka for the tools that read it (metro topics, the dashboard's metrics):
-a reachability probe, a consumer that commits nothing, end offsets, and quiet logging."""
+a reachability probe, a consumer that commits nothing, the cluster's topics, end offsets,
+and quiet logging; and, for the clients that write (the bridge, the producers), what to
+tell when a topic they wait for does not exist."""
 
 from __future__ import annotations
 
@@ -66,6 +68,34 @@ def consumer(bootstrap: str) -> Any:
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
+
+
+def user_topics(client: Any) -> list[str]:
+    """Topics of the cluster without Kafka's internal ones (__consumer_offsets ...)."""
+    return sorted(t for t in client.topics() if not t.startswith("__"))
+
+
+def absent_topic(bootstrap: str, topic: str) -> str | None:
+    """What to tell when a client waited in vain for topic's metadata and the cluster
+    answers without it (a broker that does not create topics by itself); None when the
+    topic exists or the cluster does not answer (an outage, reported as such)."""
+    from kafka.errors import KafkaError
+
+    try:
+        client = consumer(bootstrap)
+    except MetroError:
+        return None
+    try:
+        # The list of every topic: asking for this one alone could create it.
+        if topic in client.topics():
+            return None
+    except KafkaError:
+        return None
+    finally:
+        client.close()
+    return (f"topic {topic!r} does not exist on Kafka at {bootstrap} and the broker did not"
+            " create it: create it with the cluster's tools, or let the broker create topics"
+            " (auto.create.topics.enable=true)")
 
 
 def end_offsets(client: Any, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -113,8 +113,9 @@ class Run:
             deadline = time.monotonic() + self.grace
             while self.sink.in_flight() and time.monotonic() < deadline and not self.hurry:
                 await asyncio.sleep(0.01)
-            await self.sink.close()
         finally:
+            # Also when the sink stopped the run: what it still has in flight is told.
+            await self.sink.close()
             display.cancel()
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from metro.errors import MetroError
+from metro.kafka_clients import absent_topic
 from metro.kafka_settings import new_client
 from metro.topics import PAYMENT_TOPIC, RECHARGE_TOPIC, TRAIN_TOPIC
 
@@ -26,6 +27,7 @@ from .events import Done, Event, Outcome, Payment, Recharge, TrainMove
 
 FORMATS = ("csv", "json")
 CLOSE_TIMEOUT_SECONDS = 10.0
+MAX_BLOCK_MS = 5000
 
 
 def _csv(*fields: object) -> str:
@@ -80,6 +82,7 @@ class KafkaSink:
         self.producer: KafkaProducer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._in_flight = 0
+        self._known_topics: set[str] = set()
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -91,7 +94,7 @@ class KafkaSink:
 
     def _new_producer(self) -> KafkaProducer:
         return new_client(KafkaProducer, self.bootstrap, acks="all",
-                          enable_idempotence=True, linger_ms=5, max_block_ms=5000,
+                          enable_idempotence=True, linger_ms=5, max_block_ms=MAX_BLOCK_MS,
                           bootstrap_timeout_ms=5000, client_id="metro-producers")
 
     def submit(self, event: Event, done: Done) -> None:
@@ -103,6 +106,8 @@ class KafkaSink:
             # Kafka calls back on its own thread; outcomes are counted on the loop's.
             loop.call_soon_threadsafe(self._finish, done, event, outcome, time.monotonic())
 
+        if topic not in self._known_topics:
+            self._know(topic)
         self._in_flight += 1
         try:
             future = self.producer.send(topic, key=str(event.key).encode(),
@@ -112,6 +117,18 @@ class KafkaSink:
             return
         future.add_callback(lambda _: finish(Outcome.of_decision(True, f"published to {topic}")))
         future.add_errback(lambda error: finish(Outcome.error(_kafka_error(error))))
+
+    def _know(self, topic: str) -> None:
+        """Wait for the topic's metadata once (a broker that creates topics makes it then);
+        without it, every send would wait max_block_ms and fail: the run stops instead."""
+        assert self.producer is not None
+        try:
+            self.producer.partitions_for(topic)
+        except KafkaTimeoutError:
+            raise MetroError(absent_topic(self.bootstrap, topic)
+                             or f"Kafka at {self.bootstrap} gave no metadata for topic "
+                                f"{topic!r} in {MAX_BLOCK_MS / 1000:.0f} s") from None
+        self._known_topics.add(topic)
 
     def _finish(self, done: Done, event: Event, outcome: Outcome, finished: float) -> None:
         self._in_flight -= 1
