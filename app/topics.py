@@ -1,4 +1,5 @@
-"""`metro topics list|tail`: what the Kafka topics hold, without Kafka's own tools.
+"""`metro topics list|tail|create`: what the Kafka topics hold, without Kafka's own tools
+(`create`: app/topics_create.py).
 
 `list` prints every topic's partitions with their end offsets and the lag of the
 bridge's consumer group (`metro-bridge`: its committed offset, when it has one).
@@ -30,6 +31,8 @@ from metro.kafka_clients import (
 )
 from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
+
+from . import topics_create
 
 
 class UnknownTopic(MetroError):
@@ -192,7 +195,8 @@ def _non_negative(text: str) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     topics = sub.add_parser("topics", help="list the Kafka topics with their offsets and the "
-                                           "bridge's lag, or print a topic's messages")
+                                           "bridge's lag, print a topic's messages, or "
+                                           "create the topics metro needs")
     actions = topics.add_subparsers(dest="topics_action", required=True)
     listing = actions.add_parser("list", help="topics, partitions, end offsets and the lag of "
                                               f"the consumer group {BRIDGE_GROUP}")
@@ -203,7 +207,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tailing.add_argument("--key", help="only messages with this key")
     tailing.add_argument("--limit", type=_non_negative, metavar="N",
                          help="stop after N messages (default: follow until Ctrl-C)")
-    for parser in (listing, tailing):
+    creating = actions.add_parser("create", help="create the topics a bridge of this database "
+                                                 "needs that the cluster lacks")
+    topics_create.add_arguments(creating)
+    for parser in (listing, tailing, creating):
         parser.add_argument("--kafka", metavar="HOST:PORT",
                             help="bootstrap servers (default METRO_KAFKA, else the broker of "
                                  "`metro kafka start`)")
@@ -216,5 +223,7 @@ def command(args: argparse.Namespace) -> int:
     if args.topics_action == "list":
         print(render_list(describe(bootstrap), bootstrap))
         return 0
+    if args.topics_action == "create":
+        return topics_create.command(bootstrap, args)
     return tail(bootstrap, args.topic, from_beginning=args.from_beginning, key=args.key,
                 limit=args.limit)

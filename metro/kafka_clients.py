@@ -94,8 +94,8 @@ def absent_topic(bootstrap: str, topic: str) -> str | None:
     finally:
         client.close()
     return (f"topic {topic!r} does not exist on Kafka at {bootstrap} and the broker did not"
-            " create it: create it with the cluster's tools, or let the broker create topics"
-            " (auto.create.topics.enable=true)")
+            " create it: create it (`metro topics create`, or the cluster's tools), or let the"
+            " broker create topics (auto.create.topics.enable=true)")
 
 
 def end_offsets(client: Any, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -7,26 +7,44 @@ exists, and names the missing inbound topics, consuming each once it exists."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from factories import add_card, at, call
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka_fixtures import BridgeProcess, wait_until
+from kafka_fixtures import PROJECT_ROOT, BridgeProcess, wait_until
 
 from metro.app.kafka_broker import KafkaBroker, free_port_pair
 from metro.producers.cli import main as producers
 
 
 @pytest.fixture(scope="module")
-def bare_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     broker = KafkaBroker(tmp_path_factory.mktemp("bare-kafka"), free_port_pair(),
                          auto_create_topics=False)
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def bare_broker(module_broker: KafkaBroker) -> Iterator[KafkaBroker]:
+    """The module's broker without a topic; the topics a test made are deleted after it."""
+    yield module_broker
+    made = sorted(topics(module_broker))
+    if made:
+        admin = KafkaAdminClient(bootstrap_servers=module_broker.bootstrap)
+        try:
+            admin.delete_topics(made)
+        finally:
+            admin.close()
+        wait_until(lambda: not topics(module_broker), 30, f"topics {made} deleted")
 
 
 def topics(broker: KafkaBroker) -> set[str]:
@@ -39,8 +57,8 @@ def topics(broker: KafkaBroker) -> set[str]:
 
 def missing(topic: str, broker: KafkaBroker) -> str:
     return (f"topic {topic!r} does not exist on Kafka at {broker.bootstrap} and the broker did"
-            " not create it: create it with the cluster's tools, or let the broker create"
-            " topics (auto.create.topics.enable=true)")
+            " not create it: create it (`metro topics create`, or the cluster's tools), or let"
+            " the broker create topics (auto.create.topics.enable=true)")
 
 
 def test_the_broker_creates_no_topics_by_itself(bare_broker):
@@ -127,3 +145,59 @@ def test_the_bridge_names_the_inbound_topics_missing_and_consumes_each_once_it_e
                         ).fetchall() == [(3, 2000, at(minutes=5))]
     assert running.output().count("on Kafka yet") == 1
     assert "Traceback" not in running.output()
+
+
+NEEDED = ["CARD_ALERT_EXPORT", "FRAUD", "transaction_decisions", "TRIPS", "TRAINTOPIC",
+          "RECHARGE", "transaction_topic"]
+
+
+def metro_topics_create(db: str, broker: KafkaBroker, *args: str,
+                        config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "METRO_DATABASE_URL": db}
+    env.pop("METRO_KAFKA", None)
+    env.pop("METRO_KAFKA_CONFIG", None)
+    if config is not None:
+        env["METRO_KAFKA_CONFIG"] = str(config)
+    return subprocess.run([sys.executable, "-m", "metro.app.cli", "topics", "create", "--kafka",
+                           broker.bootstrap, *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def partitions(broker: KafkaBroker) -> dict[str, int]:
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None)
+    try:
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in consumer.topics()
+                if not t.startswith("__")}
+    finally:
+        consumer.close()
+
+
+def test_topics_create_makes_the_topics_a_bridge_needs(db, bare_broker, tmp_path):
+    refused = metro_topics_create(db, bare_broker, "--replication-factor", "3")
+    assert refused.returncode == 2
+    assert refused.stdout.splitlines() == [
+        f"{name}: not created: Unable to replicate the partition 3 time(s): The target"
+        " replication factor of 3 cannot be reached because only 1 broker(s) are registered."
+        for name in NEEDED]
+    assert refused.stderr == f"metro: 7 topic(s) not created on {bare_broker.bootstrap}\n"
+    assert topics(bare_broker) == set()
+
+    config = tmp_path / "kafka.properties"
+    config.write_text("topic.partitions=2\n")
+    made = metro_topics_create(db, bare_broker, config=config)
+    assert (made.returncode, made.stderr) == (0, "")
+    assert made.stdout.splitlines() == [
+        f"{name}: created, 2 partition(s), replication factor 1" for name in NEEDED]
+    assert partitions(bare_broker) == dict.fromkeys(NEEDED, 2)
+
+    again = metro_topics_create(db, bare_broker, "--partitions", "3")
+    assert (again.returncode, again.stdout.splitlines()) == (0, [f"{name}: exists"
+                                                                 for name in NEEDED])
+    assert partitions(bare_broker) == dict.fromkeys(NEEDED, 2)
+
+
+def test_topics_create_needs_the_schema_installed(empty_db, bare_broker):
+    made = metro_topics_create(empty_db("topics"), bare_broker)
+    assert (made.returncode, made.stdout) == (2, "")
+    assert made.stderr == "metro: the database has no metro schema: run `metro install` first\n"
+    assert topics(bare_broker) == set()

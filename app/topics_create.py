@@ -1,0 +1,108 @@
+"""`metro topics create`: make the topics a bridge of this database needs, for a cluster
+that does not create topics by itself.
+
+The topics are the database's streams' (metro.streams) and the inbound ones. Those the
+cluster lacks are created with --partitions and --replication-factor, else
+METRO_KAFKA_CONFIG's topic.partitions and topic.replication.factor, else the broker's
+defaults (num.partitions, default.replication.factor); existing topics are left as they
+are. One line per topic; exit 2 when one could not be created.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from metro import database, schema
+from metro.errors import MetroError
+from metro.kafka_clients import REQUEST_TIMEOUT_MS, KafkaNotAnswering, reachable
+from metro.kafka_settings import new_client, settings
+from metro.topics import INBOUND_TOPICS, streams
+
+BROKER_DEFAULT = -1  # CreateTopics: the broker's num.partitions or default.replication.factor
+
+
+def needed_topics(dsn: str) -> list[str]:
+    """The topics a bridge of this database writes (its streams') and reads (inbound)."""
+    with database.connect(dsn) as conn:
+        schema.require_current(conn)
+        return [stream.topic for stream in streams(conn)] + list(INBOUND_TOPICS)
+
+
+def _admin(bootstrap: str) -> Any:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    settings()  # a bad METRO_KAFKA_CONFIG is told even when Kafka is down
+    if not reachable(bootstrap):
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
+    try:
+        return new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                          bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
+    except KafkaError as error:
+        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
+                                f"{type(error).__name__}") from None
+
+
+def create_missing(bootstrap: str, names: list[str], partitions: int,
+                   replication_factor: int) -> tuple[list[str], int]:
+    """Create the topics of names the cluster lacks: a line per topic, and how many failed."""
+    from kafka.errors import for_code
+
+    admin = _admin(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        answers = admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": replication_factor}
+             for name in missing}, raise_errors=False)["topics"] if missing else []
+    finally:
+        admin.close()
+    by_name = {answer["name"]: answer for answer in answers}
+    lines, failed = [], 0
+    for name in names:
+        answer = by_name.get(name)
+        if answer is None:
+            lines.append(f"{name}: exists")
+        elif answer["error_code"] == 0:
+            lines.append(f"{name}: created, {answer['num_partitions']} partition(s), "
+                         f"replication factor {answer['replication_factor']}")
+        else:
+            failed += 1
+            lines.append(f"{name}: not created: "
+                         f"{answer['error_message'] or for_code(answer['error_code']).__name__}")
+    return lines, failed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--partitions", type=_positive, metavar="N",
+                        help="partitions of each topic created (default: topic.partitions of "
+                             "METRO_KAFKA_CONFIG, else the broker's num.partitions)")
+    parser.add_argument("--replication-factor", type=_positive, metavar="N",
+                        help="replicas of each topic created (default: "
+                             "topic.replication.factor of METRO_KAFKA_CONFIG, else the "
+                             "broker's default.replication.factor)")
+
+
+def command(bootstrap: str, args: argparse.Namespace) -> int:
+    chosen = settings()
+    partitions = args.partitions or chosen.topic_partitions or BROKER_DEFAULT
+    replication = (args.replication_factor or chosen.topic_replication_factor
+                   or BROKER_DEFAULT)
+    lines, failed = create_missing(bootstrap, needed_topics(database.conninfo()), partitions,
+                                   replication)
+    for line in lines:
+        print(line, flush=True)
+    if failed:
+        raise MetroError(f"{failed} topic(s) not created on {bootstrap}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
+    return value
