@@ -47,7 +47,7 @@ def _admin(bootstrap: str) -> Any:
 def create_missing(bootstrap: str, names: list[str], partitions: int,
                    replication_factor: int) -> tuple[list[str], int]:
     """Create the topics of names the cluster lacks: a line per topic, and how many failed."""
-    from kafka.errors import for_code
+    from kafka.errors import TopicAlreadyExistsError, for_code
 
     admin = _admin(bootstrap)
     try:
@@ -62,7 +62,8 @@ def create_missing(bootstrap: str, names: list[str], partitions: int,
     lines, failed = [], 0
     for name in names:
         answer = by_name.get(name)
-        if answer is None:
+        # Created meanwhile by someone else: it exists, as wanted.
+        if answer is None or for_code(answer["error_code"]) is TopicAlreadyExistsError:
             lines.append(f"{name}: exists")
         elif answer["error_code"] == 0:
             lines.append(f"{name}: created, {answer['num_partitions']} partition(s), "
