@@ -25,15 +25,17 @@ LANGUAGE sql STABLE AS $$
            CASE WHEN enabled IS NULL THEN 'Card Invalid'
                 WHEN NOT enabled THEN 'Card Disabled'
                 WHEN fraud THEN 'Fraudulent transaction'
+                -- In UTC whatever the caller's TimeZone (VoltDB's timestamps are UTC).
                 WHEN card_type = 1 AND expires > ts
-                    THEN 'Card Expires: ' || to_char(expires, 'YYYY-MM-DD HH24:MI:SSOF')
+                    THEN 'Card Expires: '
+                         || to_char(expires AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS"+00"')
                 WHEN card_type = 1 THEN 'Card Expired'
                 WHEN balance > fare THEN 'Remaining Balance: ' || cents_text(balance - fare)
                 ELSE 'Card has insufficient balance: ' || cents_text(balance) END,
            CASE WHEN enabled AND NOT fraud AND card_type = 0 AND balance <= fare
                 THEN 'Insufficient Balance' END)::metro.entry_result
 $$;
-COMMENT ON FUNCTION entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean, timestamptz) IS 'The outcome of an entry swipe (accept, amount charged, message, alert): the one place the gate messages are decided; inlined into validate_entry and validate_entries';
+COMMENT ON FUNCTION entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean, timestamptz) IS 'The outcome of an entry swipe (accept, amount charged, message, alert): the one place the gate messages are decided, the expiry in UTC whatever the caller''s TimeZone; inlined into validate_entry and validate_entries';
 REVOKE ALL ON FUNCTION entry_outcome(boolean, smallint, integer, timestamptz, integer, boolean, timestamptz) FROM PUBLIC;
 
 -- Decides an entry swipe and records it whatever the outcome, with a fraud

@@ -1,8 +1,10 @@
 """Session settings a caller may change at will do not change what a call decides: the
-time zone does not stretch the fraud window, and standard_conforming_strings does not
-break the payment decisions."""
+time zone does not stretch the fraud window nor move the expiry a swipe tells, and
+standard_conforming_strings does not break the payment decisions."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -27,6 +29,16 @@ def test_the_time_zone_does_not_move_the_fraud_window(conn, stations, zone):
     conn.execute(f"SET TimeZone = '{zone}'")
     assert call(conn, "validate_entry", 91, 3, "2026-03-09 05:00:00+00") == (
         False, "Fraudulent transaction")
+
+
+def test_the_time_zone_does_not_change_the_expiry_message(conn, stations):
+    for card in (92, 93):
+        add_card(conn, card, card_type=1, expires=datetime(2030, 1, 1, tzinfo=UTC))
+    conn.execute("SET TimeZone = 'America/New_York'")
+    assert call(conn, "validate_entry", 92, 1) == (True, "Card Expires: 2030-01-01 00:00:00+00")
+    assert conn.execute("SELECT accepted, message FROM validate_entries(ARRAY[93::bigint],"
+                        " ARRAY[1])").fetchall() == [(True,
+                                                      "Card Expires: 2030-01-01 00:00:00+00")]
 
 
 def test_payments_are_decided_whatever_standard_conforming_strings(conn):
