@@ -34,7 +34,7 @@ chromium:
 test: $(VENV)/.metro-test chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(VENV)/.metro-test
 	$(BIN)/ruff check .

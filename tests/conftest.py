@@ -8,7 +8,8 @@ template database (through alembic, as `metro install` does), and each test gets
 its own copy made with CREATE DATABASE ... TEMPLATE.
 
 METRO_DATABASE_URL selects the server (its role needs CREATEDB); without it the
-embedded server runs under .metro-test/ in the repository.
+embedded server runs under .metro-test/ in the repository, one per pytest-xdist worker
+(`make test` runs two, a test file at a time each).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def server_dsn() -> Iterator[str]:
     if external is not None:
         yield with_dbname(external, "postgres")
         return
-    server = EmbeddedServer(Path(__file__).resolve().parent.parent / ".metro-test")
+    # One server per pytest-xdist worker (gw0, gw1, ...), each under its own directory.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    server = EmbeddedServer(Path(__file__).resolve().parent.parent / ".metro-test" / worker)
     was_running = server.running()
     server.start()
     yield server.conninfo("postgres")

@@ -79,10 +79,12 @@ def test_riders_run_matches_the_database(mode, conn, loaded, db, monkeypatch, ca
     out = capsys.readouterr().out
     summary = json.loads(stats_file.read_text())
 
-    # 570 honest entries (190/s) and 5 bursts of cloned entries (10/s), all on time; the
-    # bursts start every 0.6 s with swipes 0.4 s apart, so only those before 3 s are sent:
-    # 6 + 6 + 5 + 3 + 2.
-    assert summary["achieved_rate"] == pytest.approx(200, rel=0.03)
+    # 570 honest entries (190/s) and 5 bursts of cloned entries (10/s); the bursts start
+    # every 0.6 s with swipes 0.4 s apart, so only those before 3 s are sent: 6 + 6 + 5 +
+    # 3 + 2. The rate achieved is those 592 over the run's time, which a busy machine
+    # stretches past the 3 s.
+    assert summary["achieved_rate"] == pytest.approx(592 / summary["elapsed_s"], abs=0.1)
+    assert 3 <= summary["elapsed_s"] < 10
     # Every call was sent. Whether the rate counts as kept depends on the machine's
     # hiccups (more than 1% of the sends 50 ms late: a fresh clone's run once had that):
     # the verdict follows the counts, and keeping the rate is bench_producers' figure.
