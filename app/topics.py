@@ -22,14 +22,12 @@ from typing import Any, TextIO
 from metro import config
 from metro.errors import MetroError
 from metro.kafka_clients import (
-    REQUEST_TIMEOUT_MS,
-    KafkaNotAnswering,
+    admin,
     consumer,
     end_offsets,
     quiet_kafka_logging,
     user_topics,
 )
-from metro.kafka_settings import new_client
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
 
 from . import topics_create
@@ -55,21 +53,15 @@ class PartitionInfo:
 
 def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     """Committed offsets of a consumer group (empty when the group never committed)."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    client = admin(bootstrap)
     try:
-        admin = new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                           bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
-    except KafkaError as error:
-        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
-                                f"{type(error).__name__}") from None
-    try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        offsets = client.list_group_offsets({group: None}).get(group, {})
     except KafkaError:
         return {}
     finally:
-        admin.close()
+        client.close()
     return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()
             if meta.offset is not None and meta.offset >= 0}
 

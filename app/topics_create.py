@@ -11,12 +11,11 @@ are. One line per topic; exit 2 when one could not be created.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from metro import database, schema
 from metro.errors import MetroError
-from metro.kafka_clients import REQUEST_TIMEOUT_MS, KafkaNotAnswering, reachable
-from metro.kafka_settings import new_client, settings
+from metro.kafka_clients import admin
+from metro.kafka_settings import settings
 from metro.topics import INBOUND_TOPICS, streams
 
 BROKER_DEFAULT = -1  # CreateTopics: the broker's num.partitions or default.replication.factor
@@ -29,35 +28,20 @@ def needed_topics(dsn: str) -> list[str]:
         return [stream.topic for stream in streams(conn)] + list(INBOUND_TOPICS)
 
 
-def _admin(bootstrap: str) -> Any:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    settings()  # a bad METRO_KAFKA_CONFIG is told even when Kafka is down
-    if not reachable(bootstrap):
-        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
-    try:
-        return new_client(KafkaAdminClient, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                          bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
-    except KafkaError as error:
-        raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
-                                f"{type(error).__name__}") from None
-
-
 def create_missing(bootstrap: str, names: list[str], partitions: int,
                    replication_factor: int) -> tuple[list[str], int]:
     """Create the topics of names the cluster lacks: a line per topic, and how many failed."""
     from kafka.errors import TopicAlreadyExistsError, for_code
 
-    admin = _admin(bootstrap)
+    client = admin(bootstrap)
     try:
-        existing = set(admin.list_topics())
+        existing = set(client.list_topics())
         missing = [name for name in names if name not in existing]
-        answers = admin.create_topics(
+        answers = client.create_topics(
             {name: {"num_partitions": partitions, "replication_factor": replication_factor}
              for name in missing}, raise_errors=False)["topics"] if missing else []
     finally:
-        admin.close()
+        client.close()
     by_name = {answer["name"]: answer for answer in answers}
     lines, failed = [], 0
     for name in names:

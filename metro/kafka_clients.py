@@ -1,7 +1,7 @@
 """Connections to Kafka for the tools that read it (metro topics, the dashboard's metrics):
-a reachability probe, a consumer that commits nothing, the cluster's topics, end offsets,
-and quiet logging; and, for the clients that write (the bridge, the producers), what to
-tell when a topic they wait for does not exist."""
+a reachability probe, a consumer that commits nothing, an admin client, the cluster's
+topics, end offsets, and quiet logging; and, for the clients that write (the bridge, the
+producers), what to tell when a topic they wait for does not exist."""
 
 from __future__ import annotations
 
@@ -52,22 +52,34 @@ def quiet_kafka_logging() -> None:
     logger.propagate = False
 
 
-def consumer(bootstrap: str) -> Any:
-    """A consumer without a group (it commits nothing), or KafkaNotAnswering."""
-    from kafka import KafkaConsumer
+def _client(factory: Any, bootstrap: str, **options: Any) -> Any:
+    """factory's client of bootstrap, or KafkaNotAnswering."""
     from kafka.errors import KafkaError
 
     kafka_settings.settings()  # a bad METRO_KAFKA_CONFIG is told even when Kafka is down
     if not reachable(bootstrap):
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering")
     try:
-        return kafka_settings.new_client(
-            KafkaConsumer, bootstrap, group_id=None, enable_auto_commit=False,
-            request_timeout_ms=REQUEST_TIMEOUT_MS, session_timeout_ms=REQUEST_TIMEOUT_MS - 1000,
-            bootstrap_timeout_ms=REQUEST_TIMEOUT_MS)
+        return kafka_settings.new_client(factory, bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                                         bootstrap_timeout_ms=REQUEST_TIMEOUT_MS, **options)
     except KafkaError as error:
         raise KafkaNotAnswering(f"Kafka broker at {bootstrap} is not answering: "
                                 f"{type(error).__name__}") from None
+
+
+def consumer(bootstrap: str) -> Any:
+    """A consumer without a group (it commits nothing), or KafkaNotAnswering."""
+    from kafka import KafkaConsumer
+
+    return _client(KafkaConsumer, bootstrap, group_id=None, enable_auto_commit=False,
+                   session_timeout_ms=REQUEST_TIMEOUT_MS - 1000)
+
+
+def admin(bootstrap: str) -> Any:
+    """An admin client (topics, consumer groups), or KafkaNotAnswering."""
+    from kafka import KafkaAdminClient
+
+    return _client(KafkaAdminClient, bootstrap)
 
 
 def user_topics(client: Any) -> list[str]:
