@@ -175,14 +175,18 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool = False, key: str |
     return 0
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            wanted = "must not be negative" if minimum == 0 else f"must be {minimum} or more"
+            raise argparse.ArgumentTypeError(f"{wanted}: {text}")
+        return value
+    return parse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -197,11 +201,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tailing.add_argument("--from-beginning", action="store_true",
                          help="start at the oldest message instead of the end")
     tailing.add_argument("--key", help="only messages with this key")
-    tailing.add_argument("--limit", type=_non_negative, metavar="N",
+    tailing.add_argument("--limit", type=_at_least(0), metavar="N",
                          help="stop after N messages (default: follow until Ctrl-C)")
     creating = actions.add_parser("create", help="create the topics a bridge of this database "
                                                  "needs that the cluster lacks")
-    topics_create.add_arguments(creating)
+    creating.add_argument("--partitions", type=_at_least(1), metavar="N",
+                          help="partitions of each topic created (default: topic.partitions "
+                               "of METRO_KAFKA_CONFIG, else the broker's num.partitions)")
+    creating.add_argument("--replication-factor", type=_at_least(1), metavar="N",
+                          help="replicas of each topic created (default: "
+                               "topic.replication.factor of METRO_KAFKA_CONFIG, else the "
+                               "broker's default.replication.factor)")
     for parser in (listing, tailing, creating):
         parser.add_argument("--kafka", metavar="HOST:PORT",
                             help="bootstrap servers (default METRO_KAFKA, else the broker of "
@@ -216,6 +226,6 @@ def command(args: argparse.Namespace) -> int:
         print(render_list(describe(bootstrap), bootstrap))
         return 0
     if args.topics_action == "create":
-        return topics_create.command(bootstrap, args)
+        return topics_create.command(bootstrap, args.partitions, args.replication_factor)
     return tail(bootstrap, args.topic, from_beginning=args.from_beginning, key=args.key,
                 limit=args.limit)

@@ -10,8 +10,6 @@ are. One line per topic; exit 2 when one could not be created.
 
 from __future__ import annotations
 
-import argparse
-
 from metro import database, schema
 from metro.errors import MetroError
 from metro.kafka_clients import admin
@@ -59,21 +57,11 @@ def create_missing(bootstrap: str, names: list[str], partitions: int,
     return lines, failed
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--partitions", type=_positive, metavar="N",
-                        help="partitions of each topic created (default: topic.partitions of "
-                             "METRO_KAFKA_CONFIG, else the broker's num.partitions)")
-    parser.add_argument("--replication-factor", type=_positive, metavar="N",
-                        help="replicas of each topic created (default: "
-                             "topic.replication.factor of METRO_KAFKA_CONFIG, else the "
-                             "broker's default.replication.factor)")
-
-
-def command(bootstrap: str, args: argparse.Namespace) -> int:
+def command(bootstrap: str, partitions: int | None, replication_factor: int | None) -> int:
+    """Create what is missing, print a line per topic; MetroError when one was refused."""
     chosen = settings()
-    partitions = args.partitions or chosen.topic_partitions or BROKER_DEFAULT
-    replication = (args.replication_factor or chosen.topic_replication_factor
-                   or BROKER_DEFAULT)
+    partitions = partitions or chosen.topic_partitions or BROKER_DEFAULT
+    replication = replication_factor or chosen.topic_replication_factor or BROKER_DEFAULT
     lines, failed = create_missing(bootstrap, needed_topics(database.conninfo()), partitions,
                                    replication)
     for line in lines:
@@ -81,13 +69,3 @@ def command(bootstrap: str, args: argparse.Namespace) -> int:
     if failed:
         raise MetroError(f"{failed} topic(s) not created on {bootstrap}")
     return 0
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
-    return value

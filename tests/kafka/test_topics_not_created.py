@@ -173,6 +173,10 @@ def partitions(broker: KafkaBroker) -> dict[str, int]:
 
 
 def test_topics_create_makes_the_topics_a_bridge_needs(db, bare_broker, tmp_path):
+    zero = metro_topics_create(db, bare_broker, "--partitions", "0")
+    assert (zero.returncode, zero.stdout) == (2, "")
+    assert zero.stderr.splitlines()[-1] == ("metro topics create: error: argument --partitions:"
+                                            " must be 1 or more: 0")
     refused = metro_topics_create(db, bare_broker, "--replication-factor", "3")
     assert refused.returncode == 2
     assert refused.stdout.splitlines() == [
