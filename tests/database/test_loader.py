@@ -411,7 +411,7 @@ def test_a_directory_or_a_device_is_not_called_missing(run, tmp_path):
 
 
 @pytest.mark.parametrize("name, content, says", [
-    ("stations.csv.gz", gzip.compress(b"1,Airport,250,1\n"),
+    ("stations.csv.gz", gzip.compress(b"1,Airport,250,1\n", mtime=0),
      "is gzip-compressed, not UTF-8 CSV text: decompress it first (gunzip -k)"),
     ("stations.csv", "1,Airport,250,1\n".encode("utf-16"),
      "is UTF-16 text, not UTF-8 CSV text: convert it first (iconv -f UTF-16 -t UTF-8)"),
