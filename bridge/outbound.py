@@ -212,15 +212,15 @@ class Forwarder:
     def _send(self, stream: Stream) -> Batch | None:
         txid, position = self.cursors[stream.table]
         # The WAL insert position, read after the batch's snapshot: every commit the batch
-        # sees lies before it.
+        # sees lies before it. A sub-select, so that it is read once, not once a row.
         read = self.conn.execute(
             "SELECT row_txid::text, row_position, key, value, ahead,"
-            " pg_current_wal_insert_lsn()::text"
+            " (SELECT pg_current_wal_insert_lsn()::text)"
             " FROM metro.bridge_batch(%s, %s::xid8, %s, %s)",
             (stream.table, txid, position, self.batch_size)).fetchall()
         if not read:
             return None
-        self._await_durable(max(lsn_value(r[5]) for r in read))
+        self._await_durable(lsn_value(read[0][5]))
         # The cursor moves to the last row of the batch in (txid, position) order; rows of
         # the same keys beyond it (ahead) go first, all in position order, and are not sent
         # again when the cursor reaches them.
