@@ -8,7 +8,9 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   (a C client, so the database is what is measured), 15 s per run (--seconds);
 - 3 rounds (--repeats): every setup below runs once per round, in the order listed,
   so the setups alternate and each figure is the median of 3 runs, printed with
-  the range of the runs;
+  the range of the runs; every other round runs each validate_entry closed loop
+  before the naive function's instead of after it (a machine that slows within a
+  round then does not favour the same side every round);
 - every run starts from the same state (fresh_history): no swipe of an earlier run
   in metro's tables or the naive function's, so each run decides the same mix of
   outcomes, no partition left for autovacuum (VACUUM ANALYZE) and no dirty page of
@@ -143,6 +145,8 @@ BULK = """SELECT count(*) FROM metro.validate_entries(
 DURABLE_WRITE = "INSERT INTO bench_commit VALUES (1);\n"
 FRAUD_CHECK = "SELECT metro.is_fraud({card}, 1);\n"
 QUIET_CARD, BUSY_CARD = 900_001, 900_002
+# (key, name, script, clients, load, rows check, seconds) of one measured setup
+SETUP = tuple[str, str, str, int, float | None, tuple[str, int] | None, float]
 FLOOR_SWIPE = """\\set card random(1, {cards})
 \\set station random(1, 15)
 SELECT floor.swipe(:card, :station);
@@ -278,6 +282,21 @@ def outcome_shares(dsn: str, schema: str) -> dict[str, float]:
 MIX_TOLERANCE = 0.01
 
 
+def in_round_order(setups: list[SETUP], round_: int) -> list[SETUP]:
+    """setups in the order round_ runs them: every other round, each validate_entry
+    closed loop runs before the naive function's of its client count instead of after
+    it, so a machine that slows within a round does not favour one side every time."""
+    if round_ % 2 == 0:
+        return setups
+    ordered = list(setups)
+    for i, setup in enumerate(setups):
+        compared, _, clients = setup[0].partition("@")
+        if compared == "naive":
+            j = next(k for k, other in enumerate(setups) if other[0] == f"validate_entry@{clients}")
+            ordered[i], ordered[j] = setups[j], setups[i]
+    return ordered
+
+
 def check_same_mix(key: str, naive: dict[str, float], metro: dict[str, float]) -> None:
     n1, n2 = max(naive["swipes"], 1), max(metro["swipes"], 1)
     differing = {}
@@ -382,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # (key, name, script, clients, load, rows check, seconds), run in this order each round;
     # load, for an open-loop run, is its share of the round's closed-loop capacity.
-    setups: list[tuple[str, str, str, int, float | None, tuple[str, int] | None, float]] = []
+    setups: list[SETUP] = []
     for clients in args.clients:
         setups += [
             (f"durable@{clients}", "smallest durable write", DURABLE_WRITE, clients, None,
@@ -428,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     mixes: dict[str, list[dict[str, float]]] = {}
     for round_ in range(args.repeats):
         print(f"round {round_ + 1} of {args.repeats} ...", flush=True)
-        for key, name, script, clients, load, rows, run_seconds in setups:
+        for key, name, script, clients, load, rows, run_seconds in in_round_order(setups,
+                                                                                 round_):
             # The closed loops run first: the round's capacity is known by now.
             rate = (max(1, round(load * runs[f"validate_entry@{main_clients}"][-1].tps))
                     if load else None)
@@ -438,13 +458,13 @@ def main(argv: list[str] | None = None) -> None:
                                          latency_limit_ms=args.latency_limit,
                                          warmup_seconds=OPEN_LOOP_WARMUP_S,
                                          client_dsn=None if key == "usual" else app))
-            compared, _, compared_clients = key.partition("@")
+            compared = key.partition("@")[0]
             if compared in ("naive", "validate_entry"):
                 mixes.setdefault(key, []).append(
                     outcome_shares(dsn, "naive" if compared == "naive" else "metro"))
-                if compared == "validate_entry":
-                    check_same_mix(key, mixes[f"naive@{compared_clients}"][-1],
-                                   mixes[key][-1])
+        for clients in args.clients:
+            key = f"validate_entry@{clients}"
+            check_same_mix(key, mixes[f"naive@{clients}"][-1], mixes[key][-1])
     with psycopg.connect(dsn) as conn:
         fraud = [conn.execute("SELECT metro.is_fraud(%s, 1)", (card,)).fetchone()
                  for card in (QUIET_CARD, BUSY_CARD)]

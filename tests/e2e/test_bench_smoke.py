@@ -138,6 +138,19 @@ def test_percentiles_count_lost_transactions_as_the_slowest():
                                        "runs": [3.0, 1.0, 2.0]}
 
 
+def test_every_other_round_runs_validate_entry_before_the_naive_function():
+    from metro.bench.bench_validate_entry import in_round_order
+
+    keys = ["durable@1", "naive@1", "validate_entry@1", "durable@8", "naive@8",
+            "validate_entry@8", "floor@8", "open@0.5"]
+    setups = [(key, key, "", 1, None, None, 1.0) for key in keys]
+    assert [s[0] for s in in_round_order(setups, 0)] == keys
+    assert [s[0] for s in in_round_order(setups, 2)] == keys
+    assert [s[0] for s in in_round_order(setups, 1)] == [
+        "durable@1", "validate_entry@1", "naive@1", "durable@8", "validate_entry@8",
+        "naive@8", "floor@8", "open@0.5"]
+
+
 def test_an_open_loop_warm_up_is_left_out_by_scheduled_start():
     from metro.bench.pgbench import after_warmup, logged_line
 
