@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds = args.seconds
     one_event = (EVENTS, 1)
 
-    # (key, name, script, clients, load, rows check, seconds), run in this order each round;
+    # Run in this order each round (validate_entry and naive swapped every other round:
+    # in_round_order);
     # load, for an open-loop run, is its share of the round's closed-loop capacity.
     setups: list[SETUP] = []
     for clients in args.clients:
