@@ -28,6 +28,7 @@ from metro.kafka_clients import (
     quiet_kafka_logging,
     user_topics,
 )
+from metro.service_cli import at_least
 from metro.topics import BRIDGE_GROUP, POSITION_HEADER
 
 from . import topics_create
@@ -175,20 +176,6 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool = False, key: str |
     return 0
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least minimum."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < minimum:
-            wanted = "must not be negative" if minimum == 0 else f"must be {minimum} or more"
-            raise argparse.ArgumentTypeError(f"{wanted}: {text}")
-        return value
-    return parse
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     topics = sub.add_parser("topics", help="list the Kafka topics with their offsets and the "
                                            "bridge's lag, print a topic's messages, or "
@@ -201,14 +188,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tailing.add_argument("--from-beginning", action="store_true",
                          help="start at the oldest message instead of the end")
     tailing.add_argument("--key", help="only messages with this key")
-    tailing.add_argument("--limit", type=_at_least(0), metavar="N",
+    tailing.add_argument("--limit", type=at_least(0), metavar="N",
                          help="stop after N messages (default: follow until Ctrl-C)")
     creating = actions.add_parser("create", help="create the topics a bridge of this database "
                                                  "needs that the cluster lacks")
-    creating.add_argument("--partitions", type=_at_least(1), metavar="N",
+    creating.add_argument("--partitions", type=at_least(1), metavar="N",
                           help="partitions of each topic created (default: topic.partitions "
                                "of METRO_KAFKA_CONFIG, else the broker's num.partitions)")
-    creating.add_argument("--replication-factor", type=_at_least(1), metavar="N",
+    creating.add_argument("--replication-factor", type=at_least(1), metavar="N",
                           help="replicas of each topic created (default: "
                                "topic.replication.factor of METRO_KAFKA_CONFIG, else the "
                                "broker's default.replication.factor)")

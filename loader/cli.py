@@ -22,6 +22,7 @@ import psycopg
 
 from metro import database
 from metro.errors import MetroError
+from metro.service_cli import at_least
 
 from .calling import CallLoader
 from .catalog import APPEND_ONLY, FUNCTIONS, TABLES, Function, Table, find_function, find_table
@@ -60,18 +61,6 @@ def _one_byte(name: str) -> Callable[[str], str]:
     return check
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    def check(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
-        return number
-    return check
-
-
 def _prog() -> str:
     """The program's name as the user typed it: `loader` (or the script's name),
     `python -m loader` (whatever the package is called)."""
@@ -104,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--header", action="store_true",
                         help="the first line (after --skip) is a header: neither loaded nor "
                              "reported")
-    parser.add_argument("--skip", type=_count(0), default=0, metavar="N",
+    parser.add_argument("--skip", type=at_least(0), default=0, metavar="N",
                         help="skip N lines first (before the header, if any; default 0)")
     parser.add_argument("--delimiter", type=_one_byte("--delimiter"), default=",", metavar="C",
                         help="the character between fields, one byte (default: ,); \\t is a"
@@ -114,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "break or itself (doubled inside); one byte (default: \")")
     parser.add_argument("--null", metavar="STRING",
                         help="unquoted text that means NULL (default: an unquoted empty field)")
-    parser.add_argument("--max-errors", type=_count(-1), default=100, metavar="N",
+    parser.add_argument("--max-errors", type=at_least(-1), default=100, metavar="N",
                         help="stop after N invalid rows, keeping what loaded before "
                              "(default 100; -1: no limit)")
-    parser.add_argument("--batch", type=_count(1), default=50_000, metavar="N",
+    parser.add_argument("--batch", type=at_least(1), default=50_000, metavar="N",
                         help="rows per COPY and per transaction (default 50000)")
     parser.add_argument("--truncate", action="store_true",
                         help="empty the table first, in the same transaction as the whole load: "

@@ -1,5 +1,6 @@
-"""What the command lines of the long-running services (`metro bridge`, `metro worker`)
-share: argument types, logging set-up, and running until Ctrl-C or SIGTERM."""
+"""What the command lines share: argument types (every command's), and for the
+long-running services (`metro bridge`, `metro worker`) logging set-up and running until
+Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -40,6 +41,20 @@ def positive(kind: type[int] | type[float], most: float | None = None,
             bounds = (f"from {least:g} to {most:g}" if least is not None and most is not None
                       else f"at least {least:g}" if least is not None else f"at most {most:g}")
             raise argparse.ArgumentTypeError(f"must be {bounds}: {text}")
+        return value
+    return parse
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < minimum:
+            wanted = "must not be negative" if minimum == 0 else f"must be {minimum} or more"
+            raise argparse.ArgumentTypeError(f"{wanted}: {text}")
         return value
     return parse
 

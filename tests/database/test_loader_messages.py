@@ -76,6 +76,17 @@ def test_every_option_is_described():
         assert action.help, action.option_strings or action.dest
 
 
+def test_a_batch_of_zero_rows_is_refused_before_anything_is_read(conn, tmp_path):
+    path = write(tmp_path, "stations.csv", "99,Nowhere,250\n")
+    script = Path(sys.executable).with_name("loader")
+    refused = subprocess.run([str(script), "--batch", "0", str(path)], capture_output=True,
+                             text=True, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "loader: error: argument --batch: must be 1 or more: 0")
+    assert conn.execute("SELECT count(*) FROM stations WHERE station_id = 99").fetchone() == (0,)
+
+
 def test_help_names_the_program_as_typed_and_lists_the_targets(tmp_path):
     script = Path(sys.executable).with_name("loader")
     shown = subprocess.run([str(script), "--help"], capture_output=True, text=True,
