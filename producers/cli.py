@@ -150,7 +150,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             Path(args.stats_file).write_text(json.dumps(document, indent=2) + "\n")
         except OSError as error:
             raise MetroError(f"cannot write {args.stats_file}: {error.strerror}") from None
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    return _failed_calls(result.summary)
+
+
+def _failed_calls(summary: dict[str, Any]) -> int:
+    """1, with one line on standard error, when calls failed: a script running a
+    simulation must not take a run with errors for a clean one."""
+    failed = summary["outcomes"]["errors"]
+    if not failed:
+        return 0
+    report(f"{failed} of {summary['calls']} calls failed (their messages are counted above)")
+    return 1
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

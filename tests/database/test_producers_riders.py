@@ -192,7 +192,7 @@ def test_lost_connection_is_reported_and_retried(conn, loaded, db, tmp_path):
     conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                  " WHERE application_name = 'metro-producers' AND datname = current_database()")
     out, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
+    assert process.returncode == 1, err  # calls failed: not a clean run
     assert "Traceback" not in err
     assert re.search(r"producers: connection [12] lost: .*, reconnecting", err), err
     assert re.search(r"producers: connection [12] restored after 1 attempt\(s\)", err), err
@@ -202,6 +202,8 @@ def test_lost_connection_is_reported_and_retried(conn, loaded, db, tmp_path):
     # A call cut off with its connection may or may not have committed.
     assert answered <= recorded <= answered + summary["outcomes"]["errors"]
     assert summary["outcomes"]["errors"] > 0
+    assert (f"producers: {summary['outcomes']['errors']} of {summary['calls']} calls failed"
+            " (their messages are counted above)\n") in err
     assert summary["messages"]["Remaining Balance"] > 0  # it kept going after the loss
 
 
