@@ -10,6 +10,8 @@ are. One line per topic; exit 2 when one could not be created.
 
 from __future__ import annotations
 
+from typing import Any
+
 from metro import database, schema
 from metro.errors import MetroError
 from metro.kafka_clients import admin
@@ -29,22 +31,35 @@ def needed_topics(dsn: str) -> list[str]:
 def create_missing(bootstrap: str, names: list[str], partitions: int,
                    replication_factor: int) -> tuple[list[str], int]:
     """Create the topics of names the cluster lacks: a line per topic, and how many failed."""
-    from kafka.errors import TopicAlreadyExistsError, for_code
-
     client = admin(bootstrap)
     try:
         existing = set(client.list_topics())
-        missing = [name for name in names if name not in existing]
-        answers = client.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": replication_factor}
-             for name in missing}, raise_errors=False)["topics"] if missing else []
+        answers = create(client, [name for name in names if name not in existing],
+                         partitions, replication_factor)
     finally:
         client.close()
+    return outcome_lines(names, answers)
+
+
+def create(client: Any, names: list[str], partitions: int,
+           replication_factor: int) -> list[dict[str, Any]]:
+    """The broker's answer per topic asked for (none asked: no request)."""
+    if not names:
+        return []
+    return list(client.create_topics(
+        {name: {"num_partitions": partitions, "replication_factor": replication_factor}
+         for name in names}, raise_errors=False)["topics"])
+
+
+def outcome_lines(names: list[str], answers: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """A line per topic of names from the broker's answers, and how many were refused."""
+    from kafka.errors import TopicAlreadyExistsError, for_code
+
     by_name = {answer["name"]: answer for answer in answers}
     lines, failed = [], 0
     for name in names:
         answer = by_name.get(name)
-        # Created meanwhile by someone else: it exists, as wanted.
+        # Listed as missing, then created by someone else before our request: it exists.
         if answer is None or for_code(answer["error_code"]) is TopicAlreadyExistsError:
             lines.append(f"{name}: exists")
         elif answer["error_code"] == 0:

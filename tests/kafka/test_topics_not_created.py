@@ -20,6 +20,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka_fixtures import PROJECT_ROOT, BridgeProcess, wait_until
 
+from metro.app import topics_create
 from metro.app.kafka_broker import KafkaBroker, free_port_pair
 from metro.producers.cli import main as producers
 
@@ -198,6 +199,22 @@ def test_topics_create_makes_the_topics_a_bridge_needs(db, bare_broker, tmp_path
     assert (again.returncode, again.stdout.splitlines()) == (0, [f"{name}: exists"
                                                                  for name in NEEDED])
     assert partitions(bare_broker) == dict.fromkeys(NEEDED, 2)
+
+
+def test_a_topic_made_between_the_listing_and_the_request_is_one_that_exists(bare_broker):
+    """Another `metro topics create` (or an operator) makes FRAUD after this one listed the
+    cluster's topics: the broker refuses to create it again, and that refusal is success."""
+    client = KafkaAdminClient(bootstrap_servers=bare_broker.bootstrap)
+    try:
+        client.create_topics([NewTopic("FRAUD", 1, 1)])
+        answers = topics_create.create(client, ["FRAUD", "TRIPS"], 1, 1)
+    finally:
+        client.close()
+    assert {answer["name"]: answer["error_code"] for answer in answers} == {
+        "FRAUD": 36, "TRIPS": 0}  # TOPIC_ALREADY_EXISTS
+    assert topics_create.outcome_lines(["FRAUD", "TRIPS"], answers) == (
+        ["FRAUD: exists", "TRIPS: created, 1 partition(s), replication factor 1"], 0)
+    assert topics(bare_broker) == {"FRAUD", "TRIPS"}
 
 
 def test_topics_create_needs_the_schema_installed(empty_db, bare_broker):
