@@ -16,7 +16,6 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import psycopg
 
@@ -24,7 +23,7 @@ from ..producers import line, reference
 from ..producers.engine import Run, RunResult
 from ..producers.recharges import Recharges
 from ..producers.riders import FraudRules, Riders, recent_history
-from ..producers.simulation import Simulation
+from ..producers.simulation import REAL_CLOCK, Simulation
 from ..producers.sinks import DirectSink
 from ..producers.trains import Trains
 
@@ -55,15 +54,14 @@ def build(conn: psycopg.Connection, *, rate: float, seconds: float,
     trains = reference.check_trains(conn, TRAINS)
     rules = FraudRules.read(conn)
     rng = random.Random()
-    now = datetime.now(UTC)
     return [
-        Trains(trains, timing, now, seconds),
+        Trains(trains, timing, REAL_CLOCK, seconds),
         Riders(rate=rate, cards=card_ids, stations=stations, line=line.load_line(),
-               start_ts=now, horizon=seconds, rng=rng, speedup=TIME_SCALE,
+               start_ts=REAL_CLOCK, horizon=seconds, rng=rng, speedup=TIME_SCALE,
                fraud_ratio=FRAUD_RATIO, rules=rules,
                history=recent_history(conn, card_ids.ids, rules)),
         Recharges(rate=rate * RECHARGES_PER_ENTRY, cards=card_ids, stations=stations,
-                  start_ts=now, horizon=seconds, rng=rng),
+                  start_ts=REAL_CLOCK, horizon=seconds, rng=rng),
     ]
 
 

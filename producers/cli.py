@@ -26,7 +26,7 @@ from .kafka_sink import FORMATS, KafkaSink
 from .payments import Payments
 from .recharges import Recharges
 from .riders import UNKNOWN_SHARE, FraudRules, Riders, recent_history
-from .simulation import Simulation
+from .simulation import REAL_CLOCK, Simulation
 from .sinks import MODES, DirectSink, Sink
 from .stats import format_summary
 from .trains import Trains
@@ -72,7 +72,7 @@ def build_trains(conn: psycopg.Connection, args: argparse.Namespace) -> Simulati
     timing = line.load_line(args.line)
     reference.check_line_stations(conn, timing.stations)
     trains = reference.check_trains(conn, args.trains)
-    return Trains(trains, timing, datetime.now(UTC), _horizon(args), args.speedup)
+    return Trains(trains, timing, REAL_CLOCK, _horizon(args), args.speedup)
 
 
 def build_riders(conn: psycopg.Connection, args: argparse.Namespace) -> Simulation:
@@ -84,7 +84,7 @@ def build_riders(conn: psycopg.Connection, args: argparse.Namespace) -> Simulati
     cards = reference.load_cards(conn, args.cards)
     rules = FraudRules.read(conn)
     return Riders(rate=args.rate, cards=cards, stations=stations, line=timing,
-                  start_ts=datetime.now(UTC), horizon=_horizon(args), rng=_rng(args),
+                  start_ts=REAL_CLOCK, horizon=_horizon(args), rng=_rng(args),
                   speedup=args.speedup, fraud_ratio=args.fraud_ratio,
                   unknown_share=args.unknown_share, rules=rules,
                   history=recent_history(conn, cards.ids, rules))
@@ -92,12 +92,12 @@ def build_riders(conn: psycopg.Connection, args: argparse.Namespace) -> Simulati
 
 def build_recharges(conn: psycopg.Connection, args: argparse.Namespace) -> Simulation:
     return Recharges(rate=args.rate, cards=reference.load_cards(conn, args.cards),
-                     stations=reference.load_stations(conn), start_ts=datetime.now(UTC),
+                     stations=reference.load_stations(conn), start_ts=REAL_CLOCK,
                      horizon=_horizon(args), rng=_rng(args))
 
 
 def build_payments(conn: psycopg.Connection | None, args: argparse.Namespace) -> Simulation:
-    return Payments(rate=args.rate, accounts=args.accounts, start_ts=datetime.now(UTC),
+    return Payments(rate=args.rate, accounts=args.accounts, start_ts=REAL_CLOCK,
                     horizon=_horizon(args), rng=_rng(args))
 
 

@@ -107,6 +107,7 @@ class Run:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(signal.SIGINT, self.interrupt)
         self.start = self._rolled = time.monotonic()
+        self.simulation.clock_starts()
         display = loop.create_task(self._display())
         try:
             await self._send()

@@ -29,7 +29,7 @@ class Payments(Simulation):
     name = "payments"
     target_label = "payments"
 
-    def __init__(self, *, rate: float, accounts: int, start_ts: datetime, horizon: float,
+    def __init__(self, *, rate: float, accounts: int, start_ts: datetime | None, horizon: float,
                  rng: random.Random) -> None:
         super().__init__(start_ts, horizon)
         if rate <= 0 or accounts <= 0:
@@ -37,7 +37,8 @@ class Payments(Simulation):
         self.target_rate = rate
         self.accounts = accounts
         self.rng = rng
-        self.run_id = f"{start_ts:%Y%m%dT%H%M%S}{start_ts.microsecond // 1000:03d}"
+        self.run_id = (f"{self.start_ts:%Y%m%dT%H%M%S}"
+                       f"{self.start_ts.microsecond // 1000:03d}")
         self.kinds = WeightedChoice(list(range(len(RANGES) + len(BOUNDARIES))),
                                     [w for *_, w in RANGES] + [BOUNDARY_WEIGHT] * len(BOUNDARIES))
         self.timeline.add_stream(self._payments(rate))

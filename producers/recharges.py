@@ -20,7 +20,7 @@ class Recharges(Simulation):
     target_label = "recharges"
 
     def __init__(self, *, rate: float, cards: Cards, stations: WeightedChoice,
-                 start_ts: datetime, horizon: float, rng: random.Random) -> None:
+                 start_ts: datetime | None, horizon: float, rng: random.Random) -> None:
         super().__init__(start_ts, horizon)
         if rate <= 0:
             raise ValueError("rate must be positive")

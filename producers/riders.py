@@ -152,7 +152,8 @@ class Riders(Simulation):
     target_label = "entries"
 
     def __init__(self, *, rate: float, cards: Cards, stations: WeightedChoice, line: Line,
-                 start_ts: datetime, horizon: float, rng: random.Random, speedup: float = 1.0,
+                 start_ts: datetime | None, horizon: float, rng: random.Random,
+                 speedup: float = 1.0,
                  fraud_ratio: float = 0.0, unknown_share: float = UNKNOWN_SHARE,
                  rules: FraudRules | None = None,
                  history: dict[int, CardHistory] | None = None) -> None:
@@ -183,7 +184,7 @@ class Riders(Simulation):
         self._honest = honest
         self.pool = CardPool(honest, self.rules, history)
         self._pooled = set(honest)
-        self._capacity = self.pool.capacity(start_ts.timestamp())
+        self._capacity = self.pool.capacity(self.start_ts.timestamp())
         self.clones = clones
         self.fraud_ratio = fraud_ratio
         self.timeline.add_stream(self._honest_entries(rate * (1 - fraud_ratio)))

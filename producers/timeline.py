@@ -1,5 +1,7 @@
 """Pending events in send order: steady streams merged lazily, plus one-off events
-(an exit scheduled when an entry is accepted). Nothing is kept beyond the horizon."""
+(an exit scheduled when an entry is accepted). Nothing is kept beyond the horizon.
+A stream's first event is drawn when the run first asks, so that it is stamped on the
+run's clock (Simulation.clock_starts), not when the simulation was built."""
 
 from __future__ import annotations
 
@@ -15,10 +17,15 @@ class Timeline:
         self.horizon = horizon  # events due at or after this many seconds are never sent
         self._heap: list[tuple[float, int, Event, Iterator[Event] | None]] = []
         self._order = itertools.count()
+        self._unstarted: list[Iterator[Event]] = []
 
     def add_stream(self, stream: Iterator[Event]) -> None:
         """A stream yields events in due order; only its next event is held."""
-        self._push_next(stream)
+        self._unstarted.append(stream)
+
+    def _start_streams(self) -> None:
+        while self._unstarted:
+            self._push_next(self._unstarted.pop(0))
 
     def add(self, event: Event) -> None:
         if event.due >= self.horizon:
@@ -26,9 +33,11 @@ class Timeline:
         heapq.heappush(self._heap, (event.due, next(self._order), event, None))
 
     def next_due(self) -> float | None:
+        self._start_streams()
         return self._heap[0][0] if self._heap else None
 
     def pop(self) -> Event:
+        self._start_streams()
         _, _, event, stream = heapq.heappop(self._heap)
         if stream is not None:
             self._push_next(stream)

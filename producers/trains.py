@@ -36,7 +36,7 @@ class Trains(Simulation):
     name = "trains"
     target_label = "train events"
 
-    def __init__(self, trains: list[int], line: Line, start_ts: datetime, horizon: float,
+    def __init__(self, trains: list[int], line: Line, start_ts: datetime | None, horizon: float,
                  speedup: float = 1.0) -> None:
         super().__init__(start_ts, horizon, speedup)
         self.line = line

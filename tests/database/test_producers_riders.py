@@ -3,9 +3,11 @@ equal to the rows written, injected fraud detected, Ctrl-C and a lost connection
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -13,10 +15,15 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
-from metro.producers import cards
+from metro.producers import cards, reference
 from metro.producers.cli import main
+from metro.producers.engine import Run
+from metro.producers.recharges import Recharges
+from metro.producers.simulation import REAL_CLOCK
+from metro.producers.sinks import DirectSink
 from metro.producers.stats import LATE_SHARE
 
 CARDS = 2000
@@ -262,3 +269,21 @@ def test_too_few_cards_are_said_and_honest_riders_never_look_like_fraud(conn, lo
     entries_after, fraud, future = card_event_counts(conn)
     assert (fraud, future) == (0, 0)
     assert entries_after - entries < 300
+
+
+def test_swipes_are_stamped_when_sent_however_long_the_setup(conn, loaded, db):
+    """A simulation on the real clock starts it with the run: a setup that took a second
+    (reading the cards and their history, connecting) does not date every swipe a second
+    before it was sent (the demo's last complete second was half empty)."""
+    with psycopg.connect(db) as reader:
+        built = Recharges(rate=20, cards=reference.load_cards(reader, None),
+                          stations=reference.load_stations(reader), start_ts=REAL_CLOCK,
+                          horizon=1.0, rng=random.Random(3))
+    time.sleep(1.0)  # a slow setup
+    sink = DirectSink(db, mode="pipeline", connections=1, report=print)
+    started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    result = asyncio.run(Run(built, sink, display_interval=5).run())
+    assert result.summary["outcomes"]["accepted"] == 20
+    first, last, now = conn.execute("SELECT min(ts), max(ts), clock_timestamp()"
+                                    " FROM metro.card_events").fetchone()
+    assert started <= first and last - first >= timedelta(seconds=0.9) and last <= now
