@@ -29,6 +29,7 @@ import psycopg
 
 from metro import config, database, kafka_clients, schema
 from metro.errors import MetroError
+from metro.service_cli import positive, tcp_port
 from metro.stop_signals import StopSignals
 from metro.topics import streams
 
@@ -59,12 +60,6 @@ class DemoOptions:
     kafka: str | None = None    # bootstrap servers; None: METRO_KAFKA or the project's broker
     dashboard: bool = True
     dashboard_port: int | None = None  # None: the first free port from DASHBOARD_PORT up
-
-    def __post_init__(self) -> None:
-        for option, value in (("--seconds", self.seconds), ("--rate", self.rate),
-                              ("--cards", self.cards)):
-            if not value > 0:
-                raise MetroError(f"{option} must be positive, got {value:g}")
 
 
 class ServiceThread:
@@ -494,28 +489,22 @@ def latency_line(riders: dict[str, Any], waited: float) -> str:
     return text
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
-    return int(text)
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the whole system for a minute with a live view: "
                                        "simulated riders, trains and recharges, bridge, Kafka, "
                                        "dashboard")
-    demo.add_argument("--seconds", type=float, default=60.0, metavar="S",
+    demo.add_argument("--seconds", type=positive(float), default=60.0, metavar="S",
                       help="how long the simulators run (default %(default)g)")
-    demo.add_argument("--rate", type=float, default=300.0, metavar="R",
+    demo.add_argument("--rate", type=positive(float), default=300.0, metavar="R",
                       help="entry swipes per second (default %(default)g)")
-    demo.add_argument("--cards", type=int, default=100_000, metavar="N",
+    demo.add_argument("--cards", type=positive(int), default=100_000, metavar="N",
                       help="cards to ride with; missing ones are generated and loaded; an "
                            "honest card enters at most 5 times an hour, so a run needs about "
                            "R x S / 5 of them (default %(default)d)")
     demo.add_argument("--kafka", metavar="HOST:PORT",
                       help="Kafka bootstrap servers (default METRO_KAFKA, else the project's "
                            "broker when Java is there, else a JSON-lines file)")
-    demo.add_argument("--dashboard-port", type=_port, metavar="PORT",
+    demo.add_argument("--dashboard-port", type=tcp_port(), metavar="PORT",
                       help=f"serve the dashboard on {DASHBOARD_HOST}:PORT, or the next free "
                            f"port (default {DASHBOARD_PORT})")
     demo.add_argument("--no-dashboard", dest="dashboard", action="store_false",

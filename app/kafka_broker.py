@@ -27,6 +27,7 @@ from pathlib import Path
 
 from metro import config
 from metro.errors import MetroError
+from metro.service_cli import tcp_port
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -430,7 +431,7 @@ def _recorded_port() -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     kafka = sub.add_parser("kafka", help="run the project's single-node Kafka broker (KRaft)")
     kafka.add_argument("action", choices=["start", "stop", "status"])
-    kafka.add_argument("--port", type=int, default=None,
+    kafka.add_argument("--port", type=tcp_port(65534), default=None,
                        help=f"broker port on 127.0.0.1 (default METRO_KAFKA_PORT or "
                             f"{config.DEFAULT_KAFKA_PORT}); the controller uses the next one")
     kafka.add_argument("--sasl-user", type=_sasl_user, action="append", metavar="USER:PASSWORD",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -27,14 +28,23 @@ def duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
+def number(kind: type[int] | type[float], text: str) -> int | float:
+    """text as a finite number of `kind`, or the argparse error saying it is not one
+    (nan and inf would pass every comparison below, or fail in no words later)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
 def positive(kind: type[int] | type[float], most: float | None = None,
              least: float | None = None) -> Callable[[str], int | float]:
     """An argparse type: a number of `kind` above 0 (and within [least, most] when given)."""
     def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        value = number(kind, text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive: {text}")
         if (least is not None and value < least) or (most is not None and value > most):
@@ -45,17 +55,25 @@ def positive(kind: type[int] | type[float], most: float | None = None,
     return parse
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least minimum."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+def at_least(minimum: int, kind: type[int] | type[float] = int) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` (a whole number by default) of at least
+    minimum."""
+    def parse(text: str) -> int | float:
+        value = number(kind, text)
         if value < minimum:
             wanted = "must not be negative" if minimum == 0 else f"must be {minimum} or more"
             raise argparse.ArgumentTypeError(f"{wanted}: {text}")
         return value
+    return parse
+
+
+def tcp_port(most: int = 65535) -> Callable[[str], int]:
+    """An argparse type: a TCP port from 1 to most."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or not 0 < int(text) <= most:
+            upto = "" if most == 65535 else f" up to {most}"
+            raise argparse.ArgumentTypeError(f"not a TCP port{upto}: {text!r}")
+        return int(text)
     return parse
 
 

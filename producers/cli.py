@@ -10,7 +10,6 @@ import random
 import shutil
 import sys
 import textwrap
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import psycopg
 
 from metro import config, database
 from metro.errors import MetroError
+from metro.service_cli import at_least, number, positive
 
 from . import cards, line, reference
 from .engine import Run
@@ -190,26 +190,10 @@ def describe(args: argparse.Namespace, simulation: Simulation, transport: str) -
     return wrap(f"{args.command}: {simulation.describe()}; {until}; {transport}{seed}{every}")
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def _share(text: str) -> float:
-    value = float(text)
+    value = float(number(float, text))
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1: {text}")
     return value
 
 
@@ -224,9 +208,9 @@ def _via(text: str) -> str:
 def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60, *,
                      vias: tuple[str, ...] = VIAS, default_format: str = "csv",
                      reference: bool = True) -> None:
-    parser.add_argument("--duration", type=_non_negative, default=duration, metavar="S",
+    parser.add_argument("--duration", type=at_least(0, float), default=duration, metavar="S",
                         help="seconds to run; 0 runs until Ctrl-C (default %(default)s)")
-    parser.add_argument("--display-interval", type=_positive(float), default=5.0, metavar="S",
+    parser.add_argument("--display-interval", type=positive(float), default=5.0, metavar="S",
                         help="seconds between live statistics lines (default %(default)s)")
     parser.add_argument("--stats-file", metavar="PATH",
                         help="also write the final summary as JSON to PATH (options, counts "
@@ -253,10 +237,10 @@ def _add_run_options(parser: argparse.ArgumentParser, duration: float = 60, *,
                         help="with --via direct, one of pipeline (libpq pipeline mode, calls "
                              "sent without waiting for answers) or async (one call at a time "
                              "per connection) (default %(default)s)")
-    parser.add_argument("--connections", type=_positive(int), metavar="N",
+    parser.add_argument("--connections", type=positive(int), metavar="N",
                         help="with --via direct: database connections (default 4 in pipeline "
                              "mode, 16 in async mode)")
-    parser.add_argument("--max-in-flight", type=_positive(int), default=10_000, metavar="N",
+    parser.add_argument("--max-in-flight", type=positive(int), default=10_000, metavar="N",
                         help="calls sent and not yet answered, at most (default %(default)s)")
     parser.set_defaults(vias=vias, default_format=default_format, reference=reference)
 
@@ -266,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     generate = sub.add_parser("cards", help="write a cards CSV with the documented mix")
-    generate.add_argument("--count", type=_positive(int), required=True, metavar="N",
+    generate.add_argument("--count", type=positive(int), required=True, metavar="N",
                           help="how many cards to write")
     generate.add_argument("--output", default="-", metavar="PATH",
                           help="CSV file to write (default: standard output)")
@@ -279,9 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=cmd_cards)
 
     trains = sub.add_parser("trains", help="move trains along the line (record_train_event)")
-    trains.add_argument("--trains", type=_positive(int), default=8, metavar="N",
+    trains.add_argument("--trains", type=positive(int), default=8, metavar="N",
                         help="trains 1..N (default %(default)s)")
-    trains.add_argument("--speedup", type=_positive(float), default=1.0, metavar="X",
+    trains.add_argument("--speedup", type=positive(float), default=1.0, metavar="X",
                         help="travel and dwell times divided by X, so trains move X times "
                              "faster; their timestamps stay on the real clock "
                              "(default %(default)g)")
@@ -291,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     trains.set_defaults(func=cmd_simulate, build=build_trains, seed=None)
 
     riders = sub.add_parser("riders", help="entries and exits at the turnstiles")
-    riders.add_argument("--rate", type=_positive(float), default=1000.0, metavar="R",
+    riders.add_argument("--rate", type=positive(float), default=1000.0, metavar="R",
                         help="entry swipes per second (default %(default)s)")
-    riders.add_argument("--cards", type=_positive(int), metavar="N",
+    riders.add_argument("--cards", type=positive(int), metavar="N",
                         help="use the first N cards by card_id (default: all); an honest card "
                              "enters at most 5 times an hour (the fraud rules' thresholds), so "
                              "a run needs about R x min(duration, 3600) / 5 cards")
@@ -303,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     riders.add_argument("--unknown-share", type=_share, default=UNKNOWN_SHARE, metavar="U",
                         help="share of the other entries made with unknown cards "
                              "(default %(default)s)")
-    riders.add_argument("--speedup", type=_positive(float), default=1.0, metavar="X",
+    riders.add_argument("--speedup", type=positive(float), default=1.0, metavar="X",
                         help="divide ride times by X (a second at least), so exits come "
                              "sooner; timestamps stay on the real clock (default %(default)g: "
                              "rides of 90 s to 34 min, so no exit in a short run)")
@@ -315,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     riders.set_defaults(func=cmd_simulate, build=build_riders)
 
     recharges = sub.add_parser("recharges", help="recharges at ticket machines")
-    recharges.add_argument("--rate", type=_positive(float), default=10.0, metavar="R",
+    recharges.add_argument("--rate", type=positive(float), default=10.0, metavar="R",
                            help="recharges per second (default %(default)s)")
-    recharges.add_argument("--cards", type=_positive(int), metavar="N",
+    recharges.add_argument("--cards", type=positive(int), metavar="N",
                            help="use the first N cards by card_id (default: all)")
     recharges.add_argument("--seed", type=int,
                            help="seed of the random choices (default: a random one, printed)")
@@ -326,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     payments = sub.add_parser(
         "payments", help="payments around the risk rules' boundaries (evaluate_transaction)")
-    payments.add_argument("--rate", type=_positive(float), default=100.0, metavar="R",
+    payments.add_argument("--rate", type=positive(float), default=100.0, metavar="R",
                           help="payments per second (default %(default)s)")
-    payments.add_argument("--accounts", type=_positive(int), default=1000, metavar="N",
+    payments.add_argument("--accounts", type=positive(int), default=1000, metavar="N",
                           help="pay from accounts 1..N; their risk tags are whatever "
                                "metro.risk_tags says (default %(default)s)")
     payments.add_argument("--seed", type=int,

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 
 from metro import config
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
-    return int(text)
+from metro.service_cli import tcp_port
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                  "metrics (/metrics)")
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default %(default)s)")
-    dashboard.add_argument("--port", type=_port, default=8080,
+    dashboard.add_argument("--port", type=tcp_port(), default=8080,
                            help="port to listen on (default %(default)s)")
     dashboard.add_argument("--kafka", metavar="HOST:PORT",
                            help="Kafka bootstrap servers for metro_kafka_up and the inbound "

@@ -80,7 +80,7 @@ def test_cli_refuses_a_bad_count(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["cards", "--count", "0", "--output", str(path)])
     assert exit_info.value.code == 2
-    assert "argument --count: must be positive, got 0" in capsys.readouterr().err
+    assert "argument --count: must be positive: 0" in capsys.readouterr().err
     assert not path.exists()
 
 

@@ -49,9 +49,14 @@ def test_database_without_the_schema_is_named(server_dsn, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["riders", "--rate", "0"], "argument --rate: must be positive, got 0"),
-    (["riders", "--fraud-ratio", "1"], "argument --fraud-ratio: must be at least 0 and below 1"),
-    (["trains", "--duration", "-1"], "argument --duration: must not be negative, got -1"),
+    (["riders", "--rate", "0"], "argument --rate: must be positive: 0"),
+    (["riders", "--rate", "abc"], "argument --rate: not a number: 'abc'"),
+    (["riders", "--rate", "nan"], "argument --rate: not a finite number: 'nan'"),
+    (["payments", "--rate", "inf"], "argument --rate: not a finite number: 'inf'"),
+    (["riders", "--fraud-ratio", "1"], "argument --fraud-ratio: must be at least 0 and below 1: 1"),
+    (["riders", "--fraud-ratio", "nan"], "argument --fraud-ratio: not a finite number: 'nan'"),
+    (["trains", "--duration", "-1"], "argument --duration: must not be negative: -1"),
+    (["trains", "--duration", "inf"], "argument --duration: not a finite number: 'inf'"),
     (["recharges", "--mode", "threads"], "argument --mode: invalid choice: 'threads'"),
 ])
 def test_bad_options_are_refused(argv, message, capsys):

@@ -35,3 +35,19 @@ def test_a_command_that_starts_the_embedded_server_says_so(tmp_path):
         assert (again.stdout, again.stderr) == ("1\n", "")
     finally:
         run_metro("db", "stop", home=home)
+
+
+def test_a_port_out_of_range_is_refused_before_anything_starts(tmp_path):
+    """The broker's port used to reach bind() and end in a traceback."""
+    home = tmp_path / "home"
+    for args, said in ((("kafka", "start", "--port", "99999"),
+                        "metro kafka: error: argument --port: not a TCP port up to 65534:"
+                        " '99999'"),
+                       (("kafka", "start", "--port", "65535"),  # the controller takes port + 1
+                        "metro kafka: error: argument --port: not a TCP port up to 65534:"
+                        " '65535'"),
+                       (("dashboard", "--port", "0"),
+                        "metro dashboard: error: argument --port: not a TCP port: '0'")):
+        result = run_metro(*args, home=home)
+        assert (result.returncode, result.stderr.splitlines()[-1]) == (2, said)
+    assert not home.exists()

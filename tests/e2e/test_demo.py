@@ -201,8 +201,9 @@ SILENT = f"127.0.0.1:{free_port_pair()}"
 @pytest.mark.parametrize(("args", "message"), [
     (("--kafka", SILENT), f"metro: Kafka at {SILENT} does not answer (--kafka or METRO_KAFKA); "
                           "start it, or unset METRO_KAFKA to use the project's broker"),
-    (("--seconds", "0"), "metro: --seconds must be positive, got 0"),
-    (("--cards", "-5"), "metro: --cards must be positive, got -5"),
+    (("--seconds", "0"), "metro demo: error: argument --seconds: must be positive: 0"),
+    (("--rate", "inf"), "metro demo: error: argument --rate: not a finite number: 'inf'"),
+    (("--cards", "-5"), "metro demo: error: argument --cards: must be positive: -5"),
 ])
 def test_bad_options_stop_the_demo_before_anything_is_written(db, conn, tmp_path, args,
                                                               message):
