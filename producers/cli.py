@@ -255,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", default="-", metavar="PATH",
                           help="CSV file to write (default: standard output)")
     generate.add_argument("--seed", type=int, help="same seed, same cards (default: random)")
-    generate.add_argument("--first-id", type=int, default=1, metavar="ID",
-                          help="card_id of the first card (default %(default)s)")
+    generate.add_argument("--first-id", type=at_least(0), default=1, metavar="ID",
+                          help="card_id of the first card, 0 or more as in the cards table "
+                               "(default %(default)s)")
     generate.add_argument("--as-of", type=date.fromisoformat, default=datetime.now(UTC).date(),
                           metavar="YYYY-MM-DD",
                           help="reference date for expiry dates (default: today, UTC)")

@@ -75,12 +75,16 @@ def test_first_id_shifts_the_numbering():
     assert first.card_id == 1_000_001
 
 
-def test_cli_refuses_a_bad_count(tmp_path, capsys):
+@pytest.mark.parametrize("option, says", [
+    (["--count", "0"], "argument --count: must be positive: 0"),
+    (["--count", "3", "--first-id", "-3"], "argument --first-id: must not be negative: -3"),
+])
+def test_cli_refuses_a_bad_count_or_first_id(option, says, tmp_path, capsys):
     path = tmp_path / "cards.csv"
     with pytest.raises(SystemExit) as exit_info:
-        main(["cards", "--count", "0", "--output", str(path)])
+        main(["cards", *option, "--output", str(path)])
     assert exit_info.value.code == 2
-    assert "argument --count: must be positive: 0" in capsys.readouterr().err
+    assert says in capsys.readouterr().err
     assert not path.exists()
 
 
