@@ -26,6 +26,8 @@ from psycopg import sql
 
 from metro.topics import streams
 
+from .web.queries import COMPLETE_BEFORE
+
 BUSIEST_SHOWN = 6
 
 
@@ -96,7 +98,7 @@ def collect(conn: psycopg.Connection, baseline: Baseline, elapsed: float,
             remaining: float) -> Snapshot:
     second = conn.execute(
         "SELECT coalesce(s.swipes, 0), coalesce(s.entries, 0), a.rate"
-        " FROM (SELECT date_trunc('second', now()) - interval '1 second' AS t) last"
+        f" FROM (SELECT {COMPLETE_BEFORE} - interval '1 second' AS t) last"
         " LEFT JOIN metro.swipes_per_second s ON s.second_start = last.t"
         " LEFT JOIN metro.acceptance_rate a ON a.second_start = last.t").fetchone()
     run = conn.execute(

@@ -29,8 +29,14 @@ VIEWS = ("dashboard_seconds", "dashboard_stations", "dashboard_trains", "dashboa
          "dashboard_payments", "dashboard_totals")
 
 NOW = "SELECT now() AS now, date_trunc('second', now()) AS second"
+# The seconds before this one are complete: the rollup has counted every committed swipe
+# stamped in them. It reads swipes in commit order, so the oldest it has not counted yet
+# bounds them (a second the worker is still on would show a fraction of its swipes).
+COMPLETE_BEFORE = ("date_trunc('second', least(now(), (SELECT l.oldest_pending"
+                   " FROM metro.worker_lag(1) l WHERE l.source = 'card_events')))")
 SECONDS = ("SELECT second_start, swipes, entries, accepted, rejected, fraud"
-           " FROM metro.dashboard_seconds ORDER BY second_start")
+           f" FROM metro.dashboard_seconds WHERE second_start < {COMPLETE_BEFORE}"
+           " ORDER BY second_start")
 STATIONS = ("SELECT station_id, name, swipes, entries, accepted, rejected, fraud, departures,"
             " average_wait_seconds FROM metro.dashboard_stations ORDER BY station_id")
 TRAINS = ("SELECT train_id, name, station_id, station_name, activity_type, ts"
@@ -191,6 +197,7 @@ def totals(conn: psycopg.Connection) -> dict[str, Any]:
         worker_state = cur.execute(WORKER_STATE).fetchone()
         seconds = cur.execute(
             "SELECT swipes, entries, accepted FROM metro.dashboard_seconds"
-            " ORDER BY second_start DESC LIMIT 60").fetchall()
+            f" WHERE second_start < {COMPLETE_BEFORE} ORDER BY second_start DESC LIMIT 60"
+            ).fetchall()
     return {"totals": dict(row), "streams": streams, "inbound": inbound, "bridge": bridge,
             "worker": worker, "worker_state": worker_state, "minute": seconds}

@@ -8,7 +8,8 @@ import json
 import os
 import re
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from psycopg import sql
 from roles import login_role
 
 from metro import config
+from metro.app import demo_view
 from metro.app.web import metrics, queries
 
 VIEWS = ("dashboard_seconds", "dashboard_stations", "dashboard_trains", "dashboard_fraud_feed",
@@ -217,6 +219,31 @@ def sample(found: dict[str, Any], name: str, **labels: str) -> float:
               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
     assert len(values) == 1, (name, labels, family.samples)
     return float(values[0])
+
+
+def test_a_second_the_rollup_is_still_on_is_not_shown_as_complete(dashboard_db, conn):
+    """The page, /metrics and the demo's line show the last second the rollup has counted
+    whole: a second with a swipe not rolled up yet would show a fraction of its swipes."""
+    add_cards(conn, 1, 10)
+    done = second_base(conn, 3)
+    later = done + timedelta(seconds=1)
+    for card in range(1, 5):
+        swipe(conn, card, 4, done)
+    conn.execute("SELECT * FROM metro.validate_entry(5, 4, %s)", (later,))  # not rolled up
+    second = one(conn, "SELECT date_trunc('second', %s::timestamptz)", (done,))
+    pending = one(conn, "SELECT date_trunc('second', %s::timestamptz)", (later,))
+
+    snapshot = queries.snapshot(conn, queries.Layout([]))
+    assert snapshot["seconds"][-1] == [second.isoformat(), 4, 4, 0]
+    assert (snapshot["swipes_per_second"], snapshot["minute"]["swipes"]) == (4, 4)
+    assert queries.totals(conn)["minute"][0] == {"swipes": 4, "entries": 4, "accepted": 4}
+    shown = demo_view.collect(conn, demo_view.Baseline.take(conn), 1.0, 1.0)
+    assert (shown.swipes, shown.entries, shown.acceptance) == (4, 4, Decimal(1))
+
+    catch_up(conn)
+    snapshot = queries.snapshot(conn, queries.Layout([]))
+    assert [pending.isoformat(), 1, 1, 0] in snapshot["seconds"]
+    assert snapshot["minute"]["swipes"] == 5
 
 
 def test_a_backlog_beyond_the_count_limit_shows_as_more(dashboard_db, conn):
