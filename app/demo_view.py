@@ -3,7 +3,8 @@
 What it shows: swipes per second and the acceptance rate (views swipes_per_second
 and acceptance_rate, for the last complete second), fraud found (fraud rows written
 since the demo started), the busiest stations of the last minute (busiest_stations)
-with their average wait for a train (station_wait_times), and the bridge's lag
+with their average wait for a train (dashboard_stations: departures of the last 15
+minutes, as the dashboard shows it, not an earlier run's), and the bridge's lag
 (metro.bridge_lag(): rows delivered since the start and rows still pending).
 
 On a terminal the view is redrawn in place, every line fitted to the terminal's width
@@ -77,7 +78,7 @@ class Station:
     name: str
     swipes: int                       # last minute
     entries: int                      # last minute
-    average_wait_s: Decimal | None    # since the data began
+    average_wait_s: Decimal | None    # departures of the last 15 minutes
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def collect(conn: psycopg.Connection, baseline: Baseline, elapsed: float,
     busiest = [Station(*row) for row in conn.execute(
         "SELECT b.name, b.swipes, b.entries, w.average_wait_seconds"
         " FROM metro.busiest_stations b"
-        " LEFT JOIN metro.station_wait_times w USING (station_id)"
+        " LEFT JOIN metro.dashboard_stations w USING (station_id)"
         " ORDER BY b.swipes DESC, b.station_id LIMIT %s", (BUSIEST_SHOWN,))]
     lag = [StreamLag(stream, topic, delivered - baseline.delivered.get(stream, 0), pending,
                      age.total_seconds() if age is not None else None)

@@ -246,6 +246,29 @@ def test_a_second_the_rollup_is_still_on_is_not_shown_as_complete(dashboard_db, 
     assert snapshot["minute"]["swipes"] == 5
 
 
+def test_the_demo_shows_the_dashboard_s_average_wait(dashboard_db, conn):
+    """Both over the departures of the last 15 minutes: the demo's line used to average
+    every departure kept, an earlier run's included."""
+    add_cards(conn, 1, 2)
+    base = second_base(conn, 5)
+    earlier = base - timedelta(minutes=20)
+    swipe(conn, 1, 4, earlier)
+    conn.execute("SELECT metro.record_train_event(1, 4, 1, %s)",
+                 (earlier + timedelta(seconds=100),))
+    swipe(conn, 2, 4, base - timedelta(seconds=10))
+    conn.execute("SELECT metro.record_train_event(1, 4, 1, %s)", (base,))
+    catch_up(conn)
+    assert one(conn, "SELECT average_wait_seconds FROM metro.station_wait_times"
+                     " WHERE station_id = 4") == Decimal("55.1")  # both departures
+
+    shown = demo_view.collect(conn, demo_view.Baseline.take(conn), 1.0, 1.0)
+    page = queries.snapshot(conn, queries.Layout([]))
+    assert [(s.name, s.average_wait_s) for s in shown.busiest] == [
+        ("Lantern Square", Decimal("10.1"))]
+    assert [s["average_wait_seconds"] for s in page["stations"] if s["station_id"] == 4] == [
+        10.1]
+
+
 def test_a_backlog_beyond_the_count_limit_shows_as_more(dashboard_db, conn):
     # A stopped worker and bridge: more pending rows than the snapshot counts each second.
     limit = queries.LAG_COUNT_LIMIT
