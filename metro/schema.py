@@ -200,8 +200,10 @@ def _install_refusal(error: BaseException | None) -> BaseException:
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         primary = error.diag.message_primary or ""
         if primary.startswith(("permission denied to create role",
-                               "permission denied to grant role")):
-            # The database's owner may still lack the cluster-wide right over the roles.
+                               "permission denied to grant role",
+                               "must have admin option on role")):
+            # The database's owner may still lack the cluster-wide right over the roles
+            # (PostgreSQL 15 and older word the missing ADMIN OPTION "must have ...").
             return MetroError(f"{primary}: installing creates the roles metro_app, "
                               "metro_reader, metro_bridge, metro_worker and metro_replay and "
                               "grants them to one another, which needs CREATEROLE and ADMIN "

@@ -50,8 +50,8 @@ REVOKE ALL ON FUNCTION fraud_rule(bigint, timestamptz, interval, integer, intege
 CREATE OR REPLACE FUNCTION is_fraud(card_id bigint, station_id integer, ts timestamptz DEFAULT now())
 RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = metro, pg_temp
 -- Generic plans, as validate_entry's: planning the rules over the partitions
--- on every call cost more than the rules; and never a partition scan.
-SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
+-- on every call cost more than the rules; never a partition scan; no JIT.
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
 BEGIN
     IF $1 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'card_id'); END IF;
     IF $2 IS NULL THEN PERFORM raise_null_argument('is_fraud', 'station_id'); END IF;

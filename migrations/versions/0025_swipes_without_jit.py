@@ -1,0 +1,27 @@
+"""The swipes without JIT.
+
+Revision ID: 0025
+Revises: 0024
+Create Date: 2026-12-02
+
+Applies 0025_swipes_without_jit.sql, frozen (see 0001): validate_entry, validate_entries,
+process_exit and is_fraud run with jit off. Only function settings change; no table is
+locked.
+"""
+
+from pathlib import Path
+
+from metro.schema import refuse_downgrade, run_revision_sql
+
+revision = "0025"
+down_revision = "0024"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    run_revision_sql(Path(__file__).with_suffix(".sql"))
+
+
+def downgrade() -> None:
+    refuse_downgrade(revision)
