@@ -251,10 +251,12 @@ BEGIN
     -- max_rows-th row). A new departure is computed, and so is the next
     -- departure at its station, whose waiting window it shortens.
     SELECT * INTO cur FROM worker_cursors c WHERE c.source = 'train_events';
-    SELECT max(t.txid) INTO last_txid
+    -- The last of the first max_rows (xid8 has no max() before PostgreSQL 14).
+    SELECT t.txid INTO last_txid
     FROM (SELECT te.txid FROM train_events te
           WHERE te.txid > cur.txid AND te.txid < horizon
-          ORDER BY te.txid LIMIT max_rows) t;
+          ORDER BY te.txid LIMIT max_rows) t
+    ORDER BY t.txid DESC LIMIT 1;
     n := 0;
     IF last_txid IS NOT NULL THEN
         WITH departed AS (
@@ -293,7 +295,8 @@ BEGIN
             WHERE p.station_id = te.station_id AND p.activity_type = 1 AND p.ts < te.ts) prev
         CROSS JOIN LATERAL (
             SELECT sum(sl.accepted)::integer AS riders,
-                   sum(sl.accepted * extract(epoch FROM te.ts - sl.second_start)) AS wait_seconds
+                   sum(sl.accepted * extract(epoch FROM te.ts - sl.second_start)::numeric)
+                       AS wait_seconds
             FROM station_second_slots sl
             WHERE sl.station_id = te.station_id
               AND sl.second_start > date_trunc('second', prev.since) AND sl.second_start <= te.ts) w

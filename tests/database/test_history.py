@@ -52,7 +52,7 @@ DEPARTURES = """
 # most max_wait back), in one-second buckets, each waiting until the departure.
 DEPARTURES_RECOMPUTED = """
     SELECT d.station_id, d.train_id, d.ts, count(e.*)::integer,
-           coalesce(sum(extract(epoch FROM d.ts - date_trunc('second', e.ts))), 0)
+           coalesce(sum(extract(epoch FROM d.ts - date_trunc('second', e.ts))::numeric), 0)
     FROM train_events d
     CROSS JOIN settings s
     CROSS JOIN LATERAL (

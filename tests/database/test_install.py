@@ -115,27 +115,29 @@ def test_install_without_the_privileges_says_which_in_one_line(server_dsn, empty
     assert stopped.startswith("metro: permission denied for schema metro: installing needs")
 
 
-def test_an_owner_without_rights_over_the_roles_is_told_so(server_dsn, empty_db):
-    # The database's owner, but the metro roles were created by another role.
+def test_an_owner_without_rights_over_the_roles_is_told_so(server_dsn, template_db, empty_db):
+    # The database's owner, but the metro roles were created by another role (the
+    # template's install created them, whichever test ran first).
     dsn = empty_db("owned")
     dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    with login_role(server_dsn, "owner") as role:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                sql.Identifier(dbname), sql.Identifier(role)))
-        stopped = refused_install_as(dsn, role)
-        # In PostgreSQL's words, which changed in 16.
-        assert stopped.startswith(('metro: permission denied to grant role "metro_',
-                                   'metro: must have admin option on role "metro_'))
-        assert stopped.endswith(
-            ": installing creates the roles metro_app, metro_reader, metro_bridge, metro_worker"
-            " and metro_replay and grants them to one another, which needs CREATEROLE and ADMIN"
-            " OPTION on them (the role that created them has it); run metro install as that"
-            " role or as a superuser\n")
-        with psycopg.connect(dsn) as conn:
+    with login_role(server_dsn, "owner") as role, psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(dbname), sql.Identifier(role)))
+        try:
+            stopped = refused_install_as(dsn, role)
             assert conn.execute("SELECT to_regnamespace('metro')").fetchone() == (None,)
+        finally:
+            # The role is dropped after the test: it may own nothing.
             conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO postgres").format(
                 sql.Identifier(dbname)))
+    # In PostgreSQL's words, which changed in 16.
+    assert stopped.startswith(('metro: permission denied to grant role "metro_',
+                               'metro: must have admin option on role "metro_'))
+    assert stopped.endswith(
+        ": installing creates the roles metro_app, metro_reader, metro_bridge, metro_worker"
+        " and metro_replay and grants them to one another, which needs CREATEROLE and ADMIN"
+        " OPTION on them (the role that created them has it); run metro install as that"
+        " role or as a superuser\n")
 
 
 def test_an_owner_who_may_not_create_the_roles_is_told_so(tmp_path):

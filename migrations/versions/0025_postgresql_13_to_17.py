@@ -1,12 +1,13 @@
-"""The swipes without JIT.
+"""metro on PostgreSQL 13 to 17.
 
 Revision ID: 0025
 Revises: 0024
 Create Date: 2026-12-02
 
-Applies 0025_swipes_without_jit.sql, frozen (see 0001): validate_entry, validate_entries,
-process_exit and is_fraud run with jit off. Only function settings change; no table is
-locked.
+Applies 0025_postgresql_13_to_17.sql, frozen (see 0001): validate_entry, validate_entries,
+process_exit and is_fraud run with jit off (before 18 their disabled scans cost enough to
+compile every swipe), and run_rollup does without max(xid8) (not in 13) and sums waits
+as numeric. Only functions change; no table is locked.
 """
 
 from pathlib import Path
