@@ -104,7 +104,9 @@ BEGIN
                                         partition_name, t.table_name, d::timestamptz,
                                         (d + 1)::timestamptz)) THEN
                     EXECUTE format('COMMENT ON TABLE %I IS %L', partition_name,
-                                   format('%s of %s (UTC); dropped by run_maintenance() past its retention', t.table_name, d));
+                                   -- The day as the name has it, whatever the caller's DateStyle.
+                                   format('%s of %s (UTC); dropped by run_maintenance() past its retention',
+                                          t.table_name, to_char(d, 'YYYY-MM-DD')));
                     action := 'created';
                     rows := 0;
                 ELSE

@@ -7,7 +7,8 @@ Create Date: 2026-12-02
 Applies 0025_postgresql_13_to_17.sql, frozen (see 0001): validate_entry, validate_entries,
 process_exit and is_fraud run with jit off (before 18 their disabled scans cost enough to
 compile every swipe), and run_rollup does without max(xid8) (not in 13) and sums waits
-as numeric. Only functions change; no table is locked.
+as numeric; create_partitions writes its comment's day in ISO form whatever the DateStyle.
+Only functions change; no table is locked.
 """
 
 from pathlib import Path

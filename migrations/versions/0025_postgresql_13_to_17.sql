@@ -8,6 +8,8 @@
 --   max(xid8), which PostgreSQL 13 does not have: the rollup failed there at
 --   its first departure; and it sums the seconds riders waited as numeric
 --   (extract() gives double precision before 14).
+-- - create_partitions comments a new partition with its day in ISO form
+--   whatever the caller's DateStyle ("card_events of 12/02/2026" under SQL, MDY).
 -- Only functions change: the upgrade takes no lock on a table.
 SET search_path = metro, pg_catalog;
 
@@ -220,5 +222,80 @@ BEGIN
     END IF;
     source := 'train_events'; rolled_up := n; full_round := n >= max_rows;
     RETURN NEXT;
+END
+$$;
+
+-- Creates the daily partitions of from_day through to_day (UTC days) that do
+-- not exist, for every partitioned table, one caller at a time, and only for
+-- days rows are kept for (back to the longest retention, ahead to
+-- settings.partitions_ahead). A day that already has rows in the table's
+-- default partition keeps them there (reported as kept_in_default): those
+-- rows leave by their retention. A table a long transaction holds is left
+-- for the next call (busy, partition_ddl).
+CREATE OR REPLACE FUNCTION create_partitions(from_day date, to_day date)
+RETURNS TABLE (action text, table_name text, partition_name text, rows bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = metro, pg_temp SET TimeZone = 'UTC' AS $$
+DECLARE
+    s settings%ROWTYPE;
+    first_kept date;
+    last_kept date;
+    t record;
+    d date;
+    found_rows boolean;
+BEGIN
+    IF from_day IS NULL THEN PERFORM raise_null_argument('create_partitions', 'from_day'); END IF;
+    IF to_day IS NULL THEN PERFORM raise_null_argument('create_partitions', 'to_day'); END IF;
+    -- Infinite days first: date subtraction refuses them.
+    IF NOT (isfinite(from_day) AND isfinite(to_day)) OR to_day < from_day
+       OR to_day - from_day > 3660 OR from_day < date '2000-01-01' OR to_day >= date '2200-01-01' THEN
+        RAISE EXCEPTION 'create_partitions: days % to % are not a range of at most 10 years within 2000-01-01 and 2200-01-01',
+            from_day, to_day
+            USING ERRCODE = '22023', HINT = 'Pass the first and the last UTC day to create, e.g. create_partitions(current_date - 7, current_date - 1).';
+    END IF;
+    -- One caller at a time (two installs, a worker and pg_cron): the second
+    -- waits, then finds the partitions made. The settings row, because only
+    -- the schema's owner may lock it (an advisory lock, any role could hold).
+    SELECT * INTO s FROM settings FOR NO KEY UPDATE;
+    -- Only days rows are kept for: every partition is locked by every swipe's
+    -- rules, so a thousand days far ahead (never dropped) or long past would
+    -- slow every swipe.
+    first_kept := ((now() - greatest(s.event_retention, s.history_retention)) AT TIME ZONE 'UTC')::date;
+    last_kept := (now() AT TIME ZONE 'UTC')::date + s.partitions_ahead;
+    IF from_day < first_kept OR to_day > last_kept THEN
+        RAISE EXCEPTION 'create_partitions: days % to % reach outside the days kept, % to %',
+            from_day, to_day, first_kept, last_kept
+            USING ERRCODE = '22023',
+                  HINT = 'Days kept: back to the longest retention (settings.event_retention, history_retention), ahead to settings.partitions_ahead; run_maintenance() makes the days ahead as they come near.';
+    END IF;
+    FOR t IN SELECT * FROM partitioned_tables() p ORDER BY p.table_name LOOP
+        FOR d IN SELECT g::date FROM generate_series(from_day, to_day, interval '1 day') g LOOP
+            partition_name := format('%s_p%s', t.table_name, to_char(d, 'YYYYMMDD'));
+            CONTINUE WHEN to_regclass(format('metro.%I', partition_name)) IS NOT NULL;
+            table_name := t.table_name;
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I >= $1 AND %I < $2)',
+                           t.table_name || '_default', t.time_column, t.time_column)
+                INTO found_rows USING d::timestamptz, (d + 1)::timestamptz;
+            IF found_rows THEN
+                action := 'kept_in_default';
+                partition_name := t.table_name || '_default';
+                rows := NULL;
+            ELSE
+                IF partition_ddl(format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                                        partition_name, t.table_name, d::timestamptz,
+                                        (d + 1)::timestamptz)) THEN
+                    EXECUTE format('COMMENT ON TABLE %I IS %L', partition_name,
+                                   -- The day as the name has it, whatever the caller's DateStyle.
+                                   format('%s of %s (UTC); dropped by run_maintenance() past its retention',
+                                          t.table_name, to_char(d, 'YYYY-MM-DD')));
+                    action := 'created';
+                    rows := 0;
+                ELSE
+                    action := 'busy';
+                    rows := NULL;
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
 END
 $$;

@@ -49,6 +49,24 @@ def test_maintenance_creates_the_days_ahead_once(conn):
     assert state == ("created 0, dropped 0, deleted 0 rows, busy 0, not rolled up 0",)
 
 
+def test_a_partition_is_described_by_its_utc_day_whatever_the_callers_settings(conn):
+    # A caller's DateStyle and TimeZone change neither the bounds nor the description.
+    conn.execute("SET DateStyle = 'SQL, DMY'")
+    conn.execute("SET TimeZone = 'America/New_York'")
+    day = today(conn) - timedelta(days=1)
+    conn.execute("SELECT * FROM create_partitions(%s, %s)", (day, day))
+    conn.execute("SET DateStyle = 'ISO, YMD'")
+    conn.execute("SET TimeZone = 'UTC'")
+    name = day_name("card_events", day)
+    assert conn.execute(
+        "SELECT obj_description(%s::regclass, 'pg_class'),"
+        " pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = %s::regclass",
+        (f"metro.{name}", f"metro.{name}")).fetchone() == (
+        f"card_events of {day:%Y-%m-%d} (UTC); dropped by run_maintenance() past its retention",
+        f"FOR VALUES FROM ('{day:%Y-%m-%d} 00:00:00+00') TO"
+        f" ('{day + timedelta(days=1):%Y-%m-%d} 00:00:00+00')")
+
+
 def test_days_past_retention_are_dropped_in_well_under_a_second(conn, stations):
     day = today(conn)
     old = day - timedelta(days=40)
