@@ -41,8 +41,9 @@ def test_the_schema_tests_pass_on_an_older_release(binaries, name):
         with psycopg.connect(server.conninfo()) as conn:
             version = conn.execute("SHOW server_version_num").fetchone()
         assert version is not None and int(version[0]) < 180000
-        env = {name: value for name, value in os.environ.items()
-               if not name.startswith("PYTEST_")}
+        # The inner pytest is not a worker of this one.
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith("PYTEST_")}
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITE],
             cwd=REPO, env={**env, "METRO_DATABASE_URL": server.url()},
