@@ -40,7 +40,9 @@ def maven_release(version: str, cache: Path) -> Path:
     with zipfile.ZipFile(jar) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".txz"))
         with tarfile.open(fileobj=io.BytesIO(archive.read(name)), mode="r:xz") as tar:
-            tar.extractall(target, filter="tar")
+            # extractall's filter came with Python 3.11.4; older ones extract as they did.
+            options = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+            tar.extractall(target, **options)
     # The server runs as another OS user when the tests run as root.
     for path in [target, *target.rglob("*")]:
         mode = path.stat().st_mode
