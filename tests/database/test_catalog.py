@@ -200,3 +200,17 @@ def test_each_rule_is_one_inlinable_sql_function(conn):
         for name in ("entry_outcome", "fraud_rule", "payment_refusal", "risk_rule")]
     assert all(volatility in ("s", "i") for *_, volatility in rows)
     assert not conn.execute("SELECT to_regproc('metro.match_risk_rule')").fetchone()[0]
+
+
+def test_the_entry_outcome_is_inlined_as_one_case(conn):
+    """validate_entry compiles the outcome's expression in every transaction: it must be
+    inlined (no function call), and one CASE, not one per field (revision 0026)."""
+    plan = conn.execute(
+        "EXPLAIN (VERBOSE, FORMAT JSON)"
+        " SELECT metro.entry_outcome(c.enabled, c.card_type, c.balance, c.expires, 250,"
+        "                            c.notify = 1, now())"
+        " FROM metro.cards c").fetchone()[0]
+    [output] = plan[0]["Plan"]["Output"]
+    assert "entry_outcome" not in output
+    assert output.startswith("CASE WHEN (enabled IS NULL) THEN ")
+    assert output.count("CASE") == 1
