@@ -202,6 +202,20 @@ def test_each_rule_is_one_inlinable_sql_function(conn):
     assert not conn.execute("SELECT to_regproc('metro.match_risk_rule')").fetchone()[0]
 
 
+def test_the_exits_read_is_inlined(conn):
+    """process_exit's read of the card's latest entry or exit must be inlined, so that its
+    bounds prune the partitions when the plan starts (revision 0027)."""
+    plan = conn.execute(
+        "EXPLAIN (FORMAT JSON) SELECT * FROM metro.latest_entry_or_exit(7, now(),"
+        " now() - interval '1 day')").fetchone()[0]
+
+    def nodes(node: dict) -> list[str]:
+        return [node["Node Type"], *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    assert "Function Scan" not in nodes(plan[0]["Plan"])
+    assert nodes(plan[0]["Plan"])[0] == "Limit"
+
+
 def test_the_entry_outcome_is_inlined_as_one_case(conn):
     """validate_entry compiles the outcome's expression in every transaction: it must be
     inlined (no function call), and one CASE, not one per field (revision 0026)."""

@@ -463,6 +463,27 @@ def test_a_gate_never_compiles_its_statements(conn, stations, function, args):
     assert nested and not [plan for plan in nested if "JIT:" in plan]
 
 
+def test_an_exit_after_a_recent_entry_reads_no_older_day(db, conn, stations):
+    # process_exit reads the last day first: the days before yesterday are not read
+    # (over all of history, the plan read the newest entries of every day's partition).
+    day = today(conn)
+    conn.execute("SELECT * FROM create_partitions(%s, %s)", (day - timedelta(days=5), day))
+    conn.execute("SELECT * FROM run_maintenance()")
+    add_card(conn, 7)
+    noon = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=12)
+    call(conn, "validate_entry", 7, 1, noon - timedelta(hours=1))
+    conn.commit()
+    with psycopg.connect(db) as gate:
+        assert call(gate, "process_exit", 7, 2, noon) == (True, "Exit recorded")
+        read = {name for (name,) in gate.execute(
+            "SELECT relname FROM pg_stat_xact_user_tables"
+            " WHERE relname LIKE 'card\\_events\\_p%%' AND idx_scan > 0")}
+    assert day_name("card_events", day) in read
+    older = {day_name("card_events", day - timedelta(days=n)) for n in range(2, 6)}
+    assert older <= set(partitions(conn, "card_events"))
+    assert not read & older
+
+
 def test_the_rules_plan_opens_only_the_partition_of_the_window(conn, stations):
     # validate_entry passes the thresholds as parameters, so the generic plan of the
     # rules' read drops every other partition, the default one included, when it starts

@@ -65,3 +65,32 @@ def test_disabled_card_may_still_leave(conn, stations):
     call(conn, "validate_entry", 42, 4, at())
     conn.execute("UPDATE cards SET enabled = false WHERE card_id = 42")
     assert call(conn, "process_exit", 42, 9, at(minutes=10)) == (True, "Exit recorded")
+
+
+DAY = 24 * 60  # minutes
+
+
+def test_an_entry_older_than_a_day_is_still_closed(conn, stations):
+    # process_exit reads the last day first and all of history only when that day holds
+    # no entry or exit: the entry of two days before is found the second way.
+    add_card(conn, 42, balance=5000)
+    call(conn, "validate_entry", 42, 4, at())
+    assert call(conn, "process_exit", 42, 9, at(minutes=2 * DAY)) == (True, "Exit recorded")
+    assert stream(conn, "trips") == [(42, 4, at(), 9, at(minutes=2 * DAY))]
+
+
+def test_an_exit_older_than_a_day_still_closed_the_trip_before_it(conn, stations):
+    add_card(conn, 42, balance=5000)
+    call(conn, "validate_entry", 42, 4, at())
+    call(conn, "process_exit", 42, 9, at(minutes=10))
+    assert call(conn, "process_exit", 42, 9, at(minutes=2 * DAY)) == (
+        True, "Exit recorded without an open entry")
+    assert stream(conn, "trips") == [(42, 4, at(), 9, at(minutes=10))]
+
+
+def test_the_last_days_entry_wins_over_older_history(conn, stations):
+    add_card(conn, 42, balance=5000)
+    call(conn, "validate_entry", 42, 4, at())
+    call(conn, "validate_entry", 42, 6, at(minutes=DAY + 60))
+    call(conn, "process_exit", 42, 9, at(minutes=DAY + 80))
+    assert stream(conn, "trips") == [(42, 6, at(minutes=DAY + 60), 9, at(minutes=DAY + 80))]
