@@ -42,6 +42,10 @@ Parameters, fixed before measuring (each figure's row and JSON repeat its own):
   one transaction, 8 clients; the ratio validate_entry / usual way is taken per
   round. Its extra round trips are pgbench's CPU too, on the same two cores as the
   server: part of what it loses is client work, not database work;
+- a ride at 8 clients: validate_entry and then process_exit of the same card (two
+  transactions; process_exit finds the entry and writes a trip when the entry was
+  accepted), the ratio rides/s / validate_entry swipes/s taken per round (0.5 when an
+  exit costs what an entry does);
 - validate_entries at two settings, both reported because both matter (the batch
   size sets the per-call overhead, the client count how many batches commit at
   once): 250 swipes per call at 3 clients, and 100 per call at 2 clients (--bulk);
@@ -137,6 +141,12 @@ INSERT INTO metro.card_events (card_id, ts, station_id, activity_code, amount, a
 VALUES (:card, now(), :station, 1, 0, 0);
 \\endif
 COMMIT;
+"""
+# An entry and then the exit of the same card, each its own transaction.
+RIDE = """\\set card random(1, {cards})
+\\set station random(1, 15)
+SELECT * FROM metro.validate_entry(:card, :station);
+SELECT * FROM metro.process_exit(:card, 1 + :station % 15);
 """
 BULK = """SELECT count(*) FROM metro.validate_entries(
     ARRAY(SELECT 1 + (random() * {last})::bigint FROM generate_series(1, {batch})),
@@ -434,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
                    ("SELECT count(*) FROM bench_commit", 1), seconds))
     setups.append(("usual", "the usual way (client-side rules)", usual, main_clients, None,
                    one_event, seconds))
+    setups.append(("ride", "a ride: validate_entry, then process_exit", RIDE.format(cards=cards),
+                   main_clients, None, (EVENTS, 2), seconds))
     setups += [(f"bulk@{batch}x{clients}", f"validate_entries, {batch} per call",
                 BULK.format(last=cards - 1, batch=batch), clients, None, (EVENTS, batch),
                 seconds) for batch, clients in args.bulk]
@@ -612,6 +624,13 @@ def main(argv: list[str] | None = None) -> None:
         mid("usual", "p50_ms"), mid("usual", "p95_ms"), mid("usual", "p99_ms"),
         baseline_ratio=ratio, baseline=f"validate_entry at {main_clients} clients / this, per"
         " round", setup=setup_of["usual"], runs=tps("usual")))
+    summary.append(summary_row(
+        "a ride: validate_entry, then process_exit of the same card", "closed loop",
+        median(tps("ride")), "rides/s", mid("ride", "p50_ms"), mid("ride", "p95_ms"),
+        mid("ride", "p99_ms"), setup=setup_of["ride"], runs=tps("ride"),
+        baseline_ratio=median([a.tps / b.tps for a, b in zip(
+            runs["ride"], runs[f"validate_entry@{main_clients}"], strict=True)]),
+        baseline=f"rides/s / validate_entry swipes/s at {main_clients} clients, per round"))
     durable = runs[f"durable@{main_clients}"]
     for batch, clients in args.bulk:
         key = f"bulk@{batch}x{clients}"
