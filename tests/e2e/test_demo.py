@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -193,6 +194,39 @@ def test_demo_without_java_appends_the_stream_rows_to_a_jsonlines_file(db, conn,
     assert {(line["topic"], line["position"]) for line in lines} == written
     assert {topic: sum(line["topic"] == topic for line in lines) for topic in TOPICS} == {
         STREAM_TOPICS[table]: summary[table] for table in STREAM_TOPICS}
+
+
+def test_a_second_ctrl_c_stops_without_waiting_for_the_bridge_and_loses_nothing(db, conn,
+                                                                              tmp_path):
+    """The stream file cannot be written (a directory stands at its path), so the bridge
+    forwards nothing and one Ctrl-C would wait the whole DRAIN_SECONDS (15 s) for it. A
+    second Ctrl-C skips that wait: the demo ends at once, its summary still agrees with
+    the database, and every row it wrote waits in the outbox for the next bridge."""
+    env = demo_env(db, tmp_path, JAVA_HOME=str(tmp_path / "no-java"))
+    path = tmp_path / "demo" / "streams.jsonl"
+    path.mkdir(parents=True)
+    before = Totals(conn)
+    process = demo(env, "--seconds", "60", "--no-dashboard")
+    assert process.stdout is not None
+    head = []
+    for text in process.stdout:
+        head.append(text)
+        if re.match(TICK, text):
+            break
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)
+    stopping = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    output = "".join(head) + finish(process, 130)
+    assert time.monotonic() - stopping < 10, output
+    assert f"bridge: IsADirectoryError: [Errno 21] Is a directory: '{path}'" in output
+    assert "Traceback" not in output
+    summary = check_against_database(output, before, Totals(conn))
+    assert delivered(output, f"appended to {path}") == dict.fromkeys(
+        ("CARD_ALERT_EXPORT", "FRAUD", "transaction_decisions", "TRIPS"), 0)
+    written = sum(summary[table] for table in STREAM_TOPICS)
+    assert re.search(rf"^not yet forwarded: {written} rows; ", output, re.M), output
+    assert conn.execute("SELECT sum(pending) FROM metro.bridge_lag()").fetchone() == (written,)
 
 
 SILENT = f"127.0.0.1:{free_port_pair()}"
