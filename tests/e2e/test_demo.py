@@ -48,6 +48,17 @@ def finish(process: subprocess.Popen[str], expected_status: int = 0) -> str:
     return output
 
 
+def until_tick(process: subprocess.Popen[str]) -> list[str]:
+    """The demo's output up to its plain line 3 s into the load (the load is running)."""
+    assert process.stdout is not None
+    head = []
+    for text in process.stdout:
+        head.append(text)
+        if re.match(TICK, text):
+            break
+    return head
+
+
 class Totals:
     """What the database holds now, to compare before and after a run."""
 
@@ -148,12 +159,7 @@ def test_demo_streams_to_kafka_and_a_second_run_reuses_the_cards(db, conn, kafka
     before = Totals(conn)
     port = free_port_pair()
     process = demo(env, "--seconds", "60", "--dashboard-port", str(port))
-    assert process.stdout is not None
-    head = []
-    for text in process.stdout:
-        head.append(text)
-        if re.match(TICK, text):
-            break
+    head = until_tick(process)
     url = f"http://127.0.0.1:{port}/"
     assert (f"dashboard: {url} (the live page; Prometheus metrics at {url}metrics), open "
             "while the demo runs\n") in head
@@ -207,12 +213,7 @@ def test_a_second_ctrl_c_stops_without_waiting_for_the_bridge_and_loses_nothing(
     path.mkdir(parents=True)
     before = Totals(conn)
     process = demo(env, "--seconds", "60", "--no-dashboard")
-    assert process.stdout is not None
-    head = []
-    for text in process.stdout:
-        head.append(text)
-        if re.match(TICK, text):
-            break
+    head = until_tick(process)
     process.send_signal(signal.SIGINT)
     time.sleep(1)
     stopping = time.monotonic()
